@@ -1,0 +1,57 @@
+#!/usr/bin/env node
+/**
+ * strata's command line: maps verbs to lazily imported `commands/<verb>.ts` modules and turns errors into
+ * exit codes. A StrataError is the user's to fix (message + hint, no stack); anything else is a bug.
+ */
+import { Command, CommanderError } from 'commander';
+import { isStrataError, exitCodeFor } from './errors.ts';
+
+const program = new Command();
+program
+  .name('strata')
+  .description('Reproducible research environments from Debian channels: lock a manifest, realise it as an OCI image, run it.')
+  .version('0.1.0')
+  .exitOverride()
+  .showHelpAfterError('(run with --help for usage)');
+
+program
+  .command('lock')
+  .description('resolve strata.toml into strata.lock: a fully hashed, deterministic dependency graph')
+  .option('-m, --manifest <path>', 'the manifest to lock', 'strata.toml')
+  .option('--check', 'exit 0 if strata.lock is up to date with the manifest, non-zero with the reason if not')
+  .option('--offline', 'use only cached channel indexes; download nothing')
+  .option('--json', 'print the summary as JSON')
+  .action(async (opts) => (await import('./commands/lock.ts')).lockCommand(opts));
+
+program
+  .command('realise')
+  .alias('realize')
+  .description('download, verify and build every locked package as OCI layers; write or load the image')
+  .option('-m, --manifest <path>', 'the manifest whose strata.lock to realise', 'strata.toml')
+  .option('--oci <dir>', 'write an OCI image layout (image-spec 1.1) to DIR')
+  .option('--docker-archive <file>', 'write one tar that both `docker load` and OCI tools read')
+  .option('--load', 'load the image into the Docker engine at DOCKER_HOST')
+  .option('--tag <name>', 'image name:tag for --load and --docker-archive (default: <project>:<closure prefix>)')
+  .option('--gzip', 'gzip-compress layers in --oci and --docker-archive output (deterministic)')
+  .option('--locked', 'refuse a lock that is stale against the manifest')
+  .option('-j, --jobs <n>', 'concurrent downloads', '8')
+  .action(async (opts) => (await import('./commands/realise.ts')).realiseCommand(opts));
+
+async function main(argv: string[]): Promise<number> {
+  try {
+    await program.parseAsync(argv);
+    return process.exitCode === undefined ? 0 : Number(process.exitCode);
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 64;
+    if (isStrataError(e)) {
+      process.stderr.write(`error: ${e.message}\n`);
+      if (e.hint) process.stderr.write(`hint: ${e.hint}\n`);
+      return exitCodeFor(e.code);
+    }
+    process.stderr.write(`strata: internal error (a bug; please report it with this output):\n`);
+    process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    return 70;
+  }
+}
+
+process.exitCode = await main(process.argv);

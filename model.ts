@@ -1,0 +1,169 @@
+/**
+ * strata's vocabulary. Every module, message and document uses these words with these meanings.
+ *
+ * - manifest:   `strata.toml`, what the user asks for: channels, packages (roots), image settings.
+ * - channel:    one Debian-format archive suite (a mirror URL list, a suite, components, a keyring).
+ *               The first channel declared is the *default channel*.
+ * - candidate:  one binary package version offered by a channel's `Packages` index for one arch.
+ * - root:       a package the manifest names; everything else in a closure is a dependency.
+ * - host-provided: a package the host supplies at run time (the NVIDIA driver's user-space half);
+ *               it satisfies dependencies but never enters the closure.
+ * - locked package (node): a candidate chosen by the resolver, pinned by sha256, with its resolved
+ *               dependency edges and its closure hash.
+ * - closure hash: a Merkle hash over a node's own sha256 and its dependencies' closure hashes
+ *               (strongly connected components hashed as one unit).
+ * - lock:       `strata.lock`, the only contract between `resolver/` and `realiser/`.
+ * - store:      the content-addressed cache under the user's cache directory; the one place bytes
+ *               are verified (`store/`).
+ * - layer:      one deterministic OCI layer tar built from a group of locked packages.
+ * - image plan: the ordered list of layer groups a lock realises into (a pure function of the lock).
+ */
+
+/** A Debian architecture name, e.g. `amd64`, or `all`. */
+export type Arch = string;
+
+/** One channel as configured by the manifest. */
+export interface ChannelSpec {
+  name: string;
+  /** Mirror base URLs, tried in order. Empty when the mirror comes from the environment or host. */
+  urls: string[];
+  suite: string;
+  components: string[];
+  /** Path to an OpenPGP keyring (binary or armored); undefined means the host's Debian archive keyring. */
+  signedBy?: string;
+  /** Skip signature checks (warned about). */
+  trusted: boolean;
+}
+
+/** A package request from the manifest's `[packages]` table. */
+export interface PackageRequest {
+  name: string;
+  /** A Debian relation on the version, e.g. `>= 12.4`; undefined for `"*"`. */
+  constraint?: { op: RelationOp; version: string };
+  /** Take this package from this channel only. */
+  channel?: string;
+}
+
+export type RelationOp = '<<' | '<=' | '=' | '>=' | '>>';
+
+/** Settings that shape the realised image; carried into the lock so `realise` reads only the lock. */
+export interface ImageSettings {
+  env: Record<string, string>;
+  entrypoint?: string[];
+  cmd?: string[];
+  /** update-alternatives overrides: link name (e.g. `libblas.so.3-x86_64-linux-gnu`) or link path -> chosen target path. */
+  alternatives: Record<string, string>;
+  /** `host` when the NVIDIA driver's user-space half comes from the host at run time. */
+  gpuDriver?: 'host';
+  /** `[shell] hook`: a script run before an interactive shell starts. */
+  shellHook?: string;
+}
+
+export interface Manifest {
+  /** Absolute path of the manifest file. */
+  path: string;
+  /** sha256 (hex) of the manifest's bytes. */
+  sha256: string;
+  name: string;
+  arch: Arch;
+  channels: ChannelSpec[];
+  packages: PackageRequest[];
+  /** Follow Recommends too (default false). */
+  withRecommends: boolean;
+  image: ImageSettings;
+}
+
+/** A binary package version offered by a channel for one arch. Relation fields are kept raw. */
+export interface Candidate {
+  name: string;
+  version: string;
+  arch: Arch;
+  channel: string;
+  /** Index of the channel in manifest order (0 = default channel). */
+  channelRank: number;
+  source: string;
+  sourceVersion: string;
+  multiArch?: string;
+  essential: boolean;
+  priority?: string;
+  section?: string;
+  installedSize?: number;
+  depends: string;
+  preDepends: string;
+  recommends: string;
+  provides: string;
+  conflicts: string;
+  breaks: string;
+  filename: string;
+  size: number;
+  sha256: string;
+  description?: string;
+  maintainer?: string;
+  homepage?: string;
+}
+
+/** A channel as it was locked: what was read and verified. */
+export interface LockedChannel {
+  name: string;
+  suite: string;
+  codename: string;
+  components: string[];
+  /** `Date` field of the Release file. */
+  date: string;
+  /** sha256 of the InRelease (or Release) bytes the channel was locked from. */
+  releaseSha256: string;
+  /** Mirror URLs written in the manifest (never discovered ones). */
+  urls: string[];
+}
+
+export interface LockedPackage {
+  name: string;
+  version: string;
+  arch: Arch;
+  channel: string;
+  source: string;
+  sourceVersion: string;
+  filename: string;
+  size: number;
+  sha256: string;
+  /** True when the manifest names this package. */
+  root: boolean;
+  essential: boolean;
+  multiArch?: string;
+  /** Resolved dependency edges: names of other locked packages, sorted. */
+  depends: string[];
+  /** Merkle closure hash, `sha256:<hex>`. */
+  closure: string;
+  /** Control fields carried for the realiser's dpkg database (raw relation strings). */
+  control: {
+    installedSize?: number;
+    section?: string;
+    priority?: string;
+    maintainer?: string;
+    description?: string;
+    homepage?: string;
+    depends?: string;
+    preDepends?: string;
+    provides?: string;
+    conflicts?: string;
+    breaks?: string;
+  };
+}
+
+export interface HostProvided {
+  name: string;
+  /** Strongest version requirement seen, e.g. `>= 550`; empty when unversioned. */
+  requires: string;
+}
+
+export interface Lockfile {
+  version: 1;
+  manifestSha256: string;
+  project: { name: string; arch: Arch };
+  /** Whole-environment closure hash, `sha256:<hex>`. */
+  closure: string;
+  channels: LockedChannel[];
+  image: ImageSettings;
+  packages: LockedPackage[];
+  hostProvided: HostProvided[];
+}
