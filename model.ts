@@ -122,32 +122,16 @@ export interface LockedPackage {
   arch: Arch;
   channel: string;
   source: string;
-  sourceVersion: string;
+  /** Path of the .deb inside the channel's archive, e.g. `pool/main/g/glibc/libc6_2.41-6_amd64.deb`. */
   filename: string;
   size: number;
   sha256: string;
   /** True when the manifest names this package. */
   root: boolean;
-  essential: boolean;
-  multiArch?: string;
   /** Resolved dependency edges: names of other locked packages, sorted. */
   depends: string[];
   /** Merkle closure hash, `sha256:<hex>`. */
   closure: string;
-  /** Control fields carried for the realiser's dpkg database (raw relation strings). */
-  control: {
-    installedSize?: number;
-    section?: string;
-    priority?: string;
-    maintainer?: string;
-    description?: string;
-    homepage?: string;
-    depends?: string;
-    preDepends?: string;
-    provides?: string;
-    conflicts?: string;
-    breaks?: string;
-  };
 }
 
 export interface HostProvided {

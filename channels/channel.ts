@@ -1,0 +1,304 @@
+/**
+ * The channel client: fetches a suite's InRelease (or Release + Release.gpg), verifies its OpenPGP signature
+ * against the channel's keyring, fetches each component's `Packages` index for the wanted architecture through
+ * the store (which checks it against the sha256 the signed Release lists), and parses it into candidates.
+ */
+import { readFile, writeFile, mkdir, rename } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import * as openpgp from 'openpgp';
+import { xz } from '@napi-rs/lzma';
+import { StrataError } from '../errors.ts';
+import { parseParagraphs, parseParagraphStream, field } from '../debian/deb822.ts';
+import { httpGet, type Store } from '../store/store.ts';
+import { channelUrls, defaultKeyring } from './mirror.ts';
+import type { Reporter } from '../report/reporter.ts';
+import type { Candidate, ChannelSpec, LockedChannel } from '../model.ts';
+
+export interface ReleaseFile {
+  suite: string;
+  codename: string;
+  date: string;
+  validUntil?: string;
+  /** path (relative to dists/<suite>/) -> { sha256, size } */
+  files: Map<string, { sha256: string; size: number }>;
+}
+
+export interface LoadedChannel {
+  spec: ChannelSpec;
+  rank: number;
+  locked: LockedChannel;
+  candidates: Candidate[];
+}
+
+export function parseRelease(text: string): ReleaseFile {
+  const para = parseParagraphs(text)[0];
+  if (!para) throw new Error('empty Release file');
+  const files = new Map<string, { sha256: string; size: number }>();
+  for (const line of (field(para, 'SHA256') ?? '').split('\n')) {
+    const parts = line.trim().split(/\s+/);
+    if (parts.length === 3) files.set(parts[2]!, { sha256: parts[0]!.toLowerCase(), size: Number(parts[1]) });
+  }
+  const r: ReleaseFile = {
+    suite: field(para, 'Suite') ?? '',
+    codename: field(para, 'Codename') ?? '',
+    date: field(para, 'Date') ?? '',
+    files,
+  };
+  const vu = field(para, 'Valid-Until');
+  if (vu) r.validUntil = vu;
+  return r;
+}
+
+async function readKeyring(path: string): Promise<openpgp.PublicKey[]> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch (e) {
+    throw new StrataError('E_SIGNATURE', `cannot read keyring ${path}: ${(e as Error).message}`);
+  }
+  const text = bytes.toString('latin1');
+  try {
+    if (text.includes('-----BEGIN PGP PUBLIC KEY BLOCK-----')) return await openpgp.readKeys({ armoredKeys: bytes.toString('utf8') });
+    return await openpgp.readKeys({ binaryKeys: new Uint8Array(bytes) });
+  } catch (e) {
+    throw new StrataError('E_SIGNATURE', `${path} is not an OpenPGP keyring: ${(e as Error).message}`);
+  }
+}
+
+async function anyVerified(signatures: Awaited<ReturnType<typeof openpgp.verify>>['signatures']): Promise<string | undefined> {
+  let lastError = 'no signature';
+  for (const s of signatures) {
+    try {
+      await s.verified;
+      return undefined;
+    } catch (e) {
+      lastError = (e as Error).message;
+    }
+  }
+  return lastError;
+}
+
+/** Verifies a clearsigned InRelease; returns the signed text. */
+export async function verifyInRelease(bytes: Buffer, keys: openpgp.PublicKey[]): Promise<string> {
+  const message = await openpgp.readCleartextMessage({ cleartextMessage: bytes.toString('utf8') });
+  const result = await openpgp.verify({ message, verificationKeys: keys });
+  const err = await anyVerified(result.signatures);
+  if (err !== undefined) throw new Error(err);
+  return result.data as string;
+}
+
+export async function verifyDetached(data: Buffer, signature: Buffer, keys: openpgp.PublicKey[]): Promise<void> {
+  const text = signature.toString('latin1');
+  const sig = text.includes('-----BEGIN PGP SIGNATURE-----')
+    ? await openpgp.readSignature({ armoredSignature: signature.toString('utf8') })
+    : await openpgp.readSignature({ binarySignature: new Uint8Array(signature) });
+  const message = await openpgp.createMessage({ binary: new Uint8Array(data) });
+  const result = await openpgp.verify({ message, signature: sig, verificationKeys: keys });
+  const err = await anyVerified(result.signatures);
+  if (err !== undefined) throw new Error(err);
+}
+
+/** A small pointer file per (urls, suite) naming the last InRelease seen, for `--offline`. */
+function pointerPath(store: Store, urls: string[], suite: string): string {
+  const key = createHash('sha256').update(`${urls.join(' ')}\n${suite}`).digest('hex').slice(0, 32);
+  return join(store.root, 'channels', `${key}.json`);
+}
+
+interface ReleasePointer {
+  kind: 'InRelease' | 'Release';
+  release: string; // sha256 of the InRelease or Release bytes
+  signature?: string; // sha256 of Release.gpg
+}
+
+async function fetchRelease(
+  spec: ChannelSpec,
+  urls: string[],
+  store: Store,
+  offline: boolean,
+): Promise<{ kind: 'InRelease' | 'Release'; bytes: Buffer; signature?: Buffer }> {
+  const pointer = pointerPath(store, urls, spec.suite);
+  if (offline) {
+    if (!existsSync(pointer)) {
+      throw new StrataError('E_OFFLINE', `--offline: channel "${spec.name}" (${spec.suite}) has never been fetched on this machine`, 'run `strata lock` once with network access');
+    }
+    const p = JSON.parse(await readFile(pointer, 'utf8')) as ReleasePointer;
+    const rel = await store.has(p.release);
+    const sig = p.signature ? await store.has(p.signature) : undefined;
+    if (!rel || (p.signature && !sig)) throw new StrataError('E_OFFLINE', `--offline: the cached Release of channel "${spec.name}" is missing from the store`);
+    const out: { kind: 'InRelease' | 'Release'; bytes: Buffer; signature?: Buffer } = { kind: p.kind, bytes: await readFile(rel) };
+    if (sig) out.signature = await readFile(sig);
+    return out;
+  }
+  const dist = `dists/${spec.suite}`;
+  const inRelease = await httpGet(urls, `${dist}/InRelease`);
+  let result: { kind: 'InRelease' | 'Release'; bytes: Buffer; signature?: Buffer };
+  if (inRelease.ok) {
+    result = { kind: 'InRelease', bytes: inRelease.body };
+  } else {
+    const release = await httpGet(urls, `${dist}/Release`);
+    if (!release.ok) {
+      throw new StrataError(
+        'E_FETCH',
+        `channel "${spec.name}": suite "${spec.suite}" not found at ${urls.join(', ')} (HTTP ${release.status} for dists/${spec.suite}/Release)`,
+        'check the suite name and the mirror URL',
+      );
+    }
+    result = { kind: 'Release', bytes: release.body };
+    const sig = await httpGet(urls, `${dist}/Release.gpg`);
+    if (sig.ok) result.signature = sig.body;
+  }
+  const ptr: ReleasePointer = { kind: result.kind, release: sha256(result.bytes) };
+  await store.put(result.bytes, ptr.release);
+  if (result.signature) {
+    ptr.signature = sha256(result.signature);
+    await store.put(result.signature, ptr.signature);
+  }
+  await mkdir(join(store.root, 'channels'), { recursive: true });
+  const tmp = `${pointer}.${process.pid}.tmp`;
+  await writeFile(tmp, JSON.stringify(ptr));
+  await rename(tmp, pointer);
+  return result;
+}
+
+function sha256(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+/** Loads one channel: verified Release, verified indexes, parsed candidates for `arch` and `all`. */
+export async function loadChannel(
+  spec: ChannelSpec,
+  rank: number,
+  arch: string,
+  store: Store,
+  reporter: Reporter,
+  opts: { offline?: boolean; env?: NodeJS.ProcessEnv } = {},
+): Promise<LoadedChannel> {
+  const urls = channelUrls(spec, opts.env);
+  const fetched = await fetchRelease(spec, urls, store, opts.offline ?? false);
+  let releaseText: string;
+  if (spec.trusted) {
+    reporter.warn(`channel "${spec.name}" is marked trusted = true: its signature is NOT checked`);
+    releaseText = fetched.kind === 'InRelease' ? stripClearsign(fetched.bytes.toString('utf8')) : fetched.bytes.toString('utf8');
+  } else {
+    const keyring = spec.signedBy ?? defaultKeyring();
+    if (!keyring) {
+      throw new StrataError(
+        'E_SIGNATURE',
+        `channel "${spec.name}" has no signed-by keyring and the host has no Debian archive keyring`,
+        `set signed-by = "/path/to/keyring.gpg" in [channels.${spec.name}] (or install debian-archive-keyring)`,
+      );
+    }
+    const keys = await readKeyring(keyring);
+    try {
+      if (fetched.kind === 'InRelease') {
+        releaseText = await verifyInRelease(fetched.bytes, keys);
+      } else {
+        if (!fetched.signature) throw new Error('the suite has no InRelease and no Release.gpg');
+        await verifyDetached(fetched.bytes, fetched.signature, keys);
+        releaseText = fetched.bytes.toString('utf8');
+      }
+    } catch (e) {
+      throw new StrataError(
+        'E_SIGNATURE',
+        `channel "${spec.name}": the ${fetched.kind} of suite "${spec.suite}" is not signed by a key in ${keyring}: ${(e as Error).message}`,
+        `if the archive is signed by another key, point signed-by at its keyring; trusted = true skips the check (not recommended)`,
+      );
+    }
+  }
+  const release = parseRelease(releaseText);
+  if (release.validUntil && !spec.trusted && !opts.offline) {
+    const until = Date.parse(release.validUntil);
+    if (!Number.isNaN(until) && until < Date.now()) {
+      throw new StrataError('E_SIGNATURE', `channel "${spec.name}": the Release of "${spec.suite}" expired on ${release.validUntil} (Valid-Until)`, 'the mirror is stale or replaying an old Release; use another mirror');
+    }
+  }
+
+  const candidates: Candidate[] = [];
+  for (const component of spec.components) {
+    const base = `${component}/binary-${arch}/Packages`;
+    const variant = ['.xz', '.gz', ''].map((ext) => base + ext).find((p) => release.files.has(p));
+    if (!variant) {
+      throw new StrataError('E_FETCH', `channel "${spec.name}": the Release of "${spec.suite}" lists no ${base}{.xz,.gz} (is "${component}" a component of this suite, and "${arch}" one of its architectures?)`);
+    }
+    const { sha256: want, size } = release.files.get(variant)!;
+    const label = `${spec.name} ${spec.suite}/${variant}`;
+    let path = await store.has(want);
+    if (!path) {
+      if (opts.offline) throw new StrataError('E_OFFLINE', `--offline: ${label} is not cached`, 'run `strata lock` once with network access');
+      reporter.info(`fetching ${label}`);
+      path = await store.fetch({ urls: urls.map((u) => `${u}/dists/${spec.suite}/${variant}`), sha256: want, size, label });
+    }
+    const raw = await readFile(path);
+    const text = variant.endsWith('.xz') ? await xz.decompress(raw) : variant.endsWith('.gz') ? gunzipSync(raw) : raw;
+    for await (const p of parseParagraphStream([text])) {
+      const c = toCandidate(p, spec.name, rank);
+      if (c && (c.arch === arch || c.arch === 'all')) candidates.push(c);
+    }
+  }
+  return {
+    spec,
+    rank,
+    candidates,
+    locked: {
+      name: spec.name,
+      suite: spec.suite,
+      codename: release.codename,
+      components: [...spec.components],
+      date: release.date,
+      releaseSha256: sha256(fetched.bytes),
+      urls: [...spec.urls],
+    },
+  };
+}
+
+function stripClearsign(text: string): string {
+  const m = /-----BEGIN PGP SIGNED MESSAGE-----\r?\n(?:[^\n]+\n)*\r?\n([\s\S]*?)\r?\n-----BEGIN PGP SIGNATURE-----/.exec(text);
+  return m ? m[1]!.replace(/^- /gm, '') : text;
+}
+
+export function toCandidate(p: Map<string, string>, channel: string, rank: number): Candidate | undefined {
+  const name = field(p, 'Package');
+  const version = field(p, 'Version');
+  const arch = field(p, 'Architecture');
+  const filename = field(p, 'Filename');
+  const sha = field(p, 'SHA256');
+  if (!name || !version || !arch || !filename || !sha) return undefined;
+  const src = field(p, 'Source') ?? name;
+  const m = /^(\S+)(?:\s+\((\S+)\))?/.exec(src);
+  const c: Candidate = {
+    name,
+    version,
+    arch,
+    channel,
+    channelRank: rank,
+    source: m?.[1] ?? name,
+    sourceVersion: m?.[2] ?? version,
+    essential: field(p, 'Essential') === 'yes',
+    depends: field(p, 'Depends') ?? '',
+    preDepends: field(p, 'Pre-Depends') ?? '',
+    recommends: field(p, 'Recommends') ?? '',
+    provides: field(p, 'Provides') ?? '',
+    conflicts: field(p, 'Conflicts') ?? '',
+    breaks: field(p, 'Breaks') ?? '',
+    filename,
+    size: Number(field(p, 'Size') ?? 0),
+    sha256: sha.toLowerCase(),
+  };
+  const opt = (k: keyof Candidate, f: string) => {
+    const v = field(p, f);
+    if (v !== undefined) (c as unknown as Record<string, unknown>)[k] = v;
+  };
+  opt('multiArch', 'Multi-Arch');
+  opt('priority', 'Priority');
+  opt('section', 'Section');
+  opt('maintainer', 'Maintainer');
+  opt('homepage', 'Homepage');
+  const desc = field(p, 'Description');
+  if (desc !== undefined) c.description = desc.split('\n')[0]!;
+  const isz = field(p, 'Installed-Size');
+  if (isz !== undefined) c.installedSize = Number(isz);
+  return c;
+}

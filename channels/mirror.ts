@@ -1,0 +1,101 @@
+/**
+ * Where a channel's bytes come from: the manifest's URLs, else `STRATA_DEBIAN_MIRROR`, else the host's apt
+ * sources. Mirror hosts are configuration, never code.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { StrataError } from '../errors.ts';
+import type { ChannelSpec } from '../model.ts';
+
+export interface AptSource {
+  uri: string;
+  suites: string[];
+  components: string[];
+}
+
+/** Parses one-line `deb URI suite comp...` entries (with optional `[options]`). */
+export function parseSourcesList(text: string): AptSource[] {
+  const out: AptSource[] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.replace(/#.*/, '').trim();
+    if (!line.startsWith('deb ') && !line.startsWith('deb\t')) continue;
+    const rest = line.slice(3).trim().replace(/^\[[^\]]*\]\s*/, '');
+    const [uri, suite, ...components] = rest.split(/\s+/);
+    if (uri && suite) out.push({ uri, suites: [suite], components });
+  }
+  return out;
+}
+
+/** Parses deb822 `.sources` files. */
+export function parseDeb822Sources(text: string): AptSource[] {
+  const out: AptSource[] = [];
+  for (const para of text.split(/\n\s*\n/)) {
+    const fields = new Map<string, string>();
+    let last = '';
+    for (const raw of para.split('\n')) {
+      if (raw.startsWith('#')) continue;
+      if (/^\s/.test(raw) && last) {
+        fields.set(last, `${fields.get(last)} ${raw.trim()}`);
+        continue;
+      }
+      const m = /^([^:\s]+):\s*(.*)$/.exec(raw);
+      if (m) {
+        last = m[1]!.toLowerCase();
+        fields.set(last, m[2]!.trim());
+      }
+    }
+    if (fields.get('enabled')?.toLowerCase() === 'no') continue;
+    const types = (fields.get('types') ?? '').split(/\s+/);
+    if (!types.includes('deb')) continue;
+    const suites = (fields.get('suites') ?? '').split(/\s+/).filter(Boolean);
+    const components = (fields.get('components') ?? '').split(/\s+/).filter(Boolean);
+    for (const uri of (fields.get('uris') ?? '').split(/\s+/).filter(Boolean)) out.push({ uri, suites, components });
+  }
+  return out;
+}
+
+/** The host's apt sources, deb822 first, then one-line. `root` lets tests point at a fake /etc. */
+export function hostAptSources(root = '/'): AptSource[] {
+  const dir = join(root, 'etc/apt/sources.list.d');
+  const out: AptSource[] = [];
+  if (existsSync(dir)) {
+    for (const f of readdirSync(dir).sort()) {
+      const text = readFileSync(join(dir, f), 'utf8');
+      if (f.endsWith('.sources')) out.push(...parseDeb822Sources(text));
+      else if (f.endsWith('.list')) out.push(...parseSourcesList(text));
+    }
+  }
+  const main = join(root, 'etc/apt/sources.list');
+  if (existsSync(main)) out.push(...parseSourcesList(readFileSync(main, 'utf8')));
+  return out;
+}
+
+/** Picks the host's Debian archive mirror: the first `deb` source that is not a security or updates-only suite. */
+export function hostDebianMirror(root = '/'): string | undefined {
+  const sources = hostAptSources(root).filter((s) => /^(https?|file):\/\//.test(s.uri));
+  const archive = sources.find((s) => s.suites.some((x) => !/-security$|\/updates$/.test(x)));
+  return archive?.uri.replace(/\/+$/, '');
+}
+
+/** The URLs to try for a channel, in order. */
+export function channelUrls(channel: ChannelSpec, env: NodeJS.ProcessEnv = process.env, hostRoot = '/'): string[] {
+  if (channel.urls.length > 0) return channel.urls;
+  const fromEnv = env.STRATA_DEBIAN_MIRROR?.split(/[\s,]+/).filter(Boolean);
+  if (fromEnv && fromEnv.length > 0) return fromEnv.map((u) => u.replace(/\/+$/, ''));
+  const host = hostDebianMirror(hostRoot);
+  if (host) return [host];
+  throw new StrataError(
+    'E_MIRROR',
+    `channel "${channel.name}" has no url, STRATA_DEBIAN_MIRROR is not set, and the host has no apt sources to take a Debian mirror from`,
+    `set url = "http://<your Debian mirror>/debian" in [channels.${channel.name}], or export STRATA_DEBIAN_MIRROR=http://<your Debian mirror>/debian`,
+  );
+}
+
+/** The default keyring for Debian channels: the host's Debian archive keyring, if present. */
+export function defaultKeyring(root = '/'): string | undefined {
+  for (const f of ['usr/share/keyrings/debian-archive-keyring.pgp', 'usr/share/keyrings/debian-archive-keyring.gpg']) {
+    const p = join(root, f);
+    if (existsSync(p)) return p;
+  }
+  return undefined;
+}

@@ -1,0 +1,37 @@
+/** Turns a resolver solution into a Lockfile: pins every node, computes closure hashes. */
+import { closureHashes, environmentClosure } from './closure.ts';
+import { LOCK_VERSION } from './lockfile.ts';
+import type { LockedChannel, LockedPackage, Lockfile, Manifest, Candidate, HostProvided } from '../model.ts';
+
+export interface SolvedNode {
+  candidate: Candidate;
+  root: boolean;
+  depends: string[];
+}
+
+export function lockFromSolution(manifest: Manifest, channels: LockedChannel[], nodes: SolvedNode[], hostProvided: HostProvided[]): Lockfile {
+  const closures = closureHashes(nodes.map((n) => ({ name: n.candidate.name, sha256: n.candidate.sha256, depends: n.depends })));
+  const packages: LockedPackage[] = nodes.map((n) => ({
+    name: n.candidate.name,
+    version: n.candidate.version,
+    arch: n.candidate.arch,
+    channel: n.candidate.channel,
+    source: n.candidate.source,
+    filename: n.candidate.filename,
+    size: n.candidate.size,
+    sha256: n.candidate.sha256,
+    root: n.root,
+    depends: [...n.depends],
+    closure: closures.get(n.candidate.name)!,
+  }));
+  return {
+    version: LOCK_VERSION,
+    manifestSha256: manifest.sha256,
+    project: { name: manifest.name, arch: manifest.arch },
+    closure: environmentClosure(manifest.arch, closures.values(), hostProvided),
+    channels,
+    image: manifest.image,
+    packages,
+    hostProvided,
+  };
+}

@@ -1,0 +1,216 @@
+/**
+ * `strata.lock`: the one serializer and parser of the lockfile. The writer is deterministic to the byte: fixed key
+ * order, packages sorted by name then arch, one array element per line where arrays grow, a trailing newline.
+ */
+import { readFile, writeFile, rename } from 'node:fs/promises';
+import TOML from '@iarna/toml';
+import { StrataError } from '../errors.ts';
+import type { HostProvided, ImageSettings, LockedChannel, LockedPackage, Lockfile } from '../model.ts';
+
+export const LOCK_VERSION = 1;
+
+function str(s: string): string {
+  // JSON escapes are valid TOML basic-string escapes; TOML also forbids a raw DEL.
+  return JSON.stringify(s).replace(/\x7f/g, '\\u007f');
+}
+
+function key(k: string): string {
+  return /^[A-Za-z0-9_-]+$/.test(k) ? k : str(k);
+}
+
+function inlineArray(xs: string[]): string {
+  return `[${xs.map(str).join(', ')}]`;
+}
+
+function blockArray(xs: string[]): string {
+  if (xs.length === 0) return '[]';
+  return `[\n${xs.map((x) => `  ${str(x)},\n`).join('')}]`;
+}
+
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+export function serializeLock(lock: Lockfile): string {
+  const out: string[] = [];
+  out.push('# strata.lock: written by `strata lock`. Commit it next to strata.toml; do not edit it by hand.');
+  out.push(`version = ${lock.version}`);
+  out.push(`manifest-sha256 = ${str(lock.manifestSha256)}`);
+  out.push(`closure = ${str(lock.closure)}`);
+  out.push('');
+  out.push('[project]');
+  out.push(`name = ${str(lock.project.name)}`);
+  out.push(`arch = ${str(lock.project.arch)}`);
+  for (const c of lock.channels) {
+    out.push('');
+    out.push('[[channel]]');
+    out.push(`name = ${str(c.name)}`);
+    out.push(`suite = ${str(c.suite)}`);
+    out.push(`codename = ${str(c.codename)}`);
+    out.push(`components = ${inlineArray(c.components)}`);
+    out.push(`date = ${str(c.date)}`);
+    out.push(`release-sha256 = ${str(c.releaseSha256)}`);
+    if (c.urls.length > 0) out.push(`urls = ${inlineArray(c.urls)}`);
+  }
+  const img = lock.image;
+  out.push('');
+  out.push('[image]');
+  if (img.gpuDriver) out.push(`gpu-driver = ${str(img.gpuDriver)}`);
+  if (img.entrypoint) out.push(`entrypoint = ${inlineArray(img.entrypoint)}`);
+  if (img.cmd) out.push(`cmd = ${inlineArray(img.cmd)}`);
+  if (img.shellHook !== undefined) out.push(`shell-hook = ${str(img.shellHook)}`);
+  for (const [table, values] of [['env', img.env], ['alternatives', img.alternatives]] as const) {
+    const keys = Object.keys(values).sort(cmp);
+    if (keys.length === 0) continue;
+    out.push('');
+    out.push(`[image.${table}]`);
+    for (const k of keys) out.push(`${key(k)} = ${str(values[k]!)}`);
+  }
+  for (const h of [...lock.hostProvided].sort((a, b) => cmp(a.name, b.name))) {
+    out.push('');
+    out.push('[[host-provided]]');
+    out.push(`name = ${str(h.name)}`);
+    out.push(`requires = ${str(h.requires)}`);
+  }
+  const pkgs = [...lock.packages].sort((a, b) => cmp(a.name, b.name) || cmp(a.arch, b.arch));
+  for (const p of pkgs) {
+    out.push('');
+    out.push('[[package]]');
+    out.push(`name = ${str(p.name)}`);
+    out.push(`version = ${str(p.version)}`);
+    out.push(`arch = ${str(p.arch)}`);
+    out.push(`channel = ${str(p.channel)}`);
+    out.push(`source = ${str(p.source)}`);
+    if (p.root) out.push('root = true');
+    out.push(`filename = ${str(p.filename)}`);
+    out.push(`size = ${p.size}`);
+    out.push(`sha256 = ${str(p.sha256)}`);
+    out.push(`depends = ${blockArray([...p.depends].sort(cmp))}`);
+    out.push(`closure = ${str(p.closure)}`);
+  }
+  return `${out.join('\n')}\n`;
+}
+
+type T = Record<string, unknown>;
+
+function need<V>(v: unknown, what: string, check: (x: unknown) => boolean): V {
+  if (!check(v)) throw new Error(`${what} is missing or has the wrong type`);
+  return v as V;
+}
+const isStr = (x: unknown) => typeof x === 'string';
+const isNum = (x: unknown) => typeof x === 'number' && Number.isInteger(x);
+const isStrs = (x: unknown) => Array.isArray(x) && x.every(isStr);
+
+export function parseLock(text: string, path = 'strata.lock'): Lockfile {
+  let doc: T;
+  try {
+    doc = TOML.parse(text) as T;
+  } catch (e) {
+    throw new StrataError('E_LOCK', `${path} is not valid TOML: ${(e as Error).message.split('\n')[0]}`, 'run `strata lock` to write it again');
+  }
+  try {
+    const version = need<number>(doc.version, 'version', isNum);
+    if (version !== LOCK_VERSION) throw new Error(`lock format version ${version} is not supported (this strata reads version ${LOCK_VERSION})`);
+    const project = need<T>(doc.project, '[project]', (x) => typeof x === 'object' && x !== null);
+    const image = (doc.image ?? {}) as T;
+    const settings: ImageSettings = {
+      env: { ...((image.env as Record<string, string>) ?? {}) },
+      alternatives: { ...((image.alternatives as Record<string, string>) ?? {}) },
+    };
+    if (image['gpu-driver'] === 'host') settings.gpuDriver = 'host';
+    if (image.entrypoint !== undefined) settings.entrypoint = need<string[]>(image.entrypoint, 'image.entrypoint', isStrs);
+    if (image.cmd !== undefined) settings.cmd = need<string[]>(image.cmd, 'image.cmd', isStrs);
+    if (image['shell-hook'] !== undefined) settings.shellHook = need<string>(image['shell-hook'], 'image.shell-hook', isStr);
+    const channels: LockedChannel[] = ((doc.channel ?? []) as T[]).map((c, i) => ({
+      name: need<string>(c.name, `channel[${i}].name`, isStr),
+      suite: need<string>(c.suite, `channel[${i}].suite`, isStr),
+      codename: need<string>(c.codename, `channel[${i}].codename`, isStr),
+      components: need<string[]>(c.components, `channel[${i}].components`, isStrs),
+      date: need<string>(c.date, `channel[${i}].date`, isStr),
+      releaseSha256: need<string>(c['release-sha256'], `channel[${i}].release-sha256`, isStr),
+      urls: c.urls === undefined ? [] : need<string[]>(c.urls, `channel[${i}].urls`, isStrs),
+    }));
+    const hostProvided: HostProvided[] = ((doc['host-provided'] ?? []) as T[]).map((h, i) => ({
+      name: need<string>(h.name, `host-provided[${i}].name`, isStr),
+      requires: need<string>(h.requires, `host-provided[${i}].requires`, isStr),
+    }));
+    const packages: LockedPackage[] = ((doc.package ?? []) as T[]).map((p, i) => {
+      const w = `package[${i}]`;
+      const sha = need<string>(p.sha256, `${w}.sha256`, isStr);
+      if (!/^[0-9a-f]{64}$/.test(sha)) throw new Error(`${w}.sha256 is not a sha256`);
+      return {
+        name: need<string>(p.name, `${w}.name`, isStr),
+        version: need<string>(p.version, `${w}.version`, isStr),
+        arch: need<string>(p.arch, `${w}.arch`, isStr),
+        channel: need<string>(p.channel, `${w}.channel`, isStr),
+        source: need<string>(p.source, `${w}.source`, isStr),
+        filename: need<string>(p.filename, `${w}.filename`, isStr),
+        size: need<number>(p.size, `${w}.size`, isNum),
+        sha256: sha,
+        root: p.root === true,
+        depends: need<string[]>(p.depends ?? [], `${w}.depends`, isStrs),
+        closure: need<string>(p.closure, `${w}.closure`, isStr),
+      };
+    });
+    const names = new Set(packages.map((p) => p.name));
+    for (const p of packages) {
+      for (const d of p.depends) if (!names.has(d)) throw new Error(`${p.name} depends on ${d}, which the lock does not contain`);
+      if (!channels.some((c) => c.name === p.channel)) throw new Error(`${p.name} names channel "${p.channel}", which the lock does not contain`);
+    }
+    return {
+      version: LOCK_VERSION,
+      manifestSha256: need<string>(doc['manifest-sha256'], 'manifest-sha256', isStr),
+      project: { name: need<string>(project.name, 'project.name', isStr), arch: need<string>(project.arch, 'project.arch', isStr) },
+      closure: need<string>(doc.closure, 'closure', isStr),
+      channels,
+      image: settings,
+      packages,
+      hostProvided,
+    };
+  } catch (e) {
+    if (e instanceof StrataError) throw e;
+    throw new StrataError('E_LOCK', `${path} is malformed: ${(e as Error).message}`, 'run `strata lock` to write it again');
+  }
+}
+
+export async function readLock(path: string): Promise<Lockfile | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new StrataError('E_LOCK', `cannot read ${path}: ${(e as Error).message}`);
+  }
+  return parseLock(text, path);
+}
+
+/** Writes the lock atomically; returns false (and writes nothing) when the bytes would not change. */
+export async function writeLock(path: string, lock: Lockfile): Promise<boolean> {
+  const text = serializeLock(lock);
+  try {
+    if ((await readFile(path, 'utf8')) === text) return false;
+  } catch {
+    // absent: write it
+  }
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, text);
+  await rename(tmp, path);
+  return true;
+}
+
+export interface LockDiff {
+  added: LockedPackage[];
+  removed: LockedPackage[];
+  changed: { from: LockedPackage; to: LockedPackage }[];
+}
+
+export function diffLocks(before: Lockfile | undefined, after: Lockfile): LockDiff {
+  const old = new Map((before?.packages ?? []).map((p) => [`${p.name}:${p.arch}`, p]));
+  const now = new Map(after.packages.map((p) => [`${p.name}:${p.arch}`, p]));
+  const d: LockDiff = { added: [], removed: [], changed: [] };
+  for (const [k, p] of now) {
+    const o = old.get(k);
+    if (!o) d.added.push(p);
+    else if (o.sha256 !== p.sha256 || o.channel !== p.channel) d.changed.push({ from: o, to: p });
+  }
+  for (const [k, p] of old) if (!now.has(k)) d.removed.push(p);
+  return d;
+}

@@ -1,0 +1,250 @@
+/**
+ * Reads and validates `strata.toml`. Every mistake is reported as `file:line:column: message`.
+ */
+import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { resolve } from 'node:path';
+import { arch as nodeArch } from 'node:os';
+import TOML from '@iarna/toml';
+import { StrataError } from '../errors.ts';
+import { parseConstraint } from '../debian/relation.ts';
+import type { ChannelSpec, ImageSettings, Manifest, PackageRequest } from '../model.ts';
+
+type Table = Record<string, unknown>;
+
+/** The host's Debian architecture name. */
+export function hostArch(): string {
+  const map: Record<string, string> = { x64: 'amd64', arm64: 'arm64', ia32: 'i386', arm: 'armhf', ppc64: 'ppc64el', s390x: 's390x', riscv64: 'riscv64' };
+  return map[nodeArch()] ?? nodeArch();
+}
+
+/** Finds the line/column of `key` inside table `[tablePath]` by scanning the source; 1-based. */
+export function locateKey(source: string, tablePath: string[], key?: string): { line: number; column: number } {
+  const lines = source.split('\n');
+  let current: string[] = [];
+  const want = tablePath.join('.');
+  let tableLine = -1;
+  for (let i = 0; i < lines.length; i++) {
+    const raw = lines[i]!;
+    const line = raw.trim();
+    const header = /^\[\[?\s*([^\]]+?)\s*\]\]?/.exec(line);
+    if (header) {
+      current = header[1]!.split('.').map((s) => s.trim().replace(/^"(.*)"$/, '$1'));
+      if (current.join('.') === want) {
+        tableLine = i;
+        if (key === undefined) return { line: i + 1, column: raw.indexOf('[') + 1 };
+      }
+      continue;
+    }
+    if (key === undefined) continue;
+    // `key = ...` inside the wanted table, or dotted `table.key = ...` at an outer level.
+    const m = /^("?)([A-Za-z0-9_.-]+)\1\s*=/.exec(line);
+    if (!m) continue;
+    const full = [...current, ...m[2]!.split('.')].join('.');
+    if (full === [...tablePath, key].join('.')) return { line: i + 1, column: raw.indexOf(m[0]) + 1 };
+  }
+  return tableLine >= 0 ? { line: tableLine + 1, column: 1 } : { line: 1, column: 1 };
+}
+
+class ManifestReader {
+  readonly path: string;
+  readonly source: string;
+  constructor(path: string, source: string) {
+    this.path = path;
+    this.source = source;
+  }
+  fail(tablePath: string[], key: string | undefined, message: string, hint?: string): never {
+    const { line, column } = locateKey(this.source, tablePath, key);
+    throw new StrataError('E_MANIFEST', `${this.path}:${line}:${column}: ${message}`, hint);
+  }
+  table(parent: Table, path: string[], key: string, required = false): Table | undefined {
+    const v = parent[key];
+    if (v === undefined) {
+      if (required) this.fail(path, undefined, `missing table [${[...path, key].join('.')}]`);
+      return undefined;
+    }
+    if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Date) {
+      this.fail(path, key, `${[...path, key].join('.')} must be a table`);
+    }
+    return v as Table;
+  }
+  string(t: Table, path: string[], key: string): string | undefined {
+    const v = t[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string') this.fail(path, key, `${[...path, key].join('.')} must be a string, not ${describe(v)}`);
+    return v;
+  }
+  bool(t: Table, path: string[], key: string): boolean | undefined {
+    const v = t[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'boolean') this.fail(path, key, `${[...path, key].join('.')} must be true or false, not ${describe(v)}`);
+    return v;
+  }
+  strings(t: Table, path: string[], key: string): string[] | undefined {
+    const v = t[key];
+    if (v === undefined) return undefined;
+    if (typeof v === 'string') return [v];
+    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) {
+      this.fail(path, key, `${[...path, key].join('.')} must be a string or an array of strings`);
+    }
+    return v as string[];
+  }
+  onlyKeys(t: Table, path: string[], allowed: string[]): void {
+    for (const k of Object.keys(t)) {
+      if (!allowed.includes(k)) {
+        this.fail(path, k, `unknown key "${k}" in [${path.join('.') || 'top level'}]`, `allowed here: ${allowed.join(', ')}`);
+      }
+    }
+  }
+}
+
+function describe(v: unknown): string {
+  if (Array.isArray(v)) return 'an array';
+  if (v instanceof Date) return 'a date';
+  if (v === null) return 'null';
+  if (typeof v === 'object') return 'a table';
+  return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+const PACKAGE_NAME = /^[a-z0-9][a-z0-9+.-]+$/;
+
+export function loadManifest(file: string): Manifest {
+  const path = resolve(file);
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new StrataError(
+      'E_MANIFEST',
+      code === 'ENOENT' ? `no manifest at ${path}` : `cannot read ${path}: ${(e as Error).message}`,
+      code === 'ENOENT' ? 'create a strata.toml (see the README\'s manifest reference) or pass --manifest PATH' : undefined,
+    );
+  }
+  return parseManifest(bytes.toString('utf8'), path, createHash('sha256').update(bytes).digest('hex'));
+}
+
+export function parseManifest(source: string, path: string, sha256: string): Manifest {
+  const r: ManifestReader = new ManifestReader(path, source);
+  let doc: Table;
+  try {
+    doc = TOML.parse(source) as Table;
+  } catch (e) {
+    const err = e as Error & { line?: number; col?: number };
+    const first = err.message.split('\n')[0] ?? err.message;
+    const where = err.line !== undefined ? `${err.line + 1}:${(err.col ?? 0) + 1}` : '1:1';
+    throw new StrataError('E_MANIFEST', `${path}:${where}: TOML syntax error: ${first.replace(/ at row \d+, col \d+, pos \d+:?$/, '')}`);
+  }
+  r.onlyKeys(doc, [], ['project', 'channels', 'packages', 'gpu', 'image', 'env', 'alternatives', 'shell', 'resolve']);
+
+  const project = r.table(doc, [], 'project', true)!;
+  r.onlyKeys(project, ['project'], ['name', 'arch']);
+  const name = r.string(project, ['project'], 'name');
+  if (!name) r.fail(['project'], undefined, 'project.name is required');
+  if (!/^[a-z0-9][a-z0-9._-]*$/.test(name)) {
+    r.fail(['project'], 'name', `project.name "${name}" must be lower-case letters, digits, '.', '_' or '-' (it names the image)`);
+  }
+  const arch = r.string(project, ['project'], 'arch') ?? hostArch();
+
+  const channelsTable = r.table(doc, [], 'channels', true)!;
+  const channels: ChannelSpec[] = [];
+  for (const [cname, value] of Object.entries(channelsTable)) {
+    const c = r.table(channelsTable, ['channels'], cname)!;
+    const p = ['channels', cname];
+    r.onlyKeys(c, p, ['url', 'urls', 'suite', 'components', 'signed-by', 'trusted']);
+    void value;
+    const suite = r.string(c, p, 'suite');
+    if (!suite) r.fail(p, undefined, `channel "${cname}" needs a suite (e.g. suite = "trixie")`);
+    const urls = [...(r.strings(c, p, 'url') ?? []), ...(r.strings(c, p, 'urls') ?? [])];
+    for (const u of urls) {
+      if (!/^(https?|file):\/\//.test(u)) r.fail(p, c.url !== undefined ? 'url' : 'urls', `channel "${cname}": "${u}" is not an http(s):// or file:// URL`);
+    }
+    const spec: ChannelSpec = {
+      name: cname,
+      urls: urls.map((u) => u.replace(/\/+$/, '')),
+      suite,
+      components: r.strings(c, p, 'components') ?? ['main'],
+      trusted: r.bool(c, p, 'trusted') ?? false,
+    };
+    const signedBy = r.string(c, p, 'signed-by');
+    if (signedBy !== undefined) spec.signedBy = resolve(path, '..', signedBy);
+    channels.push(spec);
+  }
+  if (channels.length === 0) r.fail(['channels'], undefined, 'at least one channel is required');
+  const channelNames = channels.map((c) => c.name);
+
+  const packagesTable = r.table(doc, [], 'packages', true)!;
+  const packages: PackageRequest[] = [];
+  for (const [pname, v] of Object.entries(packagesTable)) {
+    if (!PACKAGE_NAME.test(pname)) r.fail(['packages'], pname, `"${pname}" is not a valid Debian package name`);
+    const req: PackageRequest = { name: pname };
+    let constraintText: string | undefined;
+    if (typeof v === 'string') {
+      constraintText = v;
+    } else if (typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date)) {
+      const t = v as Table;
+      const p = ['packages', pname];
+      r.onlyKeys(t, p, ['version', 'channel']);
+      constraintText = r.string(t, p, 'version');
+      const ch = r.string(t, p, 'channel');
+      if (ch !== undefined) {
+        if (!channelNames.includes(ch)) r.fail(['packages'], pname, `package "${pname}" asks for channel "${ch}", which is not declared`, `declared channels: ${channelNames.join(', ')}`);
+        req.channel = ch;
+      }
+    } else {
+      r.fail(['packages'], pname, `packages.${pname} must be a version string like "*" or ">= 1.2", or a table { version = ..., channel = ... }`);
+    }
+    if (constraintText !== undefined) {
+      try {
+        const c = parseConstraint(constraintText);
+        if (c) req.constraint = c;
+      } catch (e) {
+        r.fail(['packages'], pname, `packages.${pname}: ${(e as Error).message}`);
+      }
+    }
+    packages.push(req);
+  }
+  if (packages.length === 0) r.fail(['packages'], undefined, '[packages] is empty: name at least one package');
+
+  const image: ImageSettings = { env: {}, alternatives: {} };
+  const gpu = r.table(doc, [], 'gpu');
+  if (gpu) {
+    r.onlyKeys(gpu, ['gpu'], ['driver']);
+    const d = r.string(gpu, ['gpu'], 'driver');
+    if (d !== undefined && d !== 'host') r.fail(['gpu'], 'driver', `gpu.driver must be "host" (the only supported source of the NVIDIA driver)`);
+    if (d === 'host') image.gpuDriver = 'host';
+  }
+  const env = r.table(doc, [], 'env');
+  if (env) {
+    for (const k of Object.keys(env)) {
+      const v = r.string(env, ['env'], k)!;
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) r.fail(['env'], k, `"${k}" is not a valid environment variable name`);
+      image.env[k] = v;
+    }
+  }
+  const imageT = r.table(doc, [], 'image');
+  if (imageT) {
+    r.onlyKeys(imageT, ['image'], ['entrypoint', 'cmd']);
+    const ep = r.strings(imageT, ['image'], 'entrypoint');
+    if (ep) image.entrypoint = ep;
+    const cmd = r.strings(imageT, ['image'], 'cmd');
+    if (cmd) image.cmd = cmd;
+  }
+  const alts = r.table(doc, [], 'alternatives');
+  if (alts) {
+    for (const k of Object.keys(alts)) image.alternatives[k] = r.string(alts, ['alternatives'], k)!;
+  }
+  const shell = r.table(doc, [], 'shell');
+  if (shell) {
+    r.onlyKeys(shell, ['shell'], ['hook']);
+    const hook = r.string(shell, ['shell'], 'hook');
+    if (hook !== undefined) image.shellHook = hook;
+  }
+  let withRecommends = false;
+  const res = r.table(doc, [], 'resolve');
+  if (res) {
+    r.onlyKeys(res, ['resolve'], ['recommends']);
+    withRecommends = r.bool(res, ['resolve'], 'recommends') ?? false;
+  }
+  return { path, sha256, name, arch, channels, packages, withRecommends, image };
+}

@@ -1,0 +1,426 @@
+/**
+ * The store: a content-addressed cache of downloaded bytes (channel indexes, .debs, Release files),
+ * and the one place bytes are verified and written into it.
+ *
+ * Layout under the root:
+ *   blobs/sha256/<hex>   complete, verified blobs only (written to tmp/, fsynced, then renamed in)
+ *   tmp/                 in-progress downloads and scratch directories; entries older than a day are
+ *                        removed when a store is opened (a killed download leaves at most a stale temp file)
+ *
+ * Trust decisions:
+ * - A blob's name is its sha256; a blob is only ever created by an atomic rename of a file whose hash
+ *   was computed while it was written, so `has` never returns a partial or unverified file.
+ * - A hash mismatch, or a body whose size contradicts the expected size, is fatal (E_HASH) and other
+ *   mirrors are NOT tried: a mirror serving bytes its signed index does not vouch for is either
+ *   tampered with or mid-sync, and the user must know rather than have it papered over.
+ */
+import { createHash, randomBytes, type Hash } from 'node:crypto';
+import { lstat, mkdir, mkdtemp, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
+import { StrataError } from '../errors.ts';
+import {
+  backoffDelay,
+  defaultRetryPolicy,
+  isTransientStatus,
+  NetworkError,
+  openGet,
+  redact,
+  sleep,
+  type OpenResponse,
+  type RetryPolicy,
+} from './http.ts';
+
+export { httpGet, type RetryPolicy } from './http.ts';
+
+export interface FetchRequest {
+  /** Full URLs of the same bytes, tried in order. */
+  urls: string[];
+  sha256: string;
+  /** Expected size in bytes, when the index that vouches for the hash gives it. */
+  size?: number;
+  /** What is being fetched, for messages, e.g. `libc6 2.36-9`. */
+  label: string;
+  /** Called with each increment of new bytes; the increments sum to the blob's size. Not called for a blob already present. */
+  onBytes?: (n: number) => void;
+}
+
+export interface Store {
+  root: string;
+  /** Path of a blob if present (and its size matches when given); undefined if absent. Never returns a partial file. */
+  has(sha256: string, size?: number): Promise<string | undefined>;
+  /**
+   * Downloads from the first URL that works, verifying size and sha256 while streaming into a temp file in
+   * the store, then fsync and atomic rename to blobs/sha256/<hex>. Returns the blob path. Each URL gets
+   * `retries` extra attempts with exponential backoff on transient failures (resuming with a Range
+   * request where the server allows); 404, 403 and other final statuses move to the next URL at once.
+   * Throws E_HASH on a hash or size mismatch (no other URL is tried), E_FETCH when no URL served the
+   * bytes, E_DISK when the store's filesystem is full. Concurrent calls for the same sha256 share one
+   * download. A blob already present is returned at once without network.
+   */
+  fetch(req: FetchRequest): Promise<string>;
+  /** Puts bytes in the store by hash; when `sha256` is given the bytes must match it (E_HASH otherwise). */
+  put(data: Buffer, sha256?: string): Promise<string>;
+  /** A fresh scratch directory inside the store's filesystem (for temp files that will be renamed in); the caller removes it. */
+  tmpDir(): Promise<string>;
+}
+
+export type StoreOptions = Partial<RetryPolicy>;
+
+const STALE_MS = 24 * 60 * 60 * 1000;
+const WRITE_BATCH = 1 << 20;
+
+/** $STRATA_CACHE_DIR, else $XDG_CACHE_HOME/strata, else ~/.cache/strata. */
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.STRATA_CACHE_DIR) return resolve(env.STRATA_CACHE_DIR);
+  // The XDG spec says relative values are invalid and must be ignored.
+  if (env.XDG_CACHE_HOME && isAbsolute(env.XDG_CACHE_HOME)) return join(env.XDG_CACHE_HOME, 'strata');
+  return join(homedir(), '.cache', 'strata');
+}
+
+function checkHex(sha256: string): string {
+  const hex = sha256.startsWith('sha256:') ? sha256.slice(7) : sha256;
+  if (!/^[0-9a-fA-F]{64}$/.test(hex)) throw new TypeError(`not a sha256 hex digest: ${JSON.stringify(sha256)}`);
+  return hex.toLowerCase();
+}
+
+function isDiskFull(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+function diskFull(root: string, what: string): StrataError {
+  return new StrataError(
+    'E_DISK',
+    `out of disk space writing ${what} into the store at ${root}`,
+    'free some space, or point STRATA_CACHE_DIR at a larger filesystem',
+  );
+}
+
+/** Runs a filesystem operation, turning a full disk into E_DISK. */
+async function onDisk<T>(root: string, what: string, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (e) {
+    if (isDiskFull(e)) throw diskFull(root, what);
+    throw e;
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(dir, 'r');
+    await fh.sync();
+  } catch (e) {
+    // Some filesystems refuse fsync on a directory; the rename itself is still atomic.
+    if (!['EISDIR', 'EINVAL', 'EBADF', 'EPERM'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+  } finally {
+    await fh?.close();
+  }
+}
+
+async function removeStale(tmp: string, now: number): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(tmp);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const p = join(tmp, name);
+    try {
+      const st = await lstat(p);
+      if (now - st.mtimeMs > STALE_MS) await rm(p, { recursive: true, force: true });
+    } catch {
+      // Removed by another process meanwhile.
+    }
+  }
+}
+
+/** Opens (creating if needed) the store at `root`, removing temp files left over for more than a day. */
+export async function openStore(root: string = defaultCacheDir(), opts: StoreOptions = {}): Promise<Store> {
+  root = resolve(root);
+  const policy: RetryPolicy = { ...defaultRetryPolicy, ...definedOnly(opts) };
+  const blobs = join(root, 'blobs', 'sha256');
+  const tmp = join(root, 'tmp');
+  await onDisk(root, 'the store layout', async () => {
+    await mkdir(blobs, { recursive: true });
+    await mkdir(tmp, { recursive: true });
+  });
+  await removeStale(tmp, Date.now());
+
+  const inflight = new Map<string, Promise<string>>();
+  const blobPath = (hex: string): string => join(blobs, hex);
+  const tmpName = (hex: string): string => join(tmp, `${hex}.${process.pid}.${randomBytes(4).toString('hex')}.part`);
+
+  async function has(sha256: string, size?: number): Promise<string | undefined> {
+    const p = blobPath(checkHex(sha256));
+    try {
+      const st = await stat(p);
+      if (!st.isFile() || (size !== undefined && st.size !== size)) return undefined;
+      return p;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  /** fsync, close and rename a verified temp file into blobs/. */
+  async function commit(fh: FileHandle, tmpPath: string, hex: string, what: string): Promise<string> {
+    const dest = blobPath(hex);
+    await onDisk(root, what, async () => {
+      await fh.sync();
+      await fh.close();
+      await rename(tmpPath, dest);
+      await fsyncDir(blobs);
+    });
+    return dest;
+  }
+
+  async function put(data: Buffer, sha256?: string): Promise<string> {
+    const got = createHash('sha256').update(data).digest('hex');
+    if (sha256 !== undefined && checkHex(sha256) !== got) {
+      throw new StrataError('E_HASH', `bytes put into the store do not match their hash: expected ${checkHex(sha256)}, received ${got}`);
+    }
+    const present = await has(got, data.length);
+    if (present) return present;
+    const tmpPath = tmpName(got);
+    const what = `blob ${got}`;
+    const fh = await onDisk(root, what, () => open(tmpPath, 'w', 0o644));
+    try {
+      await onDisk(root, what, () => fh.writeFile(data));
+      return await commit(fh, tmpPath, got, what);
+    } finally {
+      await fh.close().catch(() => {});
+      await rm(tmpPath, { force: true });
+    }
+  }
+
+  async function tmpDir(): Promise<string> {
+    return onDisk(root, 'a scratch directory', async () => {
+      await mkdir(tmp, { recursive: true });
+      return mkdtemp(join(tmp, 'scratch-'));
+    });
+  }
+
+  async function fetch(req: FetchRequest): Promise<string> {
+    const hex = checkHex(req.sha256);
+    const present = await has(hex, req.size);
+    if (present) return present;
+    const running = inflight.get(hex);
+    if (running) return running;
+    const p = download(req, hex).finally(() => inflight.delete(hex));
+    inflight.set(hex, p);
+    return p;
+  }
+
+  async function download(req: FetchRequest, hex: string): Promise<string> {
+    if (req.urls.length === 0) throw new StrataError('E_FETCH', `could not download ${req.label}: no URL to download from`);
+    await onDisk(root, req.label, () => mkdir(tmp, { recursive: true }));
+    const tmpPath = tmpName(hex);
+    const fh = await onDisk(root, req.label, () => open(tmpPath, 'w', 0o644));
+    const sink = new Sink(fh, root, req);
+    const failures: string[] = [];
+    try {
+      for (const url of req.urls) {
+        const failure = await fromUrl(url, sink, req, hex);
+        if (failure === undefined) return await commit(fh, tmpPath, hex, req.label);
+        failures.push(failure);
+        await sink.reset();
+      }
+    } finally {
+      await fh.close().catch(() => {});
+      await rm(tmpPath, { force: true });
+    }
+    throw new StrataError(
+      'E_FETCH',
+      `could not download ${req.label}: ${failures.join('; ')}`,
+      'check the network and the mirror URLs; run the command again to retry',
+    );
+  }
+
+  /**
+   * Tries one URL with retries. Resolves undefined when the sink holds the whole verified blob, or the
+   * reason this URL failed; throws for fatal errors (E_HASH, E_DISK).
+   */
+  async function fromUrl(url: string, sink: Sink, req: FetchRequest, hex: string): Promise<string | undefined> {
+    let last = '';
+    let validator: string | undefined;
+    for (let attempt = 0; attempt <= policy.retries; attempt++) {
+      const headers: Record<string, string> = {};
+      if (sink.written > 0) {
+        headers.range = `bytes=${sink.written}-`;
+        if (validator) headers['if-range'] = validator;
+      }
+      let res: OpenResponse;
+      try {
+        res = await openGet(url, headers, policy);
+      } catch (e) {
+        const err = e instanceof NetworkError ? e : new NetworkError(`${redact(url)}: ${(e as Error).message}`, true);
+        if (!err.transient) return err.message;
+        last = err.message;
+        if (attempt < policy.retries) await sleep(backoffDelay(policy, attempt + 1));
+        continue;
+      }
+      const resumed = res.status === 206 && sink.written > 0 && contentRangeStart(res.headers['content-range']) === sink.written;
+      if (res.status !== 200 && !resumed) {
+        res.body.destroy();
+        if (res.status === 206 || res.status === 416) {
+          // A range the server could not honour as asked: start over from byte 0.
+          await sink.reset();
+          last = `${redact(url)}: HTTP ${res.status} to a resumed download`;
+          continue;
+        }
+        last = `${redact(url)}: HTTP ${res.status}`;
+        if (!isTransientStatus(res.status)) return last;
+        if (attempt < policy.retries) await sleep(backoffDelay(policy, attempt + 1, res.headers['retry-after']));
+        continue;
+      }
+      if (!resumed) await sink.reset();
+      validator = strongValidator(res.headers);
+      const declared = res.headers['content-length'];
+      if (req.size !== undefined && declared !== undefined && sink.written + Number(declared) !== req.size) {
+        res.body.destroy();
+        throw sizeMismatch(req, url, `${sink.written + Number(declared)} bytes`);
+      }
+      const cut = await sink.take(res, url);
+      if (cut !== undefined) {
+        last = cut;
+        if (attempt < policy.retries) await sleep(backoffDelay(policy, attempt + 1));
+        continue;
+      }
+      if (req.size !== undefined && sink.written < req.size) {
+        // No framing told us the body was cut short (no Content-Length): treat it as a dropped connection.
+        last = `${redact(url)}: body ended after ${sink.written} of ${req.size} bytes`;
+        if (attempt < policy.retries) await sleep(backoffDelay(policy, attempt + 1));
+        continue;
+      }
+      const got = sink.digest();
+      if (got !== hex) {
+        throw new StrataError(
+          'E_HASH',
+          `${req.label}: sha256 mismatch for ${redact(url)}: expected ${hex}, received ${got}`,
+          'the mirror served bytes its signed index does not vouch for (mid-sync or tampered with); try again later or use another mirror',
+        );
+      }
+      return undefined;
+    }
+    return last;
+  }
+
+  return { root, has, fetch, put, tmpDir };
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function contentRangeStart(h: string | undefined): number | undefined {
+  const m = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(h ?? '');
+  return m ? Number(m[1]) : undefined;
+}
+
+/** An ETag that is not weak, else Last-Modified: what If-Range accepts to guarantee the same bytes. */
+function strongValidator(h: Record<string, string | undefined>): string | undefined {
+  const etag = h.etag;
+  if (etag && !etag.startsWith('W/')) return etag;
+  return h['last-modified'];
+}
+
+function sizeMismatch(req: FetchRequest, url: string, got: string): StrataError {
+  return new StrataError(
+    'E_HASH',
+    `${req.label}: size mismatch for ${redact(url)}: expected ${req.size} bytes, the server sends ${got}`,
+    'the mirror served bytes its signed index does not vouch for (mid-sync or tampered with); try again later or use another mirror',
+  );
+}
+
+/**
+ * The temp file being downloaded into and the running hash of the bytes in it. `written` counts bytes
+ * received and hashed; after `take` returns, all of them are on disk, so a retry can resume from there.
+ */
+class Sink {
+  written = 0;
+  private hash: Hash = createHash('sha256');
+  private onDiskBytes = 0;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private reported = 0;
+  private readonly fh: FileHandle;
+  private readonly root: string;
+  private readonly req: FetchRequest;
+
+  constructor(fh: FileHandle, root: string, req: FetchRequest) {
+    this.fh = fh;
+    this.root = root;
+    this.req = req;
+  }
+
+  async reset(): Promise<void> {
+    if (this.written === 0 && this.onDiskBytes === 0) return;
+    await this.fh.truncate(0);
+    this.written = 0;
+    this.onDiskBytes = 0;
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.hash = createHash('sha256');
+  }
+
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+
+  /**
+   * Streams a body into the file. Resolves undefined when the body ended normally, or the reason it was
+   * cut short (a transient failure); throws E_HASH when it overruns the expected size, E_DISK on a full disk.
+   */
+  async take(res: OpenResponse, url: string): Promise<string | undefined> {
+    const it = res.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    try {
+      for (;;) {
+        let next: IteratorResult<Buffer>;
+        try {
+          next = await it.next();
+        } catch (e) {
+          await this.flush();
+          const msg = e instanceof NetworkError ? e.message : `${redact(url)}: ${(e as Error).message}`;
+          return `${msg} after ${this.written} bytes`;
+        }
+        if (next.done) break;
+        const chunk = next.value;
+        if (this.req.size !== undefined && this.written + chunk.length > this.req.size) {
+          throw sizeMismatch(this.req, url, `more than ${this.req.size} bytes`);
+        }
+        this.hash.update(chunk);
+        this.written += chunk.length;
+        this.pending.push(chunk);
+        this.pendingBytes += chunk.length;
+        if (this.pendingBytes >= WRITE_BATCH) await this.flush();
+        if (this.req.onBytes && this.written > this.reported) {
+          this.req.onBytes(this.written - this.reported);
+          this.reported = this.written;
+        }
+      }
+      await this.flush();
+      return undefined;
+    } finally {
+      res.body.destroy();
+    }
+  }
+
+  private async flush(): Promise<void> {
+    if (this.pendingBytes === 0) return;
+    const buf = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    await onDisk(this.root, this.req.label, async () => {
+      let off = 0;
+      while (off < buf.length) {
+        const { bytesWritten } = await this.fh.write(buf, off, buf.length - off, this.onDiskBytes + off);
+        off += bytesWritten;
+      }
+    });
+    this.onDiskBytes += buf.length;
+  }
+}
