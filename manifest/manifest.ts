@@ -30,6 +30,9 @@ export function locateKey(source: string, tablePath: string[], key?: string): { 
     const header = /^\[\[?\s*([^\]]+?)\s*\]\]?/.exec(line);
     if (header) {
       current = header[1]!.split('.').map((s) => s.trim().replace(/^"(.*)"$/, '$1'));
+      if (key !== undefined && current.slice(0, tablePath.length + 1).join('.') === [...tablePath, key].join('.')) {
+        return { line: i + 1, column: raw.indexOf('[') + 1 };
+      }
       if (current.join('.') === want) {
         tableLine = i;
         if (key === undefined) return { line: i + 1, column: raw.indexOf('[') + 1 };
