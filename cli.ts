@@ -11,6 +11,7 @@ program
   .name('strata')
   .description('Reproducible research environments from Debian channels: lock a manifest, realise it as an OCI image, run it.')
   .version('0.1.0')
+  .enablePositionalOptions()
   .exitOverride()
   .showHelpAfterError('(run with --help for usage)');
 
@@ -36,6 +37,28 @@ program
   .option('--locked', 'refuse a lock that is stale against the manifest')
   .option('-j, --jobs <n>', 'concurrent downloads', '8')
   .action(async (opts) => (await import('./commands/realise.ts')).realiseCommand(opts));
+
+const runOptions = (c: Command) =>
+  c
+    .option('-m, --manifest <path>', 'the manifest of the environment', 'strata.toml')
+    .option('--backend <name>', 'docker or sandbox (default: docker when an engine answers, else sandbox)')
+    .option('--gpus <which>', 'all, none, or device indexes like 0,1 (default: all when a driver is present and the environment has [gpu])')
+    .option('--locked', 'fail if strata.lock is missing or stale instead of locking first')
+    .option('--frozen', 'like --locked, and never realise: use the image already built')
+    .option('--no-network', 'run without network access')
+    .option('-e, --env <KEY=VALUE...>', 'extra environment variables');
+
+runOptions(
+  program
+    .command('run')
+    .description('run one command in the environment and exit with its exit code')
+    .argument('<command...>', 'the command and its arguments (put them after --)')
+    .passThroughOptions(),
+).action(async (command: string[], opts) => (await import('./commands/run.ts')).runCommand(command, opts));
+
+runOptions(program.command('shell').description('open an interactive shell in the environment')).action(async (opts) =>
+  (await import('./commands/run.ts')).shellCommand(opts),
+);
 
 async function main(argv: string[]): Promise<number> {
   try {

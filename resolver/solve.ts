@@ -8,7 +8,7 @@
  *   1. the fewest packages taken from channels other than the default (weighted by channel order),
  *   2. the fewest unmet Recommends (only when the manifest asks for Recommends),
  *   3. the newest versions within each channel (the sum of "versions behind the newest"),
- *   4. the first satisfiable alternative of each `a | b` dependency,
+ *   4. the first satisfiable alternative of each `a | b` dependency, and a real package over a provider of its name,
  *   5. the fewest packages,
  *   6. among providers of a virtual package, the alphabetically first name.
  */
@@ -144,8 +144,12 @@ export function solve(req: SolveRequest): Solution {
       if (hostSatisfied(g)) continue;
       const sats = inU(g.flatMap((r) => u.satisfiers(r)));
       constraints.push({ kind: 'depends', owner: c, group: g, formula: Logic.implies(v(c), Logic.or(...sats.map(v))) });
-      if (g.length > 1) {
-        const first = inU(u.satisfiers(g[0]!));
+      // Preferred: the real package named by the first alternative (apt installs a real package before a
+      // provider of the same name), else any satisfier of the first alternative.
+      const firstAll = inU(u.satisfiers(g[0]!));
+      const firstReal = firstAll.filter((s) => s.name === g[0]!.name);
+      const first = firstReal.length > 0 ? firstReal : firstAll;
+      {
         if (first.length > 0 && first.length < sats.length) {
           const aux = `alt${altPenalties.length}`;
           altPenalties.push(aux);
