@@ -27,10 +27,16 @@ const PING_TIMEOUT_MS = 10_000;
 
 const DEFAULT_SOCKET = '/var/run/docker.sock';
 
+/** dockerode's `ping` and `version` take an abort signal that its typings leave out. */
+interface WithAbort {
+  ping(opts: { abortSignal: AbortSignal }): Promise<unknown>;
+  version(opts: { abortSignal: AbortSignal }): Promise<{ Version?: string; ApiVersion?: string }>;
+}
+
 /** A Docker client for `host`: `unix:///path`, a bare absolute socket path, or `tcp://host:port`. */
 export function dockerAt(host: string): Dockerode {
-  if (host.startsWith('unix://')) return new Dockerode({ socketPath: host.slice('unix://'.length) || DEFAULT_SOCKET, host: undefined });
-  if (host.startsWith('/')) return new Dockerode({ socketPath: host, host: undefined });
+  if (host.startsWith('unix://')) return client(host, { socketPath: host.slice('unix://'.length) || DEFAULT_SOCKET });
+  if (host.startsWith('/')) return client(host, { socketPath: host });
   const withScheme = host.includes('://') ? host : `tcp://${host}`;
   let url: URL;
   try {
@@ -42,7 +48,20 @@ export function dockerAt(host: string): Dockerode {
     throw new StrataError('E_DOCKER', `unsupported Docker host ${host}`, 'set DOCKER_HOST to unix:///path/to/docker.sock or tcp://host:port');
   }
   const protocol = url.protocol === 'https:' || url.port === '2376' ? 'https' : 'http';
-  return new Dockerode({ host: url.hostname, port: url.port || (protocol === 'https' ? 2376 : 2375), protocol });
+  return client(host, { host: url.hostname, port: url.port || (protocol === 'https' ? 2376 : 2375), protocol });
+}
+
+/**
+ * docker-modem merges DOCKER_HOST's settings under the options given (and throws on a DOCKER_HOST it
+ * cannot parse), so every field that decides the transport is set explicitly here.
+ */
+function client(host: string, opts: { socketPath: string } | { host: string; port: string | number; protocol: 'http' | 'https' }): Dockerode {
+  const full = 'socketPath' in opts ? { ...opts, host: undefined, port: undefined, protocol: 'http' as const } : opts;
+  try {
+    return new Dockerode(full);
+  } catch (e) {
+    throw new StrataError('E_DOCKER', `cannot use Docker host ${host}: ${reasonOf(e)}`, 'set DOCKER_HOST to unix:///path/to/docker.sock or tcp://host:port');
+  }
 }
 
 /** A Docker client for DOCKER_HOST, or the default local socket when it is unset. */
@@ -62,7 +81,7 @@ export function dockerHostOf(docker: Dockerode): string {
 /** Whether the engine answers `/_ping` within a few seconds. */
 export async function pingDocker(docker: Dockerode): Promise<boolean> {
   try {
-    await docker.ping({ abortSignal: AbortSignal.timeout(PING_TIMEOUT_MS) });
+    await (docker as unknown as WithAbort).ping({ abortSignal: AbortSignal.timeout(PING_TIMEOUT_MS) });
     return true;
   } catch {
     return false;
@@ -187,7 +206,7 @@ export async function loadImage(
 
   let version: { Version?: string; ApiVersion?: string };
   try {
-    version = (await docker.version({ abortSignal: AbortSignal.timeout(PING_TIMEOUT_MS) })) as typeof version;
+    version = await (docker as unknown as WithAbort).version({ abortSignal: AbortSignal.timeout(PING_TIMEOUT_MS) });
   } catch (e) {
     if (typeof e === 'object' && e !== null && (e as HttpError).statusCode !== undefined) {
       throw refused(docker, 'report its version', e);
@@ -227,20 +246,24 @@ export async function loadImage(
   const progress = reporter.progress(`loading ${repoTag}`, total, 'bytes');
   const archive = dockerArchiveStream(img, repoTag);
   const counted = archive.pipe(byteCounter((n) => progress.tick(n)));
-  archive.on('error', (err) => counted.destroy(err));
+  let archiveError: Error | null = null;
+  archive.on('error', (err) => {
+    archiveError = err;
+    counted.destroy(err);
+  });
   let answerError: string | null;
   try {
     const answer = await docker.loadImage(counted, { quiet: true });
     answerError = await readLoadAnswer(answer);
   } catch (e) {
     archive.destroy();
+    // A layer file that cannot be read is our failure, not the engine's.
+    if (archiveError !== null) throw archiveError;
     if (typeof e === 'object' && e !== null && (e as HttpError).statusCode !== undefined) {
       throw refused(docker, `load image ${repoTag}`, e);
     }
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ECONNREFUSED' || code === 'ENOENT' || code === 'ECONNRESET' || code === 'EPIPE') {
-      throw unreachable(docker, e);
-    }
+    const err = e as NodeJS.ErrnoException;
+    if (err.syscall === 'connect' || err.code === 'ECONNRESET' || err.code === 'EPIPE') throw unreachable(docker, e);
     throw e;
   } finally {
     progress.done();

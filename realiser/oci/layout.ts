@@ -318,11 +318,12 @@ function addDir(pack: Pack, name: string): Promise<void> {
 function addFile(pack: Pack, name: string, path: string, size: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const entry = pack.entry(fileHeader(name, size), (err) => (err ? reject(err) : resolve()));
-    const source = createReadStream(path);
+    const source = createReadStream(path, { highWaterMark: 1 << 20 });
     source.on('error', (err) => {
       entry.destroy(err);
       reject(err);
     });
+    entry.on('close', () => source.destroy());
     source.pipe(entry);
   });
 }
@@ -330,7 +331,8 @@ function addFile(pack: Pack, name: string, path: string, size: number): Promise<
 /**
  * The image as one tar stream: `blobs/sha256/*` (sorted by digest), `index.json` (one manifest, ref name
  * `repoTag`), `manifest.json` (docker-archive) and `oci-layout`, in that (sorted) order, with fixed entry
- * metadata. Layer files are streamed, never held in memory; their sizes are checked first.
+ * metadata. Layer files are streamed, never held in memory; their sizes are checked first. Destroying the
+ * returned stream stops the reading.
  */
 export function dockerArchiveStream(img: BuiltImage, repoTag: string): Readable {
   const pack = tarPack();
@@ -374,7 +376,7 @@ export function dockerArchiveStream(img: BuiltImage, repoTag: string): Readable 
     pack.finalize();
   };
   write().catch((err: unknown) => pack.destroy(err instanceof Error ? err : new Error(String(err))));
-  return pack;
+  return Readable.from(pack, { objectMode: false });
 }
 
 /**

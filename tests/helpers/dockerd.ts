@@ -131,7 +131,9 @@ export async function startDockerd(opts: { timeoutMs?: number } = {}): Promise<D
       throw new Error(`dockerd exited (${child.exitCode ?? child.signalCode}) before answering:\n${tail}`);
     }
     try {
-      await docker.ping({ abortSignal: AbortSignal.timeout(2_000) });
+      await (docker as unknown as { ping(o: { abortSignal: AbortSignal }): Promise<unknown> }).ping({
+        abortSignal: AbortSignal.timeout(2_000),
+      });
       return { host, docker, dir, stop };
     } catch {
       // not up yet
