@@ -36,7 +36,9 @@ program
   .option('--gzip', 'gzip-compress layers in --oci and --docker-archive output (deterministic)')
   .option('--locked', 'refuse a lock that is stale against the manifest')
   .option('-j, --jobs <n>', 'concurrent downloads', '8')
-  .action(async (opts) => (await import('./commands/realise.ts')).realiseCommand(opts));
+  .action(async (opts) => {
+    await (await import('./commands/realise.ts')).realiseCommand(opts);
+  });
 
 const runOptions = (c: Command) =>
   c
