@@ -1,0 +1,128 @@
+/**
+ * `npm run bench`: strata beside its peers on the same work, reported as ratios.
+ *
+ *   lock     strata lock (warm indexes, --offline)      vs  apt-get install -s (warm lists)        same package set
+ *   realise  strata realise cold / warm / one-bump       vs  mmdebstrap --variant=essential into a tarball
+ *
+ * The environment is the seed's (the blog post's CUDA + MAGMA + MKL + Python stack) on trixie, or BENCH_PACKAGES.
+ * The Debian mirror comes from STRATA_DEBIAN_MIRROR or the host's apt sources. Work goes to BENCH_DIR
+ * (default /tmp/strata-bench). Set BENCH_SKIP_MMDEBSTRAP=1 to skip the slowest peer run.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync, readFileSync, rmSync, existsSync, copyFileSync, mkdtempSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { join, resolve } from 'node:path';
+import { channelUrls, defaultKeyring } from '../channels/mirror.ts';
+import { parseLock, serializeLock } from '../lock/lockfile.ts';
+
+const root = resolve(import.meta.dirname, '..');
+const strata = join(root, 'bin/strata');
+const dir = resolve(process.env.BENCH_DIR ?? '/tmp/strata-bench');
+const suite = process.env.BENCH_SUITE ?? 'trixie';
+const pkgs = (process.env.BENCH_PACKAGES ?? 'git libhdf5-dev intel-mkl libmagma-dev nvidia-cuda-toolkit python3 python3-numpy python3-scipy python3-sklearn python3-gdal python3-pip python3-wheel python3-pycuda').split(/\s+/).filter(Boolean);
+const mirror = channelUrls({ name: 'bench', urls: [], suite, components: ['main'], trusted: false })[0]!;
+const keyring = defaultKeyring()!;
+
+interface Timed {
+  seconds: number;
+  maxRssMiB: number;
+  stdout: string;
+}
+
+/** Runs a command under GNU time for wall time and peak RSS. */
+function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Timed {
+  const tf = join(dir, 'time.txt');
+  const r = spawnSync('/usr/bin/time', ['-f', '%e %M', '-o', tf, cmd, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', maxBuffer: 1 << 28 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}):\n${r.stderr}`);
+  const [s, kb] = readFileSync(tf, 'utf8').trim().split('\n').pop()!.split(' ');
+  return { seconds: Number(s), maxRssMiB: Number(kb) / 1024, stdout: r.stdout };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+const rows: string[][] = [];
+function report(what: string, mine: number, peer: number | undefined, peerName: string, extra = '') {
+  rows.push([what, `${mine.toFixed(2)} s`, peer === undefined ? '-' : `${peer.toFixed(2)} s`, peer === undefined ? '-' : `${(peer / mine).toFixed(1)}x`, `${peerName}${extra ? `; ${extra}` : ''}`]);
+  console.log(`${what}: strata ${mine.toFixed(2)} s${peer !== undefined ? `, ${peerName} ${peer.toFixed(2)} s, strata is ${(peer / mine).toFixed(1)}x faster` : ''}${extra ? ` (${extra})` : ''}`);
+}
+
+mkdirSync(dir, { recursive: true });
+const project = join(dir, 'project');
+mkdirSync(project, { recursive: true });
+const manifest = join(project, 'strata.toml');
+writeFileSync(manifest, `[project]\nname = "bench"\narch = "amd64"\n\n[channels.stable]\nurl = "${mirror}"\nsuite = "${suite}"\ncomponents = ["main", "contrib", "non-free"]\n\n[packages]\n${pkgs.map((p) => `${p} = "*"`).join('\n')}\n\n[gpu]\ndriver = "host"\n`);
+const cache = join(dir, 'cache');
+const env = { STRATA_CACHE_DIR: cache };
+
+// ---- lock
+console.log(`environment: ${pkgs.length} roots from ${suite}`);
+timed(strata, ['lock', '-m', manifest], env); // cold: fetch and cache indexes
+const lockRuns = [0, 1, 2].map(() => timed(strata, ['lock', '-m', manifest, '--offline'], env).seconds);
+const aptDir = join(dir, 'apt');
+for (const d of ['lists/partial', 'cache/archives/partial']) mkdirSync(join(aptDir, d), { recursive: true });
+writeFileSync(join(aptDir, 'status'), '');
+writeFileSync(join(aptDir, 'sources.list'), `deb [signed-by=${keyring}] ${mirror} ${suite} main contrib non-free\n`);
+const aptOpts = [`Dir::State::status=${aptDir}/status`, `Dir::State::Lists=${aptDir}/lists`, `Dir::Cache=${aptDir}/cache`, `Dir::Etc::SourceList=${aptDir}/sources.list`, 'Dir::Etc::SourceParts=/dev/null', 'APT::Architecture=amd64', 'APT::Install-Recommends=0', 'Debug::NoLocking=1'].flatMap((o) => ['-o', o]);
+execFileSync('apt-get', [...aptOpts, 'update', '-qq'], { stdio: 'ignore' });
+const aptRuns = [0, 1, 2].map(() => timed('apt-get', [...aptOpts, 'install', '-s', ...pkgs]).seconds);
+const lock = parseLock(readFileSync(join(project, 'strata.lock'), 'utf8'));
+report('lock (warm indexes, resolve + write)', median(lockRuns), median(aptRuns), 'apt-get install -s', `${lock.packages.length} packages`);
+
+// ---- realise: cold, warm
+rmSync(join(cache, 'blobs'), { recursive: true, force: true });
+rmSync(join(cache, 'unpacked'), { recursive: true, force: true });
+rmSync(join(cache, 'layers'), { recursive: true, force: true });
+const cold = timed(strata, ['realise', '-m', manifest, '--locked'], env);
+const warm = timed(strata, ['realise', '-m', manifest, '--locked'], env);
+const layers = /in (\d+) layers/.exec(cold.stdout)?.[1] ?? '?';
+let peer: number | undefined;
+if (!process.env.BENCH_SKIP_MMDEBSTRAP) {
+  const out = join(dir, 'mmdebstrap.tar');
+  rmSync(out, { force: true });
+  const names = lock.packages.map((p) => p.name).join(',');
+  peer = timed('mmdebstrap', ['--quiet', '--variant=essential', `--components=main,contrib,non-free`, `--include=${names}`, suite, out, mirror]).seconds;
+  rmSync(out, { force: true });
+}
+report('realise cold (download, verify, unpack, layers)', cold.seconds, peer, 'mmdebstrap --variant=essential to a tarball', `${layers} layers, peak RSS ${cold.maxRssMiB.toFixed(0)} MiB`);
+report('realise warm (nothing changed)', warm.seconds, peer, 'mmdebstrap (it has no warm path)', `peak RSS ${warm.maxRssMiB.toFixed(0)} MiB`);
+
+// ---- one package bumped: rebuild that .deb with one more file, put it in the store, point the lock at it.
+const victim = lock.packages.find((p) => p.name === 'python3-wheel') ?? lock.packages[lock.packages.length - 1]!;
+const work = mkdtempSync(join(dir, 'bump-'));
+const debPath = join(cache, 'blobs', 'sha256', victim.sha256);
+execFileSync('dpkg-deb', ['-R', debPath, join(work, 'x')]);
+mkdirSync(join(work, 'x/usr/share/doc', victim.name), { recursive: true });
+writeFileSync(join(work, 'x/usr/share/doc', victim.name, 'BUMPED'), 'bumped\n');
+execFileSync('dpkg-deb', ['--root-owner-group', '-b', join(work, 'x'), join(work, 'bumped.deb')], { stdio: 'ignore' });
+const bytes = readFileSync(join(work, 'bumped.deb'));
+const sha = createHash('sha256').update(bytes).digest('hex');
+copyFileSync(join(work, 'bumped.deb'), join(cache, 'blobs', 'sha256', sha));
+const bumpedLock = { ...lock, packages: lock.packages.map((p) => (p === victim ? { ...p, sha256: sha, size: bytes.length } : p)) };
+const lockPath = join(project, 'strata.lock');
+const original = readFileSync(lockPath, 'utf8');
+writeFileSync(lockPath, serializeLock(bumpedLock));
+const beforeOci = join(dir, 'oci-before');
+const afterOci = join(dir, 'oci-after');
+rmSync(beforeOci, { recursive: true, force: true });
+rmSync(afterOci, { recursive: true, force: true });
+const bump = timed(strata, ['realise', '-m', manifest, '--locked', '--oci', afterOci], env);
+writeFileSync(lockPath, original);
+timed(strata, ['realise', '-m', manifest, '--locked', '--oci', beforeOci], env);
+const layerSet = (d: string) => {
+  const idx = JSON.parse(readFileSync(join(d, 'index.json'), 'utf8'));
+  const man = JSON.parse(readFileSync(join(d, 'blobs/sha256', idx.manifests[0].digest.slice(7)), 'utf8'));
+  return man.layers as { digest: string; size: number }[];
+};
+const before = new Set(layerSet(beforeOci).map((l) => l.digest));
+const changed = layerSet(afterOci).filter((l) => !before.has(l.digest));
+const changedBytes = changed.reduce((n, l) => n + l.size, 0);
+report(`realise after bumping ${victim.name}`, bump.seconds, peer, 'mmdebstrap (full rebuild)', `${changed.length} layers changed, ${(changedBytes / 1e6).toFixed(1)} MB to re-ship`);
+rmSync(work, { recursive: true, force: true });
+if (existsSync(beforeOci)) rmSync(beforeOci, { recursive: true, force: true });
+if (existsSync(afterOci)) rmSync(afterOci, { recursive: true, force: true });
+
+console.log('\n| work | strata | peer | ratio (peer / strata) | notes |\n| --- | --- | --- | --- | --- |');
+for (const r of rows) console.log(`| ${r.join(' | ')} |`);
