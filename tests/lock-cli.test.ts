@@ -2,7 +2,7 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { project, manifestFor, channels } from './helpers/project.ts';
+import { project, manifestFor } from './helpers/project.ts';
 import { serveMirror } from './helpers/mirror.ts';
 import { parseLock } from '../lock/lockfile.ts';
 
@@ -141,16 +141,4 @@ test('lock --offline uses only cached indexes, and says what is missing when the
   } finally {
     await own.close();
   }
-});
-
-test('a channel without url and no mirror configured says how to set one', async (t) => {
-  const p = await project();
-  p.writeManifest(`[project]\nname = "x"\n\n[channels.stable]\nsuite = "trixie"\n\n[packages]\nhello = "*"\n`);
-  const r = await p.strata(['lock'], { env: { STRATA_DEBIAN_MIRROR: '', STRATA_APT_ROOT: '/nonexistent' } });
-  void channels;
-  if (r.code === 0) {
-    t.pass('the host has apt sources; covered by tests/manifest.test.ts');
-    return;
-  }
-  t.notRegex(r.stderr, /internal error/);
 });

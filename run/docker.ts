@@ -1,0 +1,147 @@
+/**
+ * The docker backend: runs a command in a container made from a loaded image, with stdin, stdout and stderr
+ * attached (a TTY for an interactive shell), signals forwarded, the exit status returned and the container
+ * removed afterwards.
+ *
+ * GPU passthrough: when the engine has the NVIDIA runtime (or CDI), a `DeviceRequests` entry asks it for the
+ * selected GPUs; otherwise the device nodes are passed with `HostConfig.Devices` (`rwm`) and the driver
+ * libraries and nvidia-smi bound read-only, exactly where the sandbox backend puts them, so passthrough works
+ * on hosts without nvidia-container-toolkit. A SONAME link is bound as a second view of the file it names.
+ */
+import type Dockerode from 'dockerode';
+import { posix } from 'node:path';
+import { StrataError } from '../errors.ts';
+import { dockerHostOf } from '../realiser/docker.ts';
+import { DRIVER_LIB_DIR, type GpuMounts } from './gpu.ts';
+import type { Bind } from './sandbox.ts';
+
+export interface DockerRunSpec {
+  /** Image reference (name:tag or ID). */
+  image: string;
+  argv: string[];
+  /** Added to the image's environment. */
+  env: Record<string, string>;
+  cwd: string;
+  binds: Bind[];
+  gpu?: GpuMounts;
+  /** `uid:gid`. */
+  user: string;
+  tty: boolean;
+  network: boolean;
+}
+
+interface EngineInfo {
+  Runtimes?: Record<string, unknown>;
+  CDISpecDirs?: string[];
+}
+
+/** Whether the engine can hand out NVIDIA GPUs itself (the nvidia runtime is configured). */
+export async function engineHasNvidia(docker: Dockerode): Promise<boolean> {
+  const info = (await docker.info()) as EngineInfo;
+  return Object.keys(info.Runtimes ?? {}).includes('nvidia');
+}
+
+/** The container's create options for `spec` (pure except for the engine's capabilities passed in). */
+export function containerOptions(spec: DockerRunSpec, nvidiaRuntime: boolean): Dockerode.ContainerCreateOptions {
+  const binds = spec.binds.map((b) => `${b.source}:${b.target}${b.writable ? '' : ':ro'}`);
+  const hostConfig: Dockerode.HostConfig = {
+    Binds: binds,
+    NetworkMode: spec.network ? 'host' : 'none',
+    Init: false,
+  };
+  if (spec.gpu) {
+    if (nvidiaRuntime) {
+      const visible = spec.gpu.env.NVIDIA_VISIBLE_DEVICES ?? 'all';
+      hostConfig.DeviceRequests = [
+        visible === 'all'
+          ? { Driver: 'nvidia', Count: -1, Capabilities: [['gpu', 'compute', 'utility']] }
+          : { Driver: 'nvidia', DeviceIDs: visible.split(','), Capabilities: [['gpu', 'compute', 'utility']] },
+      ];
+    } else {
+      hostConfig.Devices = spec.gpu.devices.map((d) => ({ PathOnHost: d.hostPath, PathInContainer: d.path, CgroupPermissions: 'rwm' }));
+      const byName = new Map(spec.gpu.libraries.map((l) => [l.name, l.hostPath]));
+      for (const l of spec.gpu.libraries) binds.push(`${l.hostPath}:${posix.join(DRIVER_LIB_DIR, l.name)}:ro`);
+      for (const l of spec.gpu.links) {
+        const target = byName.get(l.target);
+        if (target) binds.push(`${target}:${posix.join(DRIVER_LIB_DIR, l.name)}:ro`);
+      }
+      for (const b of spec.gpu.binaries) binds.push(`${b.hostPath}:${b.path}:ro`);
+    }
+  }
+  return {
+    Image: spec.image,
+    Cmd: spec.argv,
+    Entrypoint: [],
+    Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+    WorkingDir: spec.cwd,
+    User: spec.user,
+    Hostname: 'strata',
+    Tty: spec.tty,
+    OpenStdin: true,
+    StdinOnce: true,
+    AttachStdin: true,
+    AttachStdout: true,
+    AttachStderr: true,
+    HostConfig: hostConfig,
+  };
+}
+
+function reasonOf(e: unknown): string {
+  const err = e as { json?: { message?: string }; message?: string };
+  return err?.json?.message ?? err?.message ?? String(e);
+}
+
+const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
+
+/** Runs the command in a fresh container; resolves with its exit status. The container is always removed. */
+export async function runDocker(docker: Dockerode, spec: DockerRunSpec): Promise<number> {
+  const nvidia = spec.gpu ? await engineHasNvidia(docker) : false;
+  let container: Dockerode.Container;
+  try {
+    container = await docker.createContainer(containerOptions(spec, nvidia));
+  } catch (e) {
+    throw new StrataError('E_DOCKER', `the Docker engine at ${dockerHostOf(docker)} refused to create the container: ${reasonOf(e)}`);
+  }
+  const stdin = process.stdin;
+  const raw = spec.tty && stdin.isTTY;
+  const forward = (sig: NodeJS.Signals) => {
+    container.kill({ signal: sig }).catch(() => {});
+  };
+  const resize = () => {
+    container.resize({ h: process.stdout.rows, w: process.stdout.columns }).catch(() => {});
+  };
+  try {
+    const stream = (await container.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true })) as NodeJS.ReadWriteStream & { end(): void };
+    const ended = new Promise<void>((resolve) => {
+      stream.once('end', () => resolve());
+      stream.once('close', () => resolve());
+      stream.once('error', () => resolve());
+    });
+    if (spec.tty) stream.pipe(process.stdout, { end: false });
+    else docker.modem.demuxStream(stream as NodeJS.ReadableStream, process.stdout, process.stderr);
+    stdin.pipe(stream as NodeJS.WritableStream);
+    for (const s of FORWARDED) process.on(s, forward);
+    await container.start();
+    if (raw) {
+      stdin.setRawMode(true);
+      resize();
+      process.stdout.on('resize', resize);
+    }
+    const result = (await container.wait()) as { StatusCode: number };
+    // Output still in flight when the container exits arrives before the stream ends.
+    await Promise.race([ended, new Promise((r) => setTimeout(r, 2000))]);
+    return result.StatusCode;
+  } catch (e) {
+    if (e instanceof StrataError) throw e;
+    throw new StrataError('E_DOCKER', `running the container in the Docker engine at ${dockerHostOf(docker)} failed: ${reasonOf(e)}`);
+  } finally {
+    for (const s of FORWARDED) process.removeListener(s, forward);
+    if (raw) {
+      stdin.setRawMode(false);
+      process.stdout.removeListener('resize', resize);
+    }
+    stdin.unpipe();
+    stdin.pause();
+    await container.remove({ force: true }).catch(() => {});
+  }
+}

@@ -1,0 +1,277 @@
+/**
+ * The root filesystem the sandbox backend enters: an image's uncompressed layer tars unpacked once into the
+ * store, at `<store>/rootfs/<manifest digest hex>/`, and never changed afterwards (the sandbox binds it
+ * read-only).
+ *
+ * Unpacking is atomic (a temp dir in `<store>/rootfs/`, renamed into place when complete, so an existing
+ * directory is always whole) and safe: member paths are normalized and refused when absolute after
+ * normalization or climbing out with `..`; no member is ever written through a symlink (every ancestor is
+ * checked with lstat, and a file replaces whatever was at its path instead of opening through it); hardlinks
+ * must point at a regular file inside the tree; device nodes and fifos are skipped. OCI whiteouts (`.wh.NAME`,
+ * `.wh..wh..opq`) remove what lower layers put there. Ownership is kept when unpacking as root; otherwise
+ * everything belongs to the unpacking user, which is what a rootless sandbox maps to.
+ */
+import { createReadStream, createWriteStream, existsSync } from 'node:fs';
+import { chmod, lchown, link, lstat, lutimes, mkdir, readdir, rename, rm, symlink, unlink, utimes } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { join, posix } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import tarStream from 'tar-stream';
+import { StrataError } from '../errors.ts';
+import type { Reporter } from '../report/reporter.ts';
+
+export interface RootfsLayer {
+  /** Path of an uncompressed layer tar. */
+  path: string;
+  size: number;
+}
+
+/** Where the rootfs of the image with manifest digest `sha256:<hex>` lives in the store. */
+export function rootfsPath(storeRoot: string, manifestDigest: string): string {
+  return join(storeRoot, 'rootfs', manifestDigest.replace(/^sha256:/, ''));
+}
+
+/** Returns the rootfs for an image, unpacking its layers (base first) when it is not there yet. */
+export async function ensureRootfs(
+  storeRoot: string,
+  manifestDigest: string,
+  layers: RootfsLayer[],
+  reporter: Reporter,
+): Promise<string> {
+  const dest = rootfsPath(storeRoot, manifestDigest);
+  if (existsSync(dest)) return dest;
+  const parent = join(storeRoot, 'rootfs');
+  await mkdir(parent, { recursive: true });
+  const tmp = join(parent, `.tmp-${manifestDigest.replace(/^sha256:/, '').slice(0, 16)}-${randomBytes(4).toString('hex')}`);
+  const total = layers.reduce((n, l) => n + l.size, 0);
+  const progress = reporter.progress('unpacking the root filesystem', total, 'bytes');
+  try {
+    await mkdir(tmp, { mode: 0o755 });
+    const tree = new Tree(tmp, process.getuid?.() === 0);
+    for (const l of layers) await tree.apply(l.path, (n) => progress.tick(n));
+    await tree.finish();
+    try {
+      await rename(tmp, dest);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (!(code === 'ENOTEMPTY' || code === 'EEXIST') || !existsSync(dest)) throw e;
+      // Another process finished first: use theirs.
+    }
+    return dest;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOSPC') {
+      throw new StrataError('E_DISK', `no space left on the device holding ${storeRoot} while unpacking the root filesystem`, 'free some space (or set STRATA_CACHE_DIR to a larger disk) and run again');
+    }
+    throw e;
+  } finally {
+    progress.done();
+    if (existsSync(tmp)) await removeTree(tmp);
+  }
+}
+
+/** Removes a tree that may hold read-only directories. */
+export async function removeTree(dir: string): Promise<void> {
+  try {
+    await rm(dir, { recursive: true, force: true });
+  } catch {
+    await makeWritable(dir);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function makeWritable(dir: string): Promise<void> {
+  try {
+    await chmod(dir, 0o700);
+    for (const e of await readdir(dir, { withFileTypes: true })) if (e.isDirectory()) await makeWritable(join(dir, e.name));
+  } catch {
+    // best effort
+  }
+}
+
+function unsafe(layer: string, message: string): StrataError {
+  return new StrataError('E_RUN', `refusing to unpack layer ${layer}: ${message}`, 'the layer is not one strata built; realise the environment again');
+}
+
+/** Normalizes a member name to `a/b/c`; undefined for the root itself; throws on escapes. */
+function memberPath(layer: string, name: string): string | undefined {
+  if (name.includes('\0')) throw unsafe(layer, `member name contains NUL`);
+  const n = posix.normalize(`/${name}`).replace(/\/+$/, '');
+  if (n === '' || n === '/') return undefined;
+  const rel = n.slice(1);
+  if (rel.split('/').includes('..')) throw unsafe(layer, `member '${name}' climbs out of the tree`);
+  return rel;
+}
+
+interface TarHeader {
+  name: string;
+  type: string | null;
+  mode?: number;
+  mtime?: Date;
+  uid?: number;
+  gid?: number;
+  linkname?: string | null;
+}
+
+class Tree {
+  readonly root: string;
+  readonly asRoot: boolean;
+  /** Directories known to be real directories (relative paths). */
+  private dirs = new Set<string>(['']);
+  /** Directory modes and times to apply once every member is written (a read-only directory must stay writable until then). */
+  private dirMeta = new Map<string, { mode: number; mtime: Date }>();
+
+  constructor(root: string, asRoot: boolean) {
+    this.root = root;
+    this.asRoot = asRoot;
+  }
+
+  /** Ensures every ancestor of `rel` is a real directory inside the tree (creating missing ones), never following a symlink. */
+  private async parents(layer: string, rel: string): Promise<void> {
+    const parts = rel.split('/');
+    parts.pop();
+    let cur = '';
+    for (const p of parts) {
+      cur = cur === '' ? p : `${cur}/${p}`;
+      if (this.dirs.has(cur)) continue;
+      const abs = join(this.root, cur);
+      let st;
+      try {
+        st = await lstat(abs);
+      } catch {
+        await mkdir(abs, { mode: 0o755 });
+        this.dirs.add(cur);
+        continue;
+      }
+      if (st.isSymbolicLink()) throw unsafe(layer, `member '${rel}' would be written through the symlink '${cur}'`);
+      if (!st.isDirectory()) throw unsafe(layer, `member '${rel}' would be written below the non-directory '${cur}'`);
+      this.dirs.add(cur);
+    }
+  }
+
+  /** Removes whatever is at `rel` (a directory only when `dirsToo`). */
+  private async clear(rel: string, dirsToo: boolean): Promise<void> {
+    const abs = join(this.root, rel);
+    let st;
+    try {
+      st = await lstat(abs);
+    } catch {
+      return;
+    }
+    if (st.isDirectory()) {
+      if (!dirsToo) return;
+      await removeTree(abs);
+      for (const d of [...this.dirs]) if (d === rel || d.startsWith(`${rel}/`)) this.dirs.delete(d);
+      for (const d of [...this.dirMeta.keys()]) if (d === rel || d.startsWith(`${rel}/`)) this.dirMeta.delete(d);
+    } else {
+      await unlink(abs);
+    }
+  }
+
+  async apply(layerPath: string, onBytes: (n: number) => void): Promise<void> {
+    const ex = tarStream.extract();
+    const input = createReadStream(layerPath);
+    input.on('data', (c) => onBytes(c.length));
+    const feeding = pipeline(input, ex);
+    feeding.catch(() => {}); // awaited below; a member's failure ends the loop first
+    try {
+      for await (const entry of ex) {
+        try {
+          await this.member(layerPath, entry.header, entry as unknown as AsyncIterable<Buffer>);
+        } finally {
+          entry.resume();
+        }
+      }
+    } catch (e) {
+      input.destroy();
+      throw e;
+    }
+    await feeding;
+  }
+
+  private async member(layer: string, h: TarHeader, body: AsyncIterable<Buffer>): Promise<void> {
+    const rel = memberPath(layer, h.name);
+    if (rel === undefined) return;
+    const base = posix.basename(rel);
+    const dirRel = posix.dirname(rel) === '.' ? '' : posix.dirname(rel);
+    if (base === '.wh..wh..opq') {
+      await this.parents(layer, rel);
+      for (const name of await readdir(join(this.root, dirRel))) await this.clear(dirRel === '' ? name : `${dirRel}/${name}`, true);
+      return;
+    }
+    if (base.startsWith('.wh.')) {
+      await this.parents(layer, rel);
+      await this.clear(dirRel === '' ? base.slice(4) : `${dirRel}/${base.slice(4)}`, true);
+      return;
+    }
+    await this.parents(layer, rel);
+    const abs = join(this.root, rel);
+    const mode = (h.mode ?? 0o644) & 0o7777;
+    const mtime = h.mtime ?? new Date(0);
+    switch (h.type) {
+      case 'directory': {
+        let st;
+        try {
+          st = await lstat(abs);
+        } catch {
+          // absent
+        }
+        if (st && !st.isDirectory()) {
+          await unlink(abs);
+          st = undefined;
+        }
+        if (!st) await mkdir(abs, { mode: 0o755 });
+        this.dirs.add(rel);
+        this.dirMeta.set(rel, { mode, mtime });
+        await this.own(abs, h);
+        return;
+      }
+      case 'file':
+      case 'contiguous-file': {
+        await this.clear(rel, true);
+        // `wx`: the path was just cleared, so nothing (least of all a symlink) is opened through.
+        await pipeline(Readable.from(body), createWriteStream(abs, { flags: 'wx', mode: 0o600 }));
+        await this.own(abs, h);
+        await chmod(abs, mode);
+        await utimes(abs, mtime, mtime);
+        return;
+      }
+      case 'symlink': {
+        await this.clear(rel, true);
+        await symlink(h.linkname ?? '', abs);
+        await this.own(abs, h);
+        await lutimes(abs, mtime, mtime).catch(() => {});
+        return;
+      }
+      case 'link': {
+        const target = memberPath(layer, h.linkname ?? '');
+        if (target === undefined) throw unsafe(layer, `hardlink '${rel}' has no target`);
+        await this.parents(layer, target);
+        const st = await lstat(join(this.root, target)).catch(() => undefined);
+        if (!st || !st.isFile()) throw unsafe(layer, `hardlink '${rel}' points at '${target}', which is not a regular file in the tree`);
+        await this.clear(rel, true);
+        await link(join(this.root, target), abs);
+        return;
+      }
+      default:
+        // Device nodes, fifos and anything else: the sandbox provides /dev itself.
+        return;
+    }
+  }
+
+  private async own(abs: string, h: TarHeader): Promise<void> {
+    if (!this.asRoot) return;
+    await lchown(abs, h.uid ?? 0, h.gid ?? 0);
+  }
+
+  /** Applies directory modes and times, deepest first. */
+  async finish(): Promise<void> {
+    const dirs = [...this.dirMeta.entries()].sort((a, b) => b[0].split('/').length - a[0].split('/').length);
+    for (const [rel, m] of dirs) {
+      const abs = join(this.root, rel);
+      // A rootless tree keeps its directories writable by their owner, so the store can remove them later.
+      await chmod(abs, this.asRoot ? m.mode : m.mode | 0o200);
+      await utimes(abs, m.mtime, m.mtime);
+    }
+  }
+}

@@ -1,0 +1,258 @@
+/**
+ * The sandbox backend: enters an unpacked root filesystem in new mount and PID namespaces, with no daemon.
+ * bubblewrap when it is installed, else util-linux `unshare` + a chroot; rootless through a user namespace when
+ * not root (the command sees the invoking user's own uid and gid, so files it creates in the project directory
+ * belong to that user), as plain root otherwise.
+ *
+ * The new root is a tmpfs assembled from the rootfs: every top-level entry of the image is bound read-only (the
+ * store's copy is never written), except where something is mounted below it (the project directory, HOME, the
+ * GPU driver directory), where the directory is recreated on the tmpfs and its own entries bound one by one.
+ * Provided on top: a minimal `/dev` (null, zero, full, random, urandom, tty, pts, shm, fd links) plus the
+ * selected GPU nodes, `/proc` of the new PID namespace, the host's `/sys`, a private `/tmp`, the project
+ * directory read-write at its own path (the working directory), and the GPU driver files read-only.
+ */
+import { spawn } from 'node:child_process';
+import { accessSync, constants as fsConstants, lstatSync, readdirSync, readlinkSync, existsSync } from 'node:fs';
+import { delimiter, join, posix } from 'node:path';
+import { constants as osConstants } from 'node:os';
+import { StrataError } from '../errors.ts';
+import { DRIVER_LIB_DIR, type GpuMounts } from './gpu.ts';
+
+export type SandboxMethod = 'bwrap' | 'unshare';
+
+export interface Bind {
+  source: string;
+  target: string;
+  writable: boolean;
+}
+
+export interface SandboxSpec {
+  rootfs: string;
+  argv: string[];
+  env: Record<string, string>;
+  /** Working directory inside (the project directory). */
+  cwd: string;
+  /** Read-write (or read-only) binds at their target paths: the project directory, HOME. */
+  binds: Bind[];
+  gpu?: GpuMounts;
+  network: boolean;
+  /** Run the sandbox as this user (root running for a sudo invoker); undefined: as this process. */
+  runAs?: { uid: number; gid: number };
+}
+
+/** One step of assembling the new root, relative to it. */
+export type RootStep =
+  | { op: 'dir'; path: string }
+  | { op: 'bind'; source: string; path: string; file: boolean }
+  | { op: 'symlink'; target: string; path: string };
+
+/** Paths the sandbox mounts itself; the image's entries there are hidden. */
+const PROVIDED = ['/dev', '/proc', '/sys', '/tmp'];
+
+/** Which program runs on PATH, or undefined. */
+export function which(name: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  for (const d of (env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
+    if (d === '') continue;
+    const p = join(d, name);
+    try {
+      accessSync(p, fsConstants.X_OK);
+      return p;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** bubblewrap when installed, else unshare; `STRATA_SANDBOX=bwrap|unshare` forces one. */
+export function chooseMethod(env: NodeJS.ProcessEnv = process.env): SandboxMethod {
+  const forced = env.STRATA_SANDBOX;
+  if (forced === 'bwrap' || forced === 'unshare') {
+    if (which(forced === 'bwrap' ? 'bwrap' : 'unshare', env) === undefined) {
+      throw new StrataError('E_RUN', `STRATA_SANDBOX=${forced} but ${forced} is not installed`, forced === 'bwrap' ? 'install bubblewrap' : 'install util-linux');
+    }
+    return forced;
+  }
+  if (forced !== undefined && forced !== '') throw new StrataError('E_USAGE', `STRATA_SANDBOX must be bwrap or unshare, not "${forced}"`);
+  if (which('bwrap', env)) return 'bwrap';
+  if (which('unshare', env) && which('chroot', { PATH: `${env.PATH ?? ''}:/usr/sbin:/sbin` })) return 'unshare';
+  throw new StrataError('E_RUN', 'the sandbox backend needs bubblewrap or util-linux unshare, and neither is installed', 'install bubblewrap (Debian package bubblewrap), or use --backend docker');
+}
+
+function isAncestor(dir: string, path: string): boolean {
+  return path.startsWith(dir === '/' ? '/' : `${dir}/`);
+}
+
+/**
+ * How to assemble the new root from `rootfs` so that every path in `mountPoints` can be mounted without writing
+ * into the rootfs: entries are bound as they are, except those below which something is mounted, which are
+ * recreated as directories (and their entries handled the same way, one level down).
+ */
+export function rootSteps(rootfs: string, mountPoints: string[]): RootStep[] {
+  const steps: RootStep[] = [];
+  const walk = (dir: string) => {
+    let names: string[];
+    try {
+      names = readdirSync(join(rootfs, dir)).sort();
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const path = posix.join(dir, name);
+      if (mountPoints.includes(path)) continue;
+      const st = lstatSync(join(rootfs, path));
+      if (st.isSymbolicLink()) {
+        steps.push({ op: 'symlink', target: readlinkSync(join(rootfs, path)), path });
+      } else if (st.isDirectory() && mountPoints.some((m) => isAncestor(path, m))) {
+        steps.push({ op: 'dir', path });
+        walk(path);
+      } else if (st.isDirectory() || st.isFile()) {
+        steps.push({ op: 'bind', source: join(rootfs, path), path, file: st.isFile() });
+      }
+    }
+  };
+  walk('/');
+  return steps;
+}
+
+function mountPointsOf(spec: SandboxSpec): string[] {
+  const points = [...PROVIDED, ...spec.binds.map((b) => b.target)];
+  if (spec.gpu) points.push(posix.dirname(DRIVER_LIB_DIR), ...spec.gpu.binaries.map((b) => b.path));
+  return points;
+}
+
+/** The devices of a minimal /dev, bound from the host's. */
+const DEV_NODES = ['null', 'zero', 'full', 'random', 'urandom', 'tty'];
+
+/** bubblewrap's argument list for `spec` (the program is `bwrap`). */
+export function bwrapArgs(spec: SandboxSpec, rootless: boolean, ids: { uid: number; gid: number }): string[] {
+  const a: string[] = ['--die-with-parent', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--hostname', 'strata'];
+  if (rootless) a.push('--unshare-user', '--uid', String(ids.uid), '--gid', String(ids.gid));
+  if (!spec.network) a.push('--unshare-net');
+  for (const s of rootSteps(spec.rootfs, mountPointsOf(spec))) {
+    if (s.op === 'dir') a.push('--dir', s.path);
+    else if (s.op === 'symlink') a.push('--symlink', s.target, s.path);
+    else a.push('--ro-bind', s.source, s.path);
+  }
+  a.push('--dev', '/dev', '--proc', '/proc', '--ro-bind', '/sys', '/sys', '--tmpfs', '/tmp', '--chmod', '1777', '/tmp');
+  for (const b of spec.binds) a.push(b.writable ? '--bind' : '--ro-bind', b.source, b.target);
+  if (spec.gpu) {
+    for (const d of spec.gpu.devices) a.push('--dev-bind', d.hostPath, d.path);
+    a.push('--tmpfs', posix.dirname(DRIVER_LIB_DIR), '--dir', DRIVER_LIB_DIR);
+    for (const l of spec.gpu.libraries) a.push('--ro-bind', l.hostPath, posix.join(DRIVER_LIB_DIR, l.name));
+    for (const l of spec.gpu.links) a.push('--symlink', l.target, posix.join(DRIVER_LIB_DIR, l.name));
+    for (const b of spec.gpu.binaries) a.push('--ro-bind', b.hostPath, b.path);
+    a.push('--remount-ro', posix.dirname(DRIVER_LIB_DIR));
+  }
+  a.push('--chdir', spec.cwd, '--clearenv');
+  for (const [k, v] of Object.entries(spec.env)) a.push('--setenv', k, v);
+  a.push('--', ...spec.argv);
+  return a;
+}
+
+function q(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * The host shell script that `unshare --mount --pid --fork` runs: mounts the new root on `stage` (an empty
+ * directory), then enters it with a second `unshare` that chroots, changes directory and, when rootless, maps
+ * the user back to their own uid and gid.
+ */
+export function unshareScript(spec: SandboxSpec, stage: string, rootless: boolean, ids: { uid: number; gid: number }): string {
+  const N = (p: string) => q(posix.join(stage, p));
+  // The command's environment arrives as this shell's; host tools run with the host's PATH until the chroot.
+  const L: string[] = ['set -e', 'inner_path=$PATH', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', `mount -t tmpfs -o mode=0755 strata-root ${q(stage)}`];
+  const bindRo = (src: string, dst: string, file: boolean) => {
+    L.push(file ? `mkdir -p "$(dirname ${N(dst)})"; : > ${N(dst)}` : `mkdir -p ${N(dst)}`);
+    L.push(`mount --rbind ${q(src)} ${N(dst)}`, `mount -o remount,bind,ro ${N(dst)} 2>/dev/null || true`);
+  };
+  for (const s of rootSteps(spec.rootfs, mountPointsOf(spec))) {
+    if (s.op === 'dir') L.push(`mkdir -p ${N(s.path)}`);
+    else if (s.op === 'symlink') L.push(`ln -s ${q(s.target)} ${N(s.path)}`);
+    else bindRo(s.source, s.path, s.file);
+  }
+  // A minimal /dev.
+  L.push(`mkdir -p ${N('/dev')}`, `mount -t tmpfs -o mode=0755,nosuid strata-dev ${N('/dev')}`);
+  for (const d of DEV_NODES) L.push(`: > ${N(`/dev/${d}`)}`, `mount --bind /dev/${d} ${N(`/dev/${d}`)}`);
+  L.push(
+    `mkdir -p ${N('/dev/pts')} ${N('/dev/shm')}`,
+    `mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts ${N('/dev/pts')} 2>/dev/null || mount --bind /dev/pts ${N('/dev/pts')}`,
+    `ln -s pts/ptmx ${N('/dev/ptmx')}`,
+    `mount -t tmpfs -o mode=1777 shm ${N('/dev/shm')}`,
+    `ln -s /proc/self/fd ${N('/dev/fd')}`,
+    `ln -s /proc/self/fd/0 ${N('/dev/stdin')}`,
+    `ln -s /proc/self/fd/1 ${N('/dev/stdout')}`,
+    `ln -s /proc/self/fd/2 ${N('/dev/stderr')}`,
+  );
+  L.push(`mkdir -p ${N('/proc')} ${N('/sys')} ${N('/tmp')}`, `mount -t proc proc ${N('/proc')}`, `mount --rbind /sys ${N('/sys')}`, `mount -t tmpfs -o mode=1777 strata-tmp ${N('/tmp')}`);
+  for (const b of spec.binds) {
+    L.push(`mkdir -p ${N(b.target)}`, `mount --rbind ${q(b.source)} ${N(b.target)}`);
+    if (!b.writable) L.push(`mount -o remount,bind,ro ${N(b.target)} 2>/dev/null || true`);
+  }
+  if (spec.gpu) {
+    for (const d of spec.gpu.devices) L.push(`mkdir -p "$(dirname ${N(d.path)})"; : > ${N(d.path)}`, `mount --bind ${q(d.hostPath)} ${N(d.path)}`);
+    const top = posix.dirname(DRIVER_LIB_DIR);
+    L.push(`mkdir -p ${N(top)}`, `mount -t tmpfs -o mode=0755 strata-gpu ${N(top)}`, `mkdir -p ${N(DRIVER_LIB_DIR)}`);
+    for (const l of spec.gpu.libraries) bindRo(l.hostPath, posix.join(DRIVER_LIB_DIR, l.name), true);
+    for (const l of spec.gpu.links) L.push(`ln -s ${q(l.target)} ${N(posix.join(DRIVER_LIB_DIR, l.name))}`);
+    for (const b of spec.gpu.binaries) bindRo(b.hostPath, b.path, true);
+    L.push(`mount -o remount,ro,bind ${N(top)} 2>/dev/null || mount -o remount,ro ${N(top)}`);
+  }
+  const unshareBin = which('unshare') ?? '/usr/bin/unshare';
+  const enter = rootless ? `--user --map-user=${ids.uid} --map-group=${ids.gid} --mount` : '';
+  L.push(`PATH=$inner_path`, `exec ${q(unshareBin)} ${enter} --root=${q(stage)} --wd=${q(spec.cwd)} -- "$@"`);
+  return L.join('\n');
+}
+
+/** The program, arguments and environment that enter the sandbox. */
+export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, stage: string): { file: string; args: string[]; env: NodeJS.ProcessEnv } {
+  const uid = spec.runAs?.uid ?? process.getuid?.() ?? 0;
+  const gid = spec.runAs?.gid ?? process.getgid?.() ?? 0;
+  const rootless = uid !== 0;
+  const hostPath = process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin';
+  if (method === 'bwrap') return { file: which('bwrap') ?? 'bwrap', args: bwrapArgs(spec, rootless, { uid, gid }), env: { PATH: hostPath } };
+  const flags = rootless ? ['--user', '--map-root-user'] : [];
+  if (!spec.network) flags.push('--net');
+  return {
+    file: which('unshare') ?? 'unshare',
+    args: [...flags, '--mount', '--pid', '--fork', '--kill-child', '--', '/bin/sh', '-c', unshareScript(spec, stage, rootless, { uid, gid }), 'strata-sandbox', ...spec.argv],
+    // The command's environment is exactly the spec's: unshare and chroot pass theirs on.
+    env: { ...spec.env } as NodeJS.ProcessEnv,
+  };
+}
+
+const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
+
+/**
+ * Runs the command in the sandbox with stdin, stdout and stderr passed through, forwarding signals this process
+ * receives; resolves with its exit status (128 + signal number when a signal ended it).
+ */
+export async function runSandbox(spec: SandboxSpec, method: SandboxMethod, stage: string): Promise<number> {
+  if (method === 'unshare' && !existsSync(stage)) throw new StrataError('E_RUN', `the sandbox staging directory ${stage} is missing`);
+  const inv = sandboxInvocation(spec, method, stage);
+  const child = spawn(inv.file, inv.args, {
+    stdio: 'inherit',
+    env: inv.env,
+    ...(spec.runAs ? { uid: spec.runAs.uid, gid: spec.runAs.gid } : {}),
+  });
+  const forward = (sig: NodeJS.Signals) => {
+    child.kill(sig);
+  };
+  for (const s of FORWARDED) process.on(s, forward);
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      child.once('error', (e) => reject(new StrataError('E_RUN', `cannot start ${inv.file}: ${e.message}`)));
+      child.once('exit', (code, signal) => {
+        if (signal) resolve(128 + (osSignal(signal) ?? 1));
+        else resolve(code ?? 1);
+      });
+    });
+  } finally {
+    for (const s of FORWARDED) process.removeListener(s, forward);
+  }
+}
+
+function osSignal(sig: NodeJS.Signals): number | undefined {
+  return (osConstants.signals as Record<string, number>)[sig];
+}

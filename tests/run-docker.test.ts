@@ -1,0 +1,115 @@
+/**
+ * `strata run` through the docker backend against a private dockerd, with a real environment realised from the
+ * fixture mirror and loaded by the CLI itself.
+ */
+import test from 'ava';
+import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { standardMirror, serveMirror, type ServedMirror } from './helpers/mirror.ts';
+import { startDockerd, type Dockerd } from './helpers/dockerd.ts';
+import { FAKE_DRIVER, makeFakeGpuTree, runManifest, strata, type FakeGpuTree } from './helpers/runEnv.ts';
+
+let work: string;
+let served: ServedMirror;
+let keyring: string;
+let engine: Dockerd;
+let gpuTree: FakeGpuTree;
+
+function project(name: string, manifest: string): string {
+  const dir = join(work, name);
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'strata.toml'), manifest);
+  return dir;
+}
+
+const env = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({ PATH: process.env.PATH, STRATA_CACHE_DIR: join(work, 'cache'), HOME: join(work, 'nohome'), DOCKER_HOST: engine.host, ...extra });
+
+test.before(async () => {
+  work = await mkdtemp(join(tmpdir(), 'strata-rund-'));
+  chmodSync(work, 0o755);
+  const m = await standardMirror(join(work, 'mirror'));
+  keyring = m.keyring;
+  served = await serveMirror(m.root);
+  gpuTree = makeFakeGpuTree(join(work, 'gpuhost'));
+  engine = await startDockerd();
+});
+
+test.after.always(async () => {
+  await engine?.stop();
+  await served?.close();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+test.serial('the default backend is docker when an engine answers; exit code, stdin and stdout pass through', async (t) => {
+  const dir = project('p-basic', runManifest(served.url, keyring));
+  const r = await strata(['run', '--', 'sh', '-c', 'cat; echo "$GREETING in $(pwd)"; exit 7'], { cwd: dir, env: env(), input: 'from stdin\n' });
+  t.is(r.code, 7, r.stderr);
+  t.regex(r.stderr, /using the docker backend/);
+  t.is(r.stdout, `from stdin\nhello from strata in ${dir}\n`);
+  const left = await engine.docker.listContainers({ all: true });
+  t.is(left.length, 0, 'the container is removed');
+  const again = await strata(['run', '--backend', 'docker', '--', 'sh', '-c', 'echo again >&2'], { cwd: dir, env: env() });
+  t.is(again.code, 0);
+  t.regex(again.stderr, /again/);
+  t.notRegex(again.stderr, /loading/);
+});
+
+test.serial("files created in the project dir belong to the invoking user (root running for a sudo user)", async (t) => {
+  const dir = project('p-owner', runManifest(served.url, keyring));
+  chmodSync(dir, 0o777);
+  const r = await strata(['run', '--backend', 'docker', '--', 'sh', '-c', 'id -u; touch mine'], { cwd: dir, env: env({ SUDO_UID: '4321', SUDO_GID: '4322' }) });
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stdout, '4321\n');
+  const st = statSync(join(dir, 'mine'));
+  t.is(st.uid, 4321);
+  t.is(st.gid, 4322);
+});
+
+test.serial('a stale lock is refused with --locked and locked again without it', async (t) => {
+  const dir = project('p-stale', runManifest(served.url, keyring));
+  t.is((await strata(['run', '--backend', 'docker', '--', 'sh', '-c', ':'], { cwd: dir, env: env() })).code, 0);
+  writeFileSync(join(dir, 'strata.toml'), runManifest(served.url, keyring, { env: { GREETING: 'changed' } }));
+  const refused = await strata(['run', '--backend', 'docker', '--locked', '--', 'sh', '-c', 'echo $GREETING'], { cwd: dir, env: env() });
+  t.is(refused.code, 3);
+  t.regex(refused.stderr, /stale/);
+  const ok = await strata(['run', '--backend', 'docker', '--', 'sh', '-c', 'echo $GREETING'], { cwd: dir, env: env() });
+  t.is(ok.code, 0, ok.stderr);
+  t.is(ok.stdout, 'changed\n');
+});
+
+test.serial('no engine reachable for --backend docker: one clear E_DOCKER message', async (t) => {
+  const dir = project('p-noengine', runManifest(served.url, keyring));
+  const r = await strata(['run', '--backend', 'docker', '--', 'sh', '-c', ':'], { cwd: dir, env: env({ DOCKER_HOST: `unix://${join(work, 'no.sock')}` }) });
+  t.is(r.code, 1);
+  t.regex(r.stderr, /error: cannot reach the Docker engine at unix:\/\/.*no\.sock/);
+  t.regex(r.stderr, /hint: .*--backend sandbox/);
+});
+
+test.serial("the fake GPU's nodes and libraries are injected without the NVIDIA runtime", async (t) => {
+  const dir = project('p-gpu', runManifest(served.url, keyring, { gpu: true }));
+  const script = [
+    'ls /dev | grep nvidia | sort | tr "\\n" " "; echo',
+    'cat /run/opengl-driver/lib/libcuda.so.1 /run/opengl-driver/lib/libnvidia-nvvm.so.4',
+    'ls /run/opengl-driver/lib | wc -l',
+    'echo "$NVIDIA_VISIBLE_DEVICES $LD_LIBRARY_PATH"',
+    'command -v nvidia-smi',
+  ].join('\n');
+  const r = await strata(['run', '--backend', 'docker', '--gpus', '0', '--', 'sh', '-c', script], { cwd: dir, env: env({ STRATA_GPU_ROOT: gpuTree.root }) });
+  if (!gpuTree.realNodes) {
+    // Docker only passes real device nodes; without mknod the fake tree cannot be injected.
+    t.is(r.code, 1);
+    return;
+  }
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(r.stdout.split('\n').map((l) => l.trim()).slice(0, 7), [
+    'nvidia-caps nvidia-uvm nvidia-uvm-tools nvidia0 nvidiactl',
+    `fake libcuda ${FAKE_DRIVER}`,
+    `fake libnvidia-nvvm ${FAKE_DRIVER}`,
+    '17',
+    '0 /run/opengl-driver/lib',
+    '/run/opengl-driver/bin/nvidia-smi',
+    '',
+  ]);
+});

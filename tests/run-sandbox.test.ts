@@ -1,0 +1,169 @@
+/**
+ * `strata run` / `strata shell` through the sandbox backend, end to end: the real CLI, a real environment
+ * locked and realised from the fixture mirror, bubblewrap and the unshare fallback, as root and rootless.
+ */
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { standardMirror, serveMirror, type ServedMirror } from './helpers/mirror.ts';
+import { FAKE_DRIVER, makeFakeGpuTree, runManifest, strata, type FakeGpuTree } from './helpers/runEnv.ts';
+
+const USER = 'strata-rl';
+let work: string;
+let served: ServedMirror;
+let keyring: string;
+let gpuTree: FakeGpuTree;
+let oldTree: FakeGpuTree;
+let uid: number;
+
+function project(name: string, manifest: string, owner?: number): string {
+  const dir = join(work, name);
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'strata.toml'), manifest);
+  if (owner !== undefined) chownSync(dir, owner, owner);
+  return dir;
+}
+
+const env = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({ PATH: process.env.PATH, STRATA_CACHE_DIR: join(work, 'cache'), HOME: join(work, 'nohome'), ...extra });
+
+test.before(async () => {
+  work = await mkdtemp(join(tmpdir(), 'strata-run-'));
+  chmodSync(work, 0o755);
+  const m = await standardMirror(join(work, 'mirror'));
+  keyring = m.keyring;
+  execFileSync('chmod', ['-R', 'a+rX', m.root]);
+  served = await serveMirror(m.root);
+  gpuTree = makeFakeGpuTree(join(work, 'gpuhost'));
+  oldTree = makeFakeGpuTree(join(work, 'oldgpuhost'), '520.61.05');
+  try {
+    execFileSync('id', ['-u', USER], { stdio: 'ignore' });
+  } catch {
+    execFileSync('useradd', ['-M', '-s', '/bin/sh', USER]);
+  }
+  uid = Number(execFileSync('id', ['-u', USER], { encoding: 'utf8' }).trim());
+});
+
+test.after.always(async () => {
+  await served?.close();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+for (const method of ['bwrap', 'unshare']) {
+  test.serial(`${method}: exit code, stdin and stdout pass through; the project dir is the working dir`, async (t) => {
+    const dir = project(`p-${method}`, runManifest(served.url, keyring));
+    const r = await strata(['run', '--', 'sh', '-c', 'cat; echo "$GREETING in $(pwd)"; touch made-here; exit 7'], { cwd: dir, env: env({ STRATA_SANDBOX: method }), input: 'from stdin\n' });
+    t.is(r.code, 7, r.stderr);
+    t.is(r.stdout, `from stdin\nhello from strata in ${dir}\n`);
+    t.regex(r.stderr, /using the sandbox backend/);
+    t.is(statSync(join(dir, 'made-here')).uid, 0);
+  });
+}
+
+test.serial('the image is read-only, /tmp is private and writable, /proc is the new PID namespace', async (t) => {
+  const dir = project('p-ro', runManifest(served.url, keyring));
+  const r = await strata(['run', '--', 'sh', '-c', 'touch /etc/x 2>/dev/null && echo etc-writable; touch /tmp/y && echo tmp-ok; ls /proc | grep -c "^[0-9]"'], { cwd: dir, env: env() });
+  t.is(r.code, 0, r.stderr);
+  const [tmp, procs] = r.stdout.trim().split('\n');
+  t.is(tmp, 'tmp-ok');
+  t.true(Number(procs) <= 5, `processes visible: ${procs}`);
+});
+
+test.serial('a stale lock is refused with --locked, and locked again without it', async (t) => {
+  const dir = project('p-stale', runManifest(served.url, keyring));
+  t.is((await strata(['run', '--', 'sh', '-c', ':'], { cwd: dir, env: env() })).code, 0);
+  writeFileSync(join(dir, 'strata.toml'), runManifest(served.url, keyring, { env: { GREETING: 'changed' } }));
+  const refused = await strata(['run', '--locked', '--', 'sh', '-c', 'echo $GREETING'], { cwd: dir, env: env() });
+  t.is(refused.code, 3);
+  t.regex(refused.stderr, /strata\.lock is stale/);
+  t.is(refused.stdout, '');
+  const ok = await strata(['run', '--', 'sh', '-c', 'echo $GREETING'], { cwd: dir, env: env() });
+  t.is(ok.code, 0, ok.stderr);
+  t.regex(ok.stderr, /locking first/);
+  t.is(ok.stdout, 'changed\n');
+});
+
+test.serial('shell: the hook runs first, the prompt names the environment', async (t) => {
+  const dir = project('p-shell', runManifest(served.url, keyring, { hook: 'export HOOKED=yes' }));
+  const r = await strata(['shell'], { cwd: dir, env: env(), input: 'echo "hook=$HOOKED ps1=$PS1"\nexit 4\n' });
+  t.is(r.code, 4, r.stderr);
+  t.regex(r.stdout, /hook=yes ps1=\(strata:runtest\) \$ /);
+});
+
+for (const method of ['bwrap', 'unshare']) {
+  test.serial(`${method}: rootless as an ordinary user; files in the project dir are theirs`, async (t) => {
+    const dir = project(`p-user-${method}`, runManifest(served.url, keyring), uid);
+    const cache = join(work, `cache-${method}-${USER}`);
+    mkdirSync(cache);
+    chownSync(cache, uid, uid);
+    const r = await strata(['run', '--', 'sh', '-c', 'id -u; touch mine; exit 5'], { cwd: dir, env: { STRATA_CACHE_DIR: cache, STRATA_SANDBOX: method, HOME: '/nonexistent' }, user: USER });
+    t.is(r.code, 5, r.stderr);
+    t.is(r.stdout, `${uid}\n`);
+    t.is(statSync(join(dir, 'mine')).uid, uid);
+  });
+}
+
+test.serial('an environment that asks for a GPU on a host without one: a clear error, and --gpus none carries on', async (t) => {
+  const dir = project('p-nogpu', runManifest(served.url, keyring, { gpu: true }));
+  const r = await strata(['run', '--', 'sh', '-c', ':'], { cwd: dir, env: env({ STRATA_GPU_ROOT: join(work, 'no-driver-here') }) });
+  t.is(r.code, 1);
+  t.regex(r.stderr, /asks for a GPU .* but this host has no NVIDIA driver/);
+  t.regex(r.stderr, /--gpus none/);
+  const ok = await strata(['run', '--gpus', 'none', '--', 'sh', '-c', 'echo ${NVIDIA_VISIBLE_DEVICES:-unset}; ls /run/opengl-driver/lib | wc -l'], { cwd: dir, env: env({ STRATA_GPU_ROOT: join(work, 'no-driver-here') }) });
+  t.is(ok.code, 0, ok.stderr);
+  t.is(ok.stdout.replace(/ +/g, ''), 'unset\n0\n');
+});
+
+test.serial('a driver too old for the CUDA runtime is refused before starting, naming both versions', async (t) => {
+  const dir = project('p-oldgpu', runManifest(served.url, keyring, { gpu: true }));
+  const r = await strata(['run', '--', 'sh', '-c', 'echo started'], { cwd: dir, env: env({ STRATA_GPU_ROOT: oldTree.root }) });
+  t.is(r.code, 1);
+  t.is(r.stdout, '');
+  t.regex(r.stderr, /needs NVIDIA driver >= 525, but the host driver is 520\.61\.05/);
+});
+
+for (const method of ['bwrap', 'unshare']) {
+  test.serial(`${method}: the fake GPU's nodes, libraries and nvidia-smi are at the right paths inside`, async (t) => {
+    const dir = project(`p-gpu-${method}`, runManifest(served.url, keyring, { gpu: true }));
+    const script = [
+      'ls /dev | grep nvidia | sort | tr "\\n" " "; echo',
+      'ls /dev/nvidia-caps | tr "\\n" " "; echo',
+      'cat /run/opengl-driver/lib/libcuda.so.1 /run/opengl-driver/lib/libnvidia-ml.so.1 /run/opengl-driver/lib/libnvidia-nvvm.so.4',
+      'ls /run/opengl-driver/lib | wc -l',
+      'echo "$NVIDIA_VISIBLE_DEVICES $NVIDIA_DRIVER_CAPABILITIES $LD_LIBRARY_PATH"',
+      'command -v nvidia-smi',
+      'touch /run/opengl-driver/lib/x 2>/dev/null && echo libs-writable',
+      gpuTree.realNodes ? 'ls -l /dev/nvidia1 | cut -c1' : 'echo c',
+    ].join('\n');
+    const r = await strata(['run', '--gpus', '1', '--', 'sh', '-c', script], { cwd: dir, env: env({ STRATA_GPU_ROOT: gpuTree.root, STRATA_SANDBOX: method }) });
+    t.is(r.code, 0, r.stderr);
+    const lines = r.stdout.split('\n').map((l) => l.trim());
+    t.deepEqual(lines.slice(0, 9), [
+      'nvidia-caps nvidia-uvm nvidia-uvm-tools nvidia1 nvidiactl',
+      'nvidia-cap1 nvidia-cap2',
+      `fake libcuda ${FAKE_DRIVER}`,
+      `fake libnvidia-ml ${FAKE_DRIVER}`,
+      `fake libnvidia-nvvm ${FAKE_DRIVER}`,
+      '17',
+      '1 compute,utility /run/opengl-driver/lib',
+      '/run/opengl-driver/bin/nvidia-smi',
+      'c',
+    ]);
+  });
+}
+
+test.serial('a warm run starts fast', async (t) => {
+  const dir = project('p-warm', runManifest(served.url, keyring));
+  t.is((await strata(['run', '--', 'sh', '-c', ':'], { cwd: dir, env: env() })).code, 0);
+  const times: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const r = await strata(['run', '--', 'sh', '-c', ':'], { cwd: dir, env: env() });
+    t.is(r.code, 0);
+    times.push(r.ms);
+  }
+  times.sort((a, b) => a - b);
+  t.log(`warm strata run -- true: median ${times[2]} ms (min ${times[0]}, max ${times[4]})`);
+  t.true(times[2]! < 1500, `median ${times[2]} ms`);
+});
