@@ -44,7 +44,7 @@ const runOptions = (c: Command) =>
   c
     .option('-m, --manifest <path>', 'the manifest of the environment', 'strata.toml')
     .option('--backend <name>', 'docker or sandbox (default: docker when an engine answers, else sandbox)')
-    .option('--gpus <which>', 'all, none, or device indexes like 0,1 (default: all when a driver is present and the environment has [gpu])')
+    .option('--gpus <which>', 'all, none, or device indexes like 0,1 (default: all when the environment has [gpu], else none)')
     .option('--locked', 'fail if strata.lock is missing or stale instead of locking first')
     .option('--frozen', 'like --locked, and never realise: use the image already built')
     .option('--no-network', 'run without network access')
