@@ -41,9 +41,13 @@ export async function lockManifest(
   const before = await readLock(path).catch(() => undefined);
   const store = await openStore(opts.storeRoot);
   const started = Date.now();
-  const loaded = await Promise.all(
+  // Channels load concurrently; a failure is reported for the first failing channel in manifest order.
+  const settled = await Promise.allSettled(
     manifest.channels.map((c, rank) => loadChannel(c, rank, manifest.arch, store, reporter, { offline: opts.offline ?? false })),
   );
+  const failed = settled.find((s) => s.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  const loaded = settled.map((s) => (s as PromiseFulfilledResult<Awaited<ReturnType<typeof loadChannel>>>).value);
   const universe = new Universe(loaded.flatMap((l) => l.candidates), manifest.arch);
   const indexed = Date.now();
   const solution = solve({

@@ -3,8 +3,11 @@ import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { project, manifestFor } from './helpers/project.ts';
+import { closeSharedMirror } from './helpers/project.ts';
 import { serveMirror } from './helpers/mirror.ts';
 import { parseLock } from '../lock/lockfile.ts';
+
+test.after.always(closeSharedMirror);
 
 test('locks a stable + current mix that apt calls held broken, deterministically', async (t) => {
   const p = await project();

@@ -9,11 +9,14 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { project, manifestFor, STRATA, type Project } from './helpers/project.ts';
+import { closeSharedMirror } from './helpers/project.ts';
 import { serveMirror } from './helpers/mirror.ts';
 import { loadOciSchemas } from './helpers/ociSchema.ts';
 import { startDockerd } from './helpers/dockerd.ts';
 import { evilDebBytes } from './helpers/evildeb.ts';
 import { parseLock, serializeLock } from '../lock/lockfile.ts';
+
+test.after.always(closeSharedMirror);
 
 const PACKAGES = [
   'busybox-fixture = "*"',

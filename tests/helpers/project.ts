@@ -26,7 +26,7 @@ export interface Shared {
 
 let shared: Promise<Shared> | undefined;
 
-/** One built and served fixture mirror per test process. */
+/** One built and served fixture mirror per test process; call `closeSharedMirror` from `test.after.always`. */
 export function sharedMirror(): Promise<Shared> {
   shared ??= (async () => {
     const mirror = await standardMirror(mkdtempSync(join(tmpdir(), 'strata-mirror-')));
@@ -75,4 +75,8 @@ export async function project(): Promise<Project> {
 
 export function manifestFor(p: Project, packages: string, more = ''): string {
   return `[project]\nname = "fixture"\narch = "amd64"\n\n${channels(p.served, p.mirror)}\n[packages]\n${packages}\n${more}`;
+}
+
+export async function closeSharedMirror(): Promise<void> {
+  if (shared) await (await shared).served.close();
 }
