@@ -29,6 +29,10 @@ function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+function labelOf(sources: string[]): string {
+  return sources.length <= 3 ? sources.join(' ') : `${sources.slice(0, 3).join(' ')} and ${sources.length - 3} more`;
+}
+
 function nameHash(s: string): number {
   return createHash('sha256').update(s).digest().readUInt32BE(0);
 }
@@ -83,7 +87,7 @@ export function planLayers(lock: Lockfile, maxLayers = MAX_PACKAGE_LAYERS): Laye
     if (current.length === 0) return;
     const sources = current.map((x) => x.source);
     layers.push({
-      label: sources.length <= 3 ? sources.join(' ') : `${sources.slice(0, 3).join(' ')} and ${sources.length - 3} more`,
+      label: labelOf(sources),
       sources,
       packages: current.flatMap((x) => x.packages),
       bytes: current.reduce((n, x) => n + x.bytes, 0),
@@ -106,7 +110,7 @@ export function planLayers(lock: Lockfile, maxLayers = MAX_PACKAGE_LAYERS): Laye
     const b = layers[best + 1]!;
     const sources = [...a.sources, ...b.sources];
     layers.splice(best, 2, {
-      label: sources.length <= 3 ? sources.join(' ') : `${sources.slice(0, 3).join(' ')} and ${sources.length - 3} more`,
+      label: labelOf(sources),
       sources,
       packages: [...a.packages, ...b.packages],
       bytes: a.bytes + b.bytes,

@@ -6,22 +6,12 @@ import test from 'ava';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync, spawn } from 'node:child_process';
-import { STRATA } from './helpers/project.ts';
+import { execFileSync } from 'node:child_process';
+import { runCli } from './helpers/project.ts';
 import { reachableDebianMirror } from './helpers/debianMirror.ts';
 import { startDockerd } from './helpers/dockerd.ts';
 
-function strata(args: string[], cwd: string, env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((res, rej) => {
-    const c = spawn(STRATA, args, { cwd, env: { ...process.env, CI: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d) => (stdout += d));
-    c.stderr.on('data', (d) => (stderr += d));
-    c.on('error', rej);
-    c.on('close', (code) => res({ code: code ?? -1, stdout, stderr }));
-  });
-}
+const strata = (args: string[], cwd: string, env: NodeJS.ProcessEnv) => runCli(args, { cwd, env });
 
 test('trixie python3 + numpy: realise, load into Docker, run numpy and dpkg -l', async (t) => {
   const m = await reachableDebianMirror();

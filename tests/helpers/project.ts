@@ -19,6 +19,20 @@ export interface Project {
   strata(args: string[], opts?: { env?: NodeJS.ProcessEnv; input?: string; cwd?: string }): Promise<{ code: number; stdout: string; stderr: string }>;
 }
 
+/** Runs the real CLI; resolves with its exit code and output (CI=1: no progress bars). */
+export function runCli(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; input?: string }): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((res, rej) => {
+    const child = spawn(STRATA, args, { cwd: opts.cwd, env: { ...process.env, CI: '1', ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', rej);
+    child.on('close', (code) => res({ code: code ?? -1, stdout, stderr }));
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
 export interface Shared {
   mirror: FixtureMirror;
   served: ServedMirror;
@@ -55,20 +69,7 @@ export async function project(): Promise<Project> {
       return f;
     },
     strata(args, opts = {}) {
-      return new Promise((res, rej) => {
-        const child = spawn(STRATA, args, {
-          cwd: opts.cwd ?? dir,
-          env: { ...process.env, STRATA_CACHE_DIR: cache, CI: '1', ...opts.env },
-          stdio: ['pipe', 'pipe', 'pipe'],
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (d) => (stdout += d));
-        child.stderr.on('data', (d) => (stderr += d));
-        child.on('error', rej);
-        child.on('close', (code) => res({ code: code ?? -1, stdout, stderr }));
-        child.stdin.end(opts.input ?? '');
-      });
+      return runCli(args, { cwd: opts.cwd ?? dir, env: { STRATA_CACHE_DIR: cache, ...opts.env }, input: opts.input ?? '' });
     },
   };
 }
