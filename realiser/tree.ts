@@ -137,9 +137,11 @@ export function parseAlternatives(script: string, pkg: string, arch: string): Al
       .replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (m, a, b) => vars.get(a ?? b) ?? m);
   for (const raw of text.split('\n')) {
     const line = raw.trim();
-    const assign = /^([A-Za-z_][A-Za-z0-9_]*)=("([^"$`]*)"|'([^']*)'|([^\s;$`"']*))\s*(;|$)/.exec(line);
+    const assign = /^([A-Za-z_][A-Za-z0-9_]*)=(\$\([^)]*\)|`[^`]*`|"[^"]*"|'[^']*'|[^\s;]*)\s*;?\s*$/.exec(line);
     if (assign) {
-      vars.set(assign[1]!, expand(assign[3] ?? assign[4] ?? assign[5] ?? ''));
+      const value = expand(assign[2]!).replace(/^"(.*)"$|^'(.*)'$/, '$1$2');
+      if (!/[$`"']/.test(value)) vars.set(assign[1]!, value);
+      else vars.delete(assign[1]!);
       continue;
     }
     if (!line.includes('update-alternatives') || !line.includes('--install')) continue;
