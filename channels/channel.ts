@@ -231,12 +231,7 @@ export async function loadChannel(
       reporter.info(`fetching ${label}`);
       path = await store.fetch({ urls: urls.map((u) => `${u}/dists/${spec.suite}/${variant}`), sha256: want, size, label });
     }
-    const raw = await readFile(path);
-    const text = variant.endsWith('.xz') ? await xz.decompress(raw) : variant.endsWith('.gz') ? gunzipSync(raw) : raw;
-    for await (const p of parseParagraphStream([text])) {
-      const c = toCandidate(p, spec.name, rank);
-      if (c && (c.arch === arch || c.arch === 'all')) candidates.push(c);
-    }
+    candidates.push(...(await readIndex(store, path, want, arch, spec.name, rank)));
   }
   return {
     spec,
@@ -253,6 +248,43 @@ export async function loadChannel(
     },
   };
 }
+
+/**
+ * The candidates of one verified index. Parsing a 100 MB index costs seconds, so the parsed form is kept beside the
+ * store, keyed by the index's sha256 (the Release vouched for those bytes) and the arch; it is derived data, never
+ * trusted for anything the hash does not cover.
+ */
+async function readIndex(store: Store, path: string, sha: string, arch: string, channel: string, rank: number): Promise<Candidate[]> {
+  const cached = join(store.root, 'indexes', `${sha}-${arch}-${INDEX_CACHE_FORMAT}.json`);
+  if (existsSync(cached)) {
+    try {
+      const list = JSON.parse(await readFile(cached, 'utf8')) as Candidate[];
+      for (const c of list) {
+        c.channel = channel;
+        c.channelRank = rank;
+      }
+      return list;
+    } catch {
+      // unreadable or cut short: parse the index again below
+    }
+  }
+  const raw = await readFile(path);
+  const text = path.endsWith('.xz') || isXz(raw) ? await xz.decompress(raw) : isGzip(raw) ? gunzipSync(raw) : raw;
+  const list: Candidate[] = [];
+  for await (const p of parseParagraphStream([text])) {
+    const c = toCandidate(p, channel, rank);
+    if (c && (c.arch === arch || c.arch === 'all')) list.push(c);
+  }
+  await mkdir(join(store.root, 'indexes'), { recursive: true });
+  const tmp = `${cached}.${process.pid}.tmp`;
+  await writeFile(tmp, JSON.stringify(list));
+  await rename(tmp, cached);
+  return list;
+}
+
+const INDEX_CACHE_FORMAT = 'v1';
+const isXz = (b: Buffer) => b.length >= 6 && b.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]));
+const isGzip = (b: Buffer) => b.length >= 2 && b[0] === 0x1f && b[1] === 0x8b;
 
 function stripClearsign(text: string): string {
   const m = /-----BEGIN PGP SIGNED MESSAGE-----\r?\n(?:[^\n]+\n)*\r?\n([\s\S]*?)\r?\n-----BEGIN PGP SIGNATURE-----/.exec(text);
