@@ -271,7 +271,7 @@ async function realisedForSandbox(storeRoot: string, lock: Lockfile, reporter: R
   if (frozen) {
     throw new StrataError('E_RUN', 'the environment is not realised yet and --frozen forbids realising it', 'run `strata realise` first, or drop --frozen');
   }
-  reporter.info(known ? 'unpacking the environment for the sandbox' : 'the environment is not realised yet: realising first');
+  reporter.info(known ? 'unpacking the environment for the sandbox' : 'preparing the environment: realising it (cached layers are reused) and unpacking it for the sandbox');
   const { pointer, plainLayers } = await realiseAndPoint(storeRoot, lock, reporter);
   const { ensureRootfs } = await import('../run/rootfs.ts');
   await ensureRootfs(storeRoot, pointer.manifestDigest, plainLayers, reporter);
