@@ -89,13 +89,16 @@ export async function fetchDebs(lock: Lockfile, opts: RealiseOptions): Promise<M
   reporter.info(`fetching ${missing.length} packages (${(total / 1e6).toFixed(1)} MB)`);
   const bytes = reporter.progress('download', total, 'bytes');
   const queue = new PQueue({ concurrency: Math.max(1, opts.jobs ?? 8) });
+  let done = 0;
   try {
     await Promise.all(
       missing.map((p) =>
         queue.add(async () => {
           const urls = bases.get(p.channel)!.map((b) => `${b}/${p.filename}`);
-          const path = await store.fetch({ urls, sha256: p.sha256, size: p.size, label: `${p.name} ${p.version}`, onBytes: (n) => bytes.tick(n, p.name) });
+          const path = await store.fetch({ urls, sha256: p.sha256, size: p.size, label: `${p.name} ${p.version}`, onBytes: (n) => bytes.tick(n, `${done}/${missing.length} packages, ${p.name}`) });
           paths.set(p.name, path);
+          done++;
+          bytes.tick(0, `${done}/${missing.length} packages`);
         }),
       ),
     );
