@@ -3,7 +3,7 @@
  * Implementations: a terminal reporter (progress bars on a TTY, plain lines otherwise), a quiet one, and
  * a recording one for tests.
  */
-import { SingleBar, Presets } from 'cli-progress';
+import { MultiBar, Presets } from 'cli-progress';
 
 export interface Progress {
   /** Advance by `n` units (items or bytes, as the progress was created). */
@@ -51,40 +51,48 @@ function formatBytes(n: number): string {
 }
 export { formatBytes };
 
-/** Writes to stderr: messages always, progress bars only when stderr is a terminal. */
+/**
+ * Writes to stderr: messages always, progress bars only when stderr is a terminal. Concurrent stages (unpacking
+ * while layers are written) share one multi-line display; it is torn down when the last bar is done.
+ */
 export function terminalReporter(stream: NodeJS.WriteStream = process.stderr): Reporter {
   const tty = Boolean(stream.isTTY) && !process.env.CI;
+  let multi: MultiBar | undefined;
+  let active = 0;
+  const say = (m: string) => (multi ? multi.log(`${m}\n`) : void stream.write(`${m}\n`));
   return {
-    info: (m) => void stream.write(`${m}\n`),
-    warn: (m) => void stream.write(`warning: ${m}\n`),
+    info: (m) => say(m),
+    warn: (m) => say(`warning: ${m}`),
     progress(label, total, unit = 'items') {
       if (!tty) return noProgress;
       const fmt = unit === 'bytes' ? (v: number) => formatBytes(v) : (v: number) => String(v);
-      const bar = new SingleBar(
-        {
-          stream,
-          format: `${label} [{bar}] {v}/{t} {detail}`,
-          hideCursor: true,
-          clearOnComplete: true,
-          etaBuffer: 50,
-          fps: 10,
-        },
+      multi ??= new MultiBar(
+        { stream, format: '{label} [{bar}] {v}/{t} {detail}', hideCursor: true, clearOnComplete: true, etaBuffer: 50, fps: 10 },
         Presets.shades_classic,
       );
+      const m = multi;
       let value = 0;
       let t = total;
-      bar.start(total, 0, { v: fmt(0), t: fmt(total), detail: '' });
+      const bar = m.create(total, 0, { label: label.padEnd(8), v: fmt(0), t: fmt(total), detail: '' });
+      active++;
+      let finished = false;
       return {
         tick(n = 1, detail = '') {
           value += n;
-          bar.update(value, { v: fmt(value), t: fmt(t), detail });
+          bar.update(value, { label: label.padEnd(8), v: fmt(value), t: fmt(t), detail });
         },
         setTotal(nt) {
           t = nt;
           bar.setTotal(nt);
         },
         done() {
-          bar.stop();
+          if (finished) return;
+          finished = true;
+          m.remove(bar);
+          if (--active === 0) {
+            m.stop();
+            multi = undefined;
+          }
         },
       };
     },
