@@ -5,6 +5,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { StrataError } from '../errors.ts';
+import { parseParagraphs, field, type Paragraph } from '../debian/deb822.ts';
 import type { ChannelSpec } from '../model.ts';
 
 export interface AptSource {
@@ -29,27 +30,13 @@ export function parseSourcesList(text: string): AptSource[] {
 /** Parses deb822 `.sources` files. */
 export function parseDeb822Sources(text: string): AptSource[] {
   const out: AptSource[] = [];
-  for (const para of text.split(/\n\s*\n/)) {
-    const fields = new Map<string, string>();
-    let last = '';
-    for (const raw of para.split('\n')) {
-      if (raw.startsWith('#')) continue;
-      if (/^\s/.test(raw) && last) {
-        fields.set(last, `${fields.get(last)} ${raw.trim()}`);
-        continue;
-      }
-      const m = /^([^:\s]+):\s*(.*)$/.exec(raw);
-      if (m) {
-        last = m[1]!.toLowerCase();
-        fields.set(last, m[2]!.trim());
-      }
-    }
-    if (fields.get('enabled')?.toLowerCase() === 'no') continue;
-    const types = (fields.get('types') ?? '').split(/\s+/);
-    if (!types.includes('deb')) continue;
-    const suites = (fields.get('suites') ?? '').split(/\s+/).filter(Boolean);
-    const components = (fields.get('components') ?? '').split(/\s+/).filter(Boolean);
-    for (const uri of (fields.get('uris') ?? '').split(/\s+/).filter(Boolean)) out.push({ uri, suites, components });
+  const words = (p: Paragraph, name: string) => (field(p, name) ?? '').split(/\s+/).filter(Boolean);
+  for (const para of parseParagraphs(text)) {
+    if (field(para, 'Enabled')?.toLowerCase() === 'no') continue;
+    if (!words(para, 'Types').includes('deb')) continue;
+    const suites = words(para, 'Suites');
+    const components = words(para, 'Components');
+    for (const uri of words(para, 'URIs')) out.push({ uri, suites, components });
   }
   return out;
 }

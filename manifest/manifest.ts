@@ -151,11 +151,10 @@ export function parseManifest(source: string, path: string, sha256: string): Man
 
   const channelsTable = r.table(doc, [], 'channels', true)!;
   const channels: ChannelSpec[] = [];
-  for (const [cname, value] of Object.entries(channelsTable)) {
+  for (const cname of Object.keys(channelsTable)) {
     const c = r.table(channelsTable, ['channels'], cname)!;
     const p = ['channels', cname];
     r.onlyKeys(c, p, ['url', 'urls', 'suite', 'components', 'signed-by', 'trusted']);
-    void value;
     const suite = r.string(c, p, 'suite');
     if (!suite) r.fail(p, undefined, `channel "${cname}" needs a suite (e.g. suite = "trixie")`);
     const urls = [...(r.strings(c, p, 'url') ?? []), ...(r.strings(c, p, 'urls') ?? [])];

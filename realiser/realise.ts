@@ -2,7 +2,7 @@
  * realise: lock -> verified .debs in the store -> unpacked trees (cached per .deb) -> deterministic layers
  * (cached per input) -> an OCI image (config + manifest). Reads only the lock; never the resolver.
  */
-import { mkdir, readFile, rename, rm, writeFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -336,11 +336,4 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
   if (variant) (config as { variant?: string }).variant = variant;
   const image = buildImage({ layers, config, annotations: { 'org.opencontainers.image.created': created, 'dev.strata.closure': lock.closure }, refName: defaultTag(lock).split(':')[1]! });
   return { image, plainLayers, layerCount: layers.length, builtLayers, mtime };
-}
-
-/** The total size of the image's layers on disk. */
-export async function layerBytes(layers: LayerBlob[]): Promise<number> {
-  let n = 0;
-  for (const l of layers) n += (await stat(l.path)).size;
-  return n;
 }

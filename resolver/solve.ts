@@ -14,7 +14,7 @@
  */
 import Logic from 'logic-solver';
 import { StrataError } from '../errors.ts';
-import { formatConstraint, formatGroup, strongerRequirement, type Relation, type VersionConstraint } from '../debian/relation.ts';
+import { formatConstraint, strongerRequirement, type Relation, type VersionConstraint } from '../debian/relation.ts';
 import { compareVersions } from '../debian/version.ts';
 import { Universe, cmp } from './universe.ts';
 import { explainUnsatisfiable, type Constraint } from './explain.ts';
@@ -149,12 +149,10 @@ export function solve(req: SolveRequest): Solution {
       const firstAll = inU(u.satisfiers(g[0]!));
       const firstReal = firstAll.filter((s) => s.name === g[0]!.name);
       const first = firstReal.length > 0 ? firstReal : firstAll;
-      {
-        if (first.length > 0 && first.length < sats.length) {
-          const aux = `alt${altPenalties.length}`;
-          altPenalties.push(aux);
-          structural.push(Logic.or(Logic.not(v(c)), ...first.map(v), aux));
-        }
+      if (first.length > 0 && first.length < sats.length) {
+        const aux = `alt${altPenalties.length}`;
+        altPenalties.push(aux);
+        structural.push(Logic.or(Logic.not(v(c)), ...first.map(v), aux));
       }
     }
     if (req.withRecommends) {
@@ -267,4 +265,3 @@ function recordHost(into: Map<string, VersionConstraint | undefined>, g: Relatio
   }
 }
 
-export { formatGroup };
