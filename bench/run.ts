@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { channelUrls, defaultKeyring } from '../channels/mirror.ts';
 import { parseLock, serializeLock } from '../lock/lockfile.ts';
+import { privateApt } from '../tests/helpers/aptOracle.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const strata = join(root, 'bin/strata');
@@ -61,12 +62,7 @@ const env = { STRATA_CACHE_DIR: cache };
 console.log(`environment: ${pkgs.length} roots from ${suite}`);
 timed(strata, ['lock', '-m', manifest], env); // cold: fetch and cache indexes
 const lockRuns = [0, 1, 2].map(() => timed(strata, ['lock', '-m', manifest, '--offline'], env).seconds);
-const aptDir = join(dir, 'apt');
-for (const d of ['lists/partial', 'cache/archives/partial']) mkdirSync(join(aptDir, d), { recursive: true });
-writeFileSync(join(aptDir, 'status'), '');
-writeFileSync(join(aptDir, 'sources.list'), `deb [signed-by=${keyring}] ${mirror} ${suite} main contrib non-free\n`);
-const aptOpts = [`Dir::State::status=${aptDir}/status`, `Dir::State::Lists=${aptDir}/lists`, `Dir::Cache=${aptDir}/cache`, `Dir::Etc::SourceList=${aptDir}/sources.list`, 'Dir::Etc::SourceParts=/dev/null', 'APT::Architecture=amd64', 'APT::Install-Recommends=0', 'Debug::NoLocking=1'].flatMap((o) => ['-o', o]);
-execFileSync('apt-get', [...aptOpts, 'update', '-qq'], { stdio: 'ignore' });
+const aptOpts = privateApt(join(dir, 'apt'), `deb [signed-by=${keyring}] ${mirror} ${suite} main contrib non-free`);
 const aptRuns = [0, 1, 2].map(() => timed('apt-get', [...aptOpts, 'install', '-s', ...pkgs]).seconds);
 const lock = parseLock(readFileSync(join(project, 'strata.lock'), 'utf8'));
 report('lock (warm indexes, resolve + write)', median(lockRuns), median(aptRuns), 'apt-get install -s', `${lock.packages.length} packages`);

@@ -3,33 +3,16 @@
  * closure must be exactly what `apt-get install -s` (no Recommends, empty dpkg status) would install.
  */
 import test from 'ava';
-import { mkdtempSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { loadManifest } from '../manifest/manifest.ts';
 import { lockManifest } from '../commands/lock.ts';
 import { quietReporter } from '../report/reporter.ts';
 import { reachableDebianMirror } from './helpers/debianMirror.ts';
+import { privateApt, aptPlan } from './helpers/aptOracle.ts';
 
 const ROOTS = ['git', 'python3', 'python3-numpy', 'python3-scipy', 'libhdf5-dev'];
-
-function aptPlan(mirror: string, keyring: string, dir: string, roots: string[]): string[] {
-  for (const d of ['lists/partial', 'cache/archives/partial']) mkdirSync(join(dir, d), { recursive: true });
-  writeFileSync(join(dir, 'status'), '');
-  writeFileSync(join(dir, 'sources.list'), `deb [signed-by=${keyring}] ${mirror} trixie main\n`);
-  const opts = [
-    `Dir::State::status=${dir}/status`, `Dir::State::Lists=${dir}/lists`, `Dir::Cache=${dir}/cache`,
-    `Dir::Etc::SourceList=${dir}/sources.list`, 'Dir::Etc::SourceParts=/dev/null', 'APT::Architecture=amd64',
-    'APT::Architectures::=amd64', 'APT::Install-Recommends=0', 'Debug::NoLocking=1',
-  ].flatMap((o) => ['-o', o]);
-  execFileSync('apt-get', [...opts, 'update', '-qq'], { stdio: 'ignore' });
-  const out = execFileSync('apt-get', [...opts, 'install', '-s', ...roots], { encoding: 'utf8' });
-  return out.split('\n').filter((l) => l.startsWith('Inst ')).map((l) => {
-    const [, name, ver] = /^Inst (\S+) \((\S+)/.exec(l)!;
-    return `${name} ${ver}`;
-  }).sort();
-}
 
 test('a trixie lock equals apt\'s own plan, and locking twice gives the same bytes', async (t) => {
   const m = await reachableDebianMirror();
@@ -46,7 +29,7 @@ test('a trixie lock equals apt\'s own plan, and locking twice gives the same byt
   const first = await lockManifest(manifest, quietReporter(), { storeRoot });
   const bytes = readFileSync(join(dir, 'strata.lock'), 'utf8');
   const mine = first.lock.packages.map((p) => `${p.name} ${p.version}`).sort();
-  const apt = aptPlan(m.url, m.keyring, join(dir, 'apt'), ROOTS);
+  const apt = aptPlan(privateApt(join(dir, 'apt'), `deb [signed-by=${m.keyring}] ${m.url} trixie main`), ROOTS);
   t.true(mine.length > 50, `${mine.length} packages`);
   t.deepEqual(mine, apt);
   t.deepEqual(first.lock.packages.filter((p) => p.root).map((p) => p.name).sort(), [...ROOTS].sort());

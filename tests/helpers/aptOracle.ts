@@ -1,0 +1,30 @@
+/**
+ * apt as an oracle: a private apt state (empty dpkg status, own lists and cache, one sources line) so that
+ * `apt-get install -s` prints the closure apt would install, whatever the host has installed.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** Creates the state under `dir`, runs `apt-get update`, and returns the `-o` options that select it. */
+export function privateApt(dir: string, sourcesLine: string): string[] {
+  for (const d of ['lists/partial', 'cache/archives/partial']) mkdirSync(join(dir, d), { recursive: true });
+  writeFileSync(join(dir, 'status'), '');
+  writeFileSync(join(dir, 'sources.list'), `${sourcesLine}\n`);
+  const opts = [
+    `Dir::State::status=${dir}/status`, `Dir::State::Lists=${dir}/lists`, `Dir::Cache=${dir}/cache`,
+    `Dir::Etc::SourceList=${dir}/sources.list`, 'Dir::Etc::SourceParts=/dev/null', 'APT::Architecture=amd64',
+    'APT::Architectures::=amd64', 'APT::Install-Recommends=0', 'Debug::NoLocking=1',
+  ].flatMap((o) => ['-o', o]);
+  execFileSync('apt-get', [...opts, 'update', '-qq'], { stdio: 'ignore' });
+  return opts;
+}
+
+/** `name version` of every package `apt-get install -s roots` would install, sorted. */
+export function aptPlan(opts: string[], roots: string[]): string[] {
+  const out = execFileSync('apt-get', [...opts, 'install', '-s', ...roots], { encoding: 'utf8' });
+  return out.split('\n').filter((l) => l.startsWith('Inst ')).map((l) => {
+    const [, name, ver] = /^Inst (\S+) \((\S+)/.exec(l)!;
+    return `${name} ${ver}`;
+  }).sort();
+}
