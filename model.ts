@@ -70,6 +70,8 @@ export interface Manifest {
   packages: PackageRequest[];
   /** Follow Recommends too (default false). */
   withRecommends: boolean;
+  /** Include the default channel's `Essential: yes` packages, as every Debian system has them (default true). */
+  withEssential: boolean;
   image: ImageSettings;
 }
 

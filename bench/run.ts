@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { channelUrls, defaultKeyring } from '../channels/mirror.ts';
 import { parseLock, serializeLock } from '../lock/lockfile.ts';
-import { privateApt } from '../tests/helpers/aptOracle.ts';
+import { privateApt, aptEssential } from '../tests/helpers/aptOracle.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const strata = join(root, 'bin/strata');
@@ -63,7 +63,8 @@ console.log(`environment: ${pkgs.length} roots from ${suite}`);
 timed(strata, ['lock', '-m', manifest], env); // cold: fetch and cache indexes
 const lockRuns = [0, 1, 2].map(() => timed(strata, ['lock', '-m', manifest, '--offline'], env).seconds);
 const aptOpts = privateApt(join(dir, 'apt'), `deb [signed-by=${keyring}] ${mirror} ${suite} main contrib non-free`);
-const aptRuns = [0, 1, 2].map(() => timed('apt-get', [...aptOpts, 'install', '-s', ...pkgs]).seconds);
+const essential = aptEssential(aptOpts);
+const aptRuns = [0, 1, 2].map(() => timed('apt-get', [...aptOpts, 'install', '-s', ...pkgs, ...essential]).seconds);
 const lock = parseLock(readFileSync(join(project, 'strata.lock'), 'utf8'));
 report('lock (warm indexes, resolve + write)', median(lockRuns), median(aptRuns), 'apt-get install -s', `${lock.packages.length} packages`);
 

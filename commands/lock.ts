@@ -56,6 +56,7 @@ export async function lockManifest(
     channels: manifest.channels.map((c) => c.name),
     hostDriver: manifest.image.gpuDriver === 'host',
     withRecommends: manifest.withRecommends,
+    withEssential: manifest.withEssential,
   });
   reporter.info(`resolved ${solution.packages.length} packages from ${universe.byName.size} names in ${Date.now() - indexed} ms (indexes read in ${indexed - started} ms)`);
   const lock = lockFromSolution(manifest, loaded.map((l) => l.locked), solution.packages, solution.hostProvided);

@@ -243,10 +243,12 @@ export function parseManifest(source: string, path: string, sha256: string): Man
     if (hook !== undefined) image.shellHook = hook;
   }
   let withRecommends = false;
+  let withEssential = true;
   const res = r.table(doc, [], 'resolve');
   if (res) {
-    r.onlyKeys(res, ['resolve'], ['recommends']);
+    r.onlyKeys(res, ['resolve'], ['recommends', 'essential']);
     withRecommends = r.bool(res, ['resolve'], 'recommends') ?? false;
+    withEssential = r.bool(res, ['resolve'], 'essential') ?? true;
   }
-  return { path, sha256, name, arch, channels, packages, withRecommends, image };
+  return { path, sha256, name, arch, channels, packages, withRecommends, withEssential, image };
 }

@@ -29,6 +29,11 @@ export interface SolveRequest {
   /** `[gpu] driver = "host"`: the NVIDIA driver's packages are host-provided. */
   hostDriver: boolean;
   withRecommends: boolean;
+  /**
+   * Also require the default channel's `Essential: yes` packages (the shell, coreutils, dpkg...). Debian packages
+   * never declare dependencies on them because every system has them; an environment without them has no `sh`.
+   */
+  withEssential?: boolean;
 }
 
 export interface SolvedPackage {
@@ -69,6 +74,15 @@ export function rootCandidates(u: Universe, r: PackageRequest): Candidate[] {
   return u.satisfiers(rel).filter((c) => r.channel === undefined || c.channel === r.channel);
 }
 
+/** Names marked `Essential: yes` by the default channel (rank 0), minus what the host provides; sorted. */
+export function essentialNames(u: Universe, host: Set<string> = new Set()): string[] {
+  const names = new Set<string>();
+  for (const [name, list] of u.byName) {
+    if (!host.has(name) && list.some((c) => c.essential && c.channelRank === 0)) names.add(name);
+  }
+  return [...names].sort(cmp);
+}
+
 export function solve(req: SolveRequest): Solution {
   const u = req.universe;
   const host = req.hostDriver ? hostProvidedNames(u) : new Set<string>();
@@ -98,6 +112,11 @@ export function solve(req: SolveRequest): Solution {
     }
   }
 
+  // The essential set: required like roots, but not recorded as requested.
+  const requested = new Set(req.roots.map((r) => r.name));
+  const essential: PackageRequest[] = req.withEssential ? essentialNames(u, host).filter((n) => !requested.has(n)).map((name) => ({ name })) : [];
+  const required = [...req.roots, ...essential];
+
   // Reachable names: everything any candidate of a needed name could pull in.
   const needed = new Set<string>();
   const queue: string[] = [];
@@ -107,7 +126,7 @@ export function solve(req: SolveRequest): Solution {
       queue.push(name);
     }
   };
-  for (const r of req.roots) for (const c of rootCandidates(u, r)) want(c.name);
+  for (const r of required) for (const c of rootCandidates(u, r)) want(c.name);
   while (queue.length > 0) {
     const name = queue.shift()!;
     for (const c of u.byName.get(name) ?? []) {
@@ -133,7 +152,7 @@ export function solve(req: SolveRequest): Solution {
     const list = u.byName.get(n)!;
     if (list.length > 1) structural.push(Logic.atMostOne(...list.map(v)));
   }
-  for (const r of req.roots) {
+  for (const r of required) {
     constraints.push({ kind: 'root', request: r, formula: Logic.or(...rootCandidates(u, r).map(v)) });
   }
   const softRecommends: string[] = [];

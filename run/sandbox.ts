@@ -12,13 +12,15 @@
  * directory read-write at its own path (the working directory), and the GPU driver files read-only.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, constants as fsConstants, lstatSync, readdirSync, readlinkSync, existsSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { accessSync, constants as fsConstants, lstatSync, readdirSync, readlinkSync, existsSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { delimiter, join, posix } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { StrataError } from '../errors.ts';
 import { DRIVER_LIB_DIR, type GpuMounts } from './gpu.ts';
 
-export type SandboxMethod = 'bwrap' | 'unshare';
+/** `unshare-compat`: the unshare path with one command per mount (what `unshare` falls back to by itself). */
+export type SandboxMethod = 'bwrap' | 'unshare' | 'unshare-compat';
 
 export interface Bind {
   source: string;
@@ -67,13 +69,13 @@ export function which(name: string, env: NodeJS.ProcessEnv = process.env): strin
 /** bubblewrap when installed, else unshare; `STRATA_SANDBOX=bwrap|unshare` forces one. */
 export function chooseMethod(env: NodeJS.ProcessEnv = process.env): SandboxMethod {
   const forced = env.STRATA_SANDBOX;
-  if (forced === 'bwrap' || forced === 'unshare') {
+  if (forced === 'bwrap' || forced === 'unshare' || forced === 'unshare-compat') {
     if (which(forced === 'bwrap' ? 'bwrap' : 'unshare', env) === undefined) {
       throw new StrataError('E_RUN', `STRATA_SANDBOX=${forced} but ${forced} is not installed`, forced === 'bwrap' ? 'install bubblewrap' : 'install util-linux');
     }
     return forced;
   }
-  if (forced !== undefined && forced !== '') throw new StrataError('E_USAGE', `STRATA_SANDBOX must be bwrap or unshare, not "${forced}"`);
+  if (forced !== undefined && forced !== '') throw new StrataError('E_USAGE', `STRATA_SANDBOX must be bwrap, unshare or unshare-compat, not "${forced}"`);
   if (which('bwrap', env)) return 'bwrap';
   if (which('unshare', env) && which('chroot', { PATH: `${env.PATH ?? ''}:/usr/sbin:/sbin` })) return 'unshare';
   throw new StrataError('E_RUN', 'the sandbox backend needs bubblewrap or util-linux unshare, and neither is installed', 'install bubblewrap (Debian package bubblewrap), or use --backend docker');
@@ -154,56 +156,168 @@ function q(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
+/** An entry of the skeleton the unshare path copies onto the new root's tmpfs in one `cp -a`. */
+export type SkeletonEntry = { kind: 'dir' | 'file'; path: string } | { kind: 'symlink'; path: string; target: string };
+
+/** One mount of the unshare path's fstab; `target` is relative to the new root. */
+export interface FstabEntry {
+  /** A path on the host, a path inside the new root when `inRoot`, or a pseudo source (proc, devpts, a tmpfs name). */
+  source: string;
+  inRoot?: boolean;
+  target: string;
+  type: string;
+  options: string;
+}
+
+/**
+ * The unshare path's plan: a skeleton (directories, empty files as mount points, symlinks) and the mounts over
+ * it, in order. The new root is a tmpfs, so /dev needs no tmpfs of its own: its nodes are files of the skeleton.
+ */
+export function unsharePlan(spec: SandboxSpec): { skeleton: SkeletonEntry[]; mounts: FstabEntry[] } {
+  const skeleton: SkeletonEntry[] = [];
+  const mounts: FstabEntry[] = [];
+  const dirs = new Set<string>(['/']);
+  const dir = (p: string) => {
+    if (dirs.has(p)) return;
+    dir(posix.dirname(p));
+    dirs.add(p);
+    skeleton.push({ kind: 'dir', path: p });
+  };
+  const point = (p: string, file: boolean) => {
+    if (file) {
+      dir(posix.dirname(p));
+      skeleton.push({ kind: 'file', path: p });
+    } else dir(p);
+  };
+  const bind = (source: string, target: string, file: boolean, opts: string) => {
+    point(target, file);
+    mounts.push({ source, target, type: 'none', options: opts });
+  };
+  for (const s of rootSteps(spec.rootfs, mountPointsOf(spec))) {
+    if (s.op === 'dir') dir(s.path);
+    else if (s.op === 'symlink') skeleton.push({ kind: 'symlink', path: s.path, target: s.target });
+    else bind(s.source, s.path, s.file, s.file ? 'bind,ro' : 'rbind,ro');
+  }
+  for (const d of DEV_NODES) bind(`/dev/${d}`, `/dev/${d}`, true, 'bind');
+  dir('/dev/pts');
+  mounts.push({ source: 'devpts', target: '/dev/pts', type: 'devpts', options: 'newinstance,ptmxmode=0666,mode=0620' });
+  dir('/dev/shm');
+  mounts.push({ source: 'shm', target: '/dev/shm', type: 'tmpfs', options: 'mode=1777' });
+  for (const [name, target] of DEV_LINKS) skeleton.push({ kind: 'symlink', path: `/dev/${name}`, target });
+  dir('/proc');
+  mounts.push({ source: 'proc', target: '/proc', type: 'proc', options: 'defaults' });
+  bind('/sys', '/sys', false, 'rbind');
+  dir('/tmp');
+  mounts.push({ source: 'strata-tmp', target: '/tmp', type: 'tmpfs', options: 'mode=1777' });
+  // The project directory and HOME may lie below /tmp, whose tmpfs hides the skeleton there: mount creates them.
+  for (const b of spec.binds) mounts.push({ source: b.source, target: b.target, type: 'none', options: `${b.writable ? 'rbind' : 'rbind,ro'},X-mount.mkdir` });
+  if (spec.gpu) {
+    for (const d of spec.gpu.devices) bind(d.hostPath, d.path, true, 'bind');
+    dir(DRIVER_LIB_DIR);
+    for (const l of spec.gpu.libraries) bind(l.hostPath, posix.join(DRIVER_LIB_DIR, l.name), true, 'bind,ro');
+    for (const l of spec.gpu.links) skeleton.push({ kind: 'symlink', path: posix.join(DRIVER_LIB_DIR, l.name), target: l.target });
+    for (const b of spec.gpu.binaries) bind(b.hostPath, b.path, true, 'bind,ro');
+    // The driver directory itself read-only, its mounts carried along.
+    const top = posix.dirname(DRIVER_LIB_DIR);
+    mounts.push({ source: top, inRoot: true, target: top, type: 'none', options: 'rbind,ro' });
+  }
+  return { skeleton, mounts };
+}
+
+/** fstab(5) text for `mounts` over the root at `stage`; sources and targets octal-escaped as fstab wants. */
+export function fstabText(mounts: FstabEntry[], stage: string): string {
+  const esc = (p: string) => p.replace(/[\\ \t\n]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+  return mounts.map((m) => `${esc(m.inRoot ? posix.join(stage, m.source) : m.source)} ${esc(posix.join(stage, m.target))} ${m.type} ${m.options} 0 0\n`).join('');
+}
+
+/**
+ * Writes the skeleton and the fstab under `skeletons/<key>` (key: their content), once; later runs reuse it.
+ * Returns that directory: `root/` to copy onto the new root, `fstab` to mount over it.
+ */
+export function ensureSkeleton(skeletons: string, plan: { skeleton: SkeletonEntry[]; mounts: FstabEntry[] }, stage: string): string {
+  const fstab = fstabText(plan.mounts, stage);
+  const key = createHash('sha256').update(JSON.stringify([SKELETON_FORMAT, plan.skeleton, fstab])).digest('hex').slice(0, 32);
+  const dir = join(skeletons, key);
+  if (existsSync(join(dir, 'fstab'))) return dir;
+  const tmp = `${dir}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  mkdirSync(join(tmp, 'root'), { recursive: true, mode: 0o755 });
+  for (const e of plan.skeleton) {
+    const p = join(tmp, 'root', e.path);
+    if (e.kind === 'symlink') symlinkSync(e.target, p);
+    else if (e.kind === 'dir') mkdirSync(p, { recursive: true, mode: 0o755 });
+    else writeFileSync(p, '', { mode: 0o644 });
+  }
+  writeFileSync(join(tmp, 'fstab'), fstab);
+  try {
+    renameSync(tmp, dir);
+  } catch {
+    // Another run made the same skeleton first.
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  return dir;
+}
+
+const SKELETON_FORMAT = 1;
+
 /**
  * The host shell script that `unshare --mount --pid --fork` runs: mounts the new root on `stage` (an empty
  * directory), then enters it with a second `unshare` that chroots, changes directory and, when rootless, maps
  * the user back to their own uid and gid.
+ *
+ * With a skeleton (see `ensureSkeleton`) the root is assembled in three processes: a tmpfs mount, one `cp -a`
+ * of the skeleton, one `mount -a` of its fstab. If that fails (an old util-linux, a kernel that refuses a
+ * read-only remount in a user namespace), or without a skeleton, it falls back to one command per mount.
  */
-export function unshareScript(spec: SandboxSpec, stage: string, rootless: boolean, ids: { uid: number; gid: number }): string {
+export function unshareScript(spec: SandboxSpec, stage: string, rootless: boolean, ids: { uid: number; gid: number }, skeleton?: string): string {
   const N = (p: string) => q(posix.join(stage, p));
   // The command's environment arrives as this shell's; host tools run with the host's PATH until the chroot.
-  const L: string[] = ['set -e', 'inner_path=$PATH', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', `mount -t tmpfs -o mode=0755 strata-root ${q(stage)}`];
+  const L: string[] = ['set -e', 'inner_path=$PATH', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
+  const S: string[] = [`mount -t tmpfs -o mode=0755 strata-root ${q(stage)}`];
   const bindRo = (src: string, dst: string, file: boolean) => {
-    L.push(file ? `mkdir -p "$(dirname ${N(dst)})"; : > ${N(dst)}` : `mkdir -p ${N(dst)}`);
-    L.push(`mount --rbind ${q(src)} ${N(dst)}`, `mount -o remount,bind,ro ${N(dst)} 2>/dev/null || true`);
+    S.push(file ? `mkdir -p "$(dirname ${N(dst)})"; : > ${N(dst)}` : `mkdir -p ${N(dst)}`);
+    S.push(`mount --rbind ${q(src)} ${N(dst)}`, `mount -o remount,bind,ro ${N(dst)} 2>/dev/null || true`);
   };
   for (const s of rootSteps(spec.rootfs, mountPointsOf(spec))) {
-    if (s.op === 'dir') L.push(`mkdir -p ${N(s.path)}`);
-    else if (s.op === 'symlink') L.push(`ln -s ${q(s.target)} ${N(s.path)}`);
+    if (s.op === 'dir') S.push(`mkdir -p ${N(s.path)}`);
+    else if (s.op === 'symlink') S.push(`ln -s ${q(s.target)} ${N(s.path)}`);
     else bindRo(s.source, s.path, s.file);
   }
   // A minimal /dev.
-  L.push(`mkdir -p ${N('/dev')}`, `mount -t tmpfs -o mode=0755,nosuid strata-dev ${N('/dev')}`);
-  for (const d of DEV_NODES) L.push(`: > ${N(`/dev/${d}`)}`, `mount --bind /dev/${d} ${N(`/dev/${d}`)}`);
-  L.push(
+  S.push(`mkdir -p ${N('/dev')}`, `mount -t tmpfs -o mode=0755,nosuid strata-dev ${N('/dev')}`);
+  for (const d of DEV_NODES) S.push(`: > ${N(`/dev/${d}`)}`, `mount --bind /dev/${d} ${N(`/dev/${d}`)}`);
+  S.push(
     `mkdir -p ${N('/dev/pts')} ${N('/dev/shm')}`,
     `mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts ${N('/dev/pts')} 2>/dev/null || mount --bind /dev/pts ${N('/dev/pts')}`,
-    `ln -s pts/ptmx ${N('/dev/ptmx')}`,
     `mount -t tmpfs -o mode=1777 shm ${N('/dev/shm')}`,
-    `ln -s /proc/self/fd ${N('/dev/fd')}`,
-    `ln -s /proc/self/fd/0 ${N('/dev/stdin')}`,
-    `ln -s /proc/self/fd/1 ${N('/dev/stdout')}`,
-    `ln -s /proc/self/fd/2 ${N('/dev/stderr')}`,
+    ...DEV_LINKS.map(([name, target]) => `ln -s ${q(target)} ${N(`/dev/${name}`)}`),
   );
-  L.push(`mkdir -p ${N('/proc')} ${N('/sys')} ${N('/tmp')}`, `mount -t proc proc ${N('/proc')}`, `mount --rbind /sys ${N('/sys')}`, `mount -t tmpfs -o mode=1777 strata-tmp ${N('/tmp')}`);
+  S.push(`mkdir -p ${N('/proc')} ${N('/sys')} ${N('/tmp')}`, `mount -t proc proc ${N('/proc')}`, `mount --rbind /sys ${N('/sys')}`, `mount -t tmpfs -o mode=1777 strata-tmp ${N('/tmp')}`);
   for (const b of spec.binds) {
-    L.push(`mkdir -p ${N(b.target)}`, `mount --rbind ${q(b.source)} ${N(b.target)}`);
-    if (!b.writable) L.push(`mount -o remount,bind,ro ${N(b.target)} 2>/dev/null || true`);
+    S.push(`mkdir -p ${N(b.target)}`, `mount --rbind ${q(b.source)} ${N(b.target)}`);
+    if (!b.writable) S.push(`mount -o remount,bind,ro ${N(b.target)} 2>/dev/null || true`);
   }
   if (spec.gpu) {
-    for (const d of spec.gpu.devices) L.push(`mkdir -p "$(dirname ${N(d.path)})"; : > ${N(d.path)}`, `mount --bind ${q(d.hostPath)} ${N(d.path)}`);
+    for (const d of spec.gpu.devices) S.push(`mkdir -p "$(dirname ${N(d.path)})"; : > ${N(d.path)}`, `mount --bind ${q(d.hostPath)} ${N(d.path)}`);
     const top = posix.dirname(DRIVER_LIB_DIR);
-    L.push(`mkdir -p ${N(top)}`, `mount -t tmpfs -o mode=0755 strata-gpu ${N(top)}`, `mkdir -p ${N(DRIVER_LIB_DIR)}`);
+    S.push(`mkdir -p ${N(top)}`, `mount -t tmpfs -o mode=0755 strata-gpu ${N(top)}`, `mkdir -p ${N(DRIVER_LIB_DIR)}`);
     for (const l of spec.gpu.libraries) bindRo(l.hostPath, posix.join(DRIVER_LIB_DIR, l.name), true);
-    for (const l of spec.gpu.links) L.push(`ln -s ${q(l.target)} ${N(posix.join(DRIVER_LIB_DIR, l.name))}`);
+    for (const l of spec.gpu.links) S.push(`ln -s ${q(l.target)} ${N(posix.join(DRIVER_LIB_DIR, l.name))}`);
     for (const b of spec.gpu.binaries) bindRo(b.hostPath, b.path, true);
-    L.push(`mount -o remount,ro,bind ${N(top)} 2>/dev/null || mount -o remount,ro ${N(top)}`);
+    S.push(`mount -o remount,ro,bind ${N(top)} 2>/dev/null || mount -o remount,ro ${N(top)}`);
   }
+  if (skeleton) {
+    const fast = [`mount -t tmpfs -o mode=0755 strata-root ${q(stage)}`, `cp -a ${q(join(skeleton, 'root'))}/. ${q(stage)}/`, `mount -a --fstab ${q(join(skeleton, 'fstab'))}`];
+    // Its errors are shown with STRATA_DEBUG set; otherwise the fallback speaks for itself if it fails too.
+    L.push(`if ! { ${fast.join(' && ')}; }${process.env.STRATA_DEBUG ? '' : ' 2>/dev/null'}; then`, `umount -R ${q(stage)} 2>/dev/null || true`, ...S, 'fi');
+  } else L.push(...S);
   const unshareBin = which('unshare') ?? '/usr/bin/unshare';
   const enter = rootless ? `--user --map-user=${ids.uid} --map-group=${ids.gid} --mount` : '';
   L.push(`PATH=$inner_path`, `exec ${q(unshareBin)} ${enter} --root=${q(stage)} --wd=${q(spec.cwd)} -- "$@"`);
   return L.join('\n');
 }
+
+/** The symlinks of a minimal /dev. */
+const DEV_LINKS: [string, string][] = [['ptmx', 'pts/ptmx'], ['fd', '/proc/self/fd'], ['stdin', '/proc/self/fd/0'], ['stdout', '/proc/self/fd/1'], ['stderr', '/proc/self/fd/2']];
 
 /** The program, arguments and environment that enter the sandbox. */
 export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, stage: string): { file: string; args: string[]; env: NodeJS.ProcessEnv } {
@@ -212,11 +326,12 @@ export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, stag
   const rootless = uid !== 0;
   const hostPath = process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin';
   if (method === 'bwrap') return { file: which('bwrap') ?? 'bwrap', args: bwrapArgs(spec, rootless, { uid, gid }), env: { PATH: hostPath } };
+  const skeleton = method === 'unshare' ? ensureSkeleton(join(posix.dirname(stage), '.skel'), unsharePlan(spec), stage) : undefined;
   const flags = rootless ? ['--user', '--map-root-user'] : [];
   if (!spec.network) flags.push('--net');
   return {
     file: which('unshare') ?? 'unshare',
-    args: [...flags, '--mount', '--pid', '--fork', '--kill-child', '--', '/bin/sh', '-c', unshareScript(spec, stage, rootless, { uid, gid }), 'strata-sandbox', ...spec.argv],
+    args: [...flags, '--mount', '--pid', '--fork', '--kill-child', '--', '/bin/sh', '-c', unshareScript(spec, stage, rootless, { uid, gid }, skeleton), 'strata-sandbox', ...spec.argv],
     // The command's environment is exactly the spec's: unshare and chroot pass theirs on.
     env: { ...spec.env } as NodeJS.ProcessEnv,
   };
@@ -229,7 +344,7 @@ const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', '
  * receives; resolves with its exit status (128 + signal number when a signal ended it).
  */
 export async function runSandbox(spec: SandboxSpec, method: SandboxMethod, stage: string): Promise<number> {
-  if (method === 'unshare' && !existsSync(stage)) throw new StrataError('E_RUN', `the sandbox staging directory ${stage} is missing`);
+  if (method !== 'bwrap' && !existsSync(stage)) throw new StrataError('E_RUN', `the sandbox staging directory ${stage} is missing`);
   const inv = sandboxInvocation(spec, method, stage);
   const child = spawn(inv.file, inv.args, {
     stdio: 'inherit',

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isStrataError } from '../errors.ts';
 import { checkDriver, detectGpu, gpuMounts, ldconfigLibraryPaths, parseDriverVersion, parseGpuSelection } from '../run/gpu.ts';
-import { bwrapArgs, unshareScript } from '../run/sandbox.ts';
+import { bwrapArgs, unshareScript, unsharePlan, fstabText } from '../run/sandbox.ts';
 import { containerOptions } from '../run/docker.ts';
 import type { Lockfile } from '../model.ts';
 import { FAKE_DRIVER, makeFakeGpuTree, type FakeGpuTree } from './helpers/runEnv.ts';
@@ -157,6 +157,16 @@ test('both backends put the nodes and files at the same paths inside', (t) => {
   t.true(triples('--ro-bind').includes(`${r}/usr/bin/nvidia-smi /run/opengl-driver/bin/nvidia-smi`));
   t.true(triples('--symlink').includes(`libcuda.so.${V} /run/opengl-driver/lib/libcuda.so.1`));
   t.true(triples('--setenv').includes('A 1'));
+  // unshare, fast path: a skeleton copied in one go and one fstab; the same nodes, files and links.
+  const plan = unsharePlan(spec);
+  const fstab = fstabText(plan.mounts, '/st age').split('\n');
+  t.true(fstab.includes(`${r}/dev/nvidia0 /st\\040age/dev/nvidia0 none bind 0 0`), fstab.join('\n'));
+  t.true(fstab.includes(`${r}/usr/local/nvidia/lib64/libcuda.so.${V} /st\\040age/run/opengl-driver/lib/libcuda.so.${V} none bind,ro 0 0`));
+  t.is(fstab.at(-2), '/st\\040age/run/opengl-driver /st\\040age/run/opengl-driver none rbind,ro 0 0');
+  t.false(fstab.some((l) => l.includes('nvidia1')));
+  t.true(plan.skeleton.some((e) => e.kind === 'symlink' && e.path === '/run/opengl-driver/lib/libcuda.so.1' && e.target === `libcuda.so.${V}`));
+  t.true(plan.skeleton.some((e) => e.kind === 'file' && e.path === '/dev/nvidia0'));
+  // unshare, the one-command-per-mount fallback.
   const script = unshareScript(spec, '/stage', false, { uid: 0, gid: 0 });
   t.true(script.includes(`mount --bind '${r}/dev/nvidia0' '/stage/dev/nvidia0'`));
   t.false(script.includes('nvidia1'));

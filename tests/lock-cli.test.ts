@@ -15,12 +15,13 @@ test('locks a stable + current mix that apt calls held broken, deterministically
   const r = await p.strata(['lock']);
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /wrote strata\.lock/);
-  t.regex(r.stdout, /stable\s+1\s+stable \(strata-stable/);
+  t.regex(r.stdout, /stable\s+2\s+stable \(strata-stable/);
   t.regex(r.stdout, /current\s+4\s+current \(strata-current/);
   const text = readFileSync(join(p.dir, 'strata.lock'), 'utf8');
   const lock = parseLock(text);
   const got = Object.fromEntries(lock.packages.map((x) => [x.name, `${x.version}@${x.channel}`]));
-  t.deepEqual(got, { 'busybox-fixture': '1.35.0-4@stable', libc6: '2.41-6@current', 'libc6-dev': '2.41-6@current', 'libfoo-dev': '1.2-1@current', libfoo1: '1.2-1@current' });
+  // base-files is the fixture's Essential package: every environment gets it, unrequested.
+  t.deepEqual(got, { 'base-files': '12.4@stable', 'busybox-fixture': '1.35.0-4@stable', libc6: '2.41-6@current', 'libc6-dev': '2.41-6@current', 'libfoo-dev': '1.2-1@current', libfoo1: '1.2-1@current' });
   t.deepEqual(lock.packages.filter((x) => x.root).map((x) => x.name), ['busybox-fixture', 'libc6-dev', 'libfoo-dev']);
   t.deepEqual(lock.channels.map((c) => c.codename), ['strata-stable', 'strata-current']);
   const deb = p.mirror.debs.find((d) => d.name === 'libc6' && d.version === '2.41-6')!;
@@ -78,7 +79,7 @@ test('host-provided driver packages stay out of the closure and are recorded wit
   const r = await p.strata(['lock']);
   t.is(r.code, 0, r.stderr);
   const lock = parseLock(readFileSync(join(p.dir, 'strata.lock'), 'utf8'));
-  t.deepEqual(lock.packages.map((x) => x.name), ['cuda-user', 'libc6', 'libcudart12']);
+  t.deepEqual(lock.packages.map((x) => x.name), ['base-files', 'cuda-user', 'libc6', 'libcudart12']);
   t.deepEqual(lock.hostProvided, [
     { name: 'libcuda.so.1', requires: '>= 545' },
     { name: 'libcuda1', requires: '>= 550' },

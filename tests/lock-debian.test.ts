@@ -10,7 +10,7 @@ import { loadManifest } from '../manifest/manifest.ts';
 import { lockManifest } from '../commands/lock.ts';
 import { quietReporter } from '../report/reporter.ts';
 import { reachableDebianMirror } from './helpers/debianMirror.ts';
-import { privateApt, aptPlan } from './helpers/aptOracle.ts';
+import { privateApt, aptPlan, aptEssential } from './helpers/aptOracle.ts';
 
 const ROOTS = ['git', 'python3', 'python3-numpy', 'python3-scipy', 'libhdf5-dev'];
 
@@ -29,7 +29,11 @@ test('a trixie lock equals apt\'s own plan, and locking twice gives the same byt
   const first = await lockManifest(manifest, quietReporter(), { storeRoot });
   const bytes = readFileSync(join(dir, 'strata.lock'), 'utf8');
   const mine = first.lock.packages.map((p) => `${p.name} ${p.version}`).sort();
-  const apt = aptPlan(privateApt(join(dir, 'apt'), `deb [signed-by=${m.keyring}] ${m.url} trixie main`), ROOTS);
+  const aptOpts = privateApt(join(dir, 'apt'), `deb [signed-by=${m.keyring}] ${m.url} trixie main`);
+  // apt installs the Essential set only when told to (mmdebstrap names it); strata includes it by default.
+  const essential = aptEssential(aptOpts);
+  t.true(essential.includes('dash') && essential.includes('coreutils'), essential.join(' '));
+  const apt = aptPlan(aptOpts, [...ROOTS, ...essential]);
   t.true(mine.length > 50, `${mine.length} packages`);
   t.deepEqual(mine, apt);
   t.deepEqual(first.lock.packages.filter((p) => p.root).map((p) => p.name).sort(), [...ROOTS].sort());

@@ -94,3 +94,9 @@ test('a channel without url takes the mirror from STRATA_DEBIAN_MIRROR, else the
   t.is(e.code, 'E_MIRROR');
   t.regex(e.hint!, /STRATA_DEBIAN_MIRROR/);
 });
+
+test('[resolve] essential defaults to true and can be turned off', (t) => {
+  const load = (text: string) => loadManifest(write(text));
+  t.true(load('[project]\nname = "x"\n[channels.s]\nsuite = "trixie"\n[packages]\nhello = "*"\n').withEssential);
+  t.false(load('[project]\nname = "x"\n[channels.s]\nsuite = "trixie"\n[packages]\nhello = "*"\n[resolve]\nessential = false\n').withEssential);
+});

@@ -183,3 +183,22 @@ test('solutions do not depend on the order candidates arrive in', (t) => {
     t.deepEqual(chosen(run(shuffled, ['libfoo-dev@current', 'mailer', 'libc6-dev'])), want);
   }
 });
+
+test('the default channel\'s Essential set is required but not recorded as requested', (t) => {
+  const cands = [
+    S('libc6', '2.36-9'),
+    S('dash', '0.5.12-2', { essential: true, preDepends: 'libc6 (>= 2.34)' }),
+    S('coreutils', '9.1-1', { essential: true, preDepends: 'libc6 (>= 2.34)' }),
+    C('coreutils', '9.7-3', { essential: true }),
+    // Essential only in a non-default channel: a newer suite's addition is not forced on a stable environment.
+    C('newly-essential', '1.0-1', { essential: true }),
+    S('hello', '2.10-3', { depends: 'libc6' }),
+  ];
+  const sol = run(cands, ['hello'], { withEssential: true });
+  t.deepEqual(chosen(sol), ['coreutils=9.1-1@stable', 'dash=0.5.12-2@stable', 'hello=2.10-3@stable', 'libc6=2.36-9@stable']);
+  t.deepEqual(sol.packages.filter((p) => p.root).map((p) => p.candidate.name), ['hello']);
+  // Opting out gives the bare closure; asking for an essential package by name records it as requested.
+  t.deepEqual(chosen(run(cands, ['hello'])), ['hello=2.10-3@stable', 'libc6=2.36-9@stable']);
+  const named = run(cands, ['hello', 'dash'], { withEssential: true });
+  t.deepEqual(named.packages.filter((p) => p.root).map((p) => p.candidate.name), ['dash', 'hello']);
+});

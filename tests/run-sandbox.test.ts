@@ -51,7 +51,7 @@ test.after.always(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
 
-for (const method of ['bwrap', 'unshare']) {
+for (const method of ['bwrap', 'unshare', 'unshare-compat']) {
   test.serial(`${method}: exit code, stdin and stdout pass through; the project dir is the working dir`, async (t) => {
     const dir = project(`p-${method}`, runManifest(served.url, keyring));
     const r = await strata(['run', '--', 'sh', '-c', 'cat; echo "$GREETING in $(pwd)"; touch made-here; exit 7'], { cwd: dir, env: env({ STRATA_SANDBOX: method }), input: 'from stdin\n' });
@@ -59,6 +59,12 @@ for (const method of ['bwrap', 'unshare']) {
     t.is(r.stdout, `from stdin\nhello from strata in ${dir}\n`);
     t.regex(r.stderr, /using the sandbox backend/);
     t.is(statSync(join(dir, 'made-here')).uid, 0);
+    if (method !== 'bwrap') {
+      // Which way the root was assembled: unshare's fast path has no /dev tmpfs of its own (it must not have
+      // fallen back silently), the compat path mounts one.
+      const how = await strata(['run', '--', 'sh', '-c', 'grep -q " /dev rw,[^ ]* - tmpfs strata-dev " /proc/self/mountinfo && echo per-mount || echo skeleton'], { cwd: dir, env: env({ STRATA_SANDBOX: method }) });
+      t.is(how.stdout, method === 'unshare' ? 'skeleton\n' : 'per-mount\n', how.stderr);
+    }
   });
 }
 
@@ -92,7 +98,7 @@ test.serial('shell: the hook runs first, the prompt names the environment', asyn
   t.regex(r.stdout, /hook=yes ps1=\(strata:runtest\) \$ /);
 });
 
-for (const method of ['bwrap', 'unshare']) {
+for (const method of ['bwrap', 'unshare', 'unshare-compat']) {
   test.serial(`${method}: rootless as an ordinary user; files in the project dir are theirs`, async (t) => {
     const dir = project(`p-user-${method}`, runManifest(served.url, keyring), uid);
     const cache = join(work, `cache-${method}-${USER}`);
@@ -124,7 +130,7 @@ test.serial('a driver too old for the CUDA runtime is refused before starting, n
   t.regex(r.stderr, /needs NVIDIA driver >= 525, but the host driver is 520\.61\.05/);
 });
 
-for (const method of ['bwrap', 'unshare']) {
+for (const method of ['bwrap', 'unshare', 'unshare-compat']) {
   test.serial(`${method}: the fake GPU's nodes, libraries and nvidia-smi are at the right paths inside`, async (t) => {
     const dir = project(`p-gpu-${method}`, runManifest(served.url, keyring, { gpu: true }));
     const script = [

@@ -20,6 +20,19 @@ export function privateApt(dir: string, sourcesLine: string): string[] {
   return opts;
 }
 
+/**
+ * The names apt's own cache marks `Essential: yes`: the set every Debian system has and no package declares a
+ * dependency on, which strata adds to every environment (unless `[resolve] essential = false`). Sorted.
+ */
+export function aptEssential(opts: string[]): string[] {
+  const out = execFileSync('apt-cache', [...opts, 'dumpavail'], { encoding: 'utf8', maxBuffer: 1 << 30 });
+  const names = new Set<string>();
+  for (const stanza of out.split('\n\n')) {
+    if (/^Essential: yes$/m.test(stanza)) names.add(/^Package: (\S+)$/m.exec(stanza)![1]!);
+  }
+  return [...names].sort();
+}
+
 /** `name version` of every package `apt-get install -s roots` would install, sorted. */
 export function aptPlan(opts: string[], roots: string[]): string[] {
   const out = execFileSync('apt-get', [...opts, 'install', '-s', ...roots], { encoding: 'utf8' });
