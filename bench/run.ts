@@ -4,7 +4,9 @@
  *   lock     strata lock (warm indexes, --offline)      vs  apt-get install -s (warm lists)        same package set
  *   realise  strata realise cold / warm / one-bump       vs  mmdebstrap --variant=essential into a tarball
  *
- * The environment is the seed's (the blog post's CUDA + MAGMA + MKL + Python stack) on trixie, or BENCH_PACKAGES.
+ *   run      strata run --locked -- true, warm (sandbox: bwrap, unshare, unshare-compat)  vs  the issue's goal, 0.5 s
+ *
+ * BENCH_ONLY=lock,realise,run picks sections (default: all). The environment is the seed's (the blog post's CUDA + MAGMA + MKL + Python stack) on trixie, or BENCH_PACKAGES.
  * The Debian mirror comes from STRATA_DEBIAN_MIRROR or the host's apt sources. Work goes to BENCH_DIR
  * (default /tmp/strata-bench). Set BENCH_SKIP_MMDEBSTRAP=1 to skip the slowest peer run.
  */
@@ -58,30 +60,38 @@ writeFileSync(manifest, `[project]\nname = "bench"\narch = "amd64"\n\n[channels.
 const cache = join(dir, 'cache');
 const env = { STRATA_CACHE_DIR: cache };
 
-// ---- lock
-console.log(`environment: ${pkgs.length} roots from ${suite}`);
-timed(strata, ['lock', '-m', manifest], env); // cold: fetch and cache indexes
-const lockRuns = [0, 1, 2].map(() => timed(strata, ['lock', '-m', manifest, '--offline'], env).seconds);
-const aptOpts = privateApt(join(dir, 'apt'), `deb [signed-by=${keyring}] ${mirror} ${suite} main contrib non-free`);
-const essential = aptEssential(aptOpts);
-const aptRuns = [0, 1, 2].map(() => timed('apt-get', [...aptOpts, 'install', '-s', ...pkgs, ...essential]).seconds);
-const lock = parseLock(readFileSync(join(project, 'strata.lock'), 'utf8'));
-report('lock (warm indexes, resolve + write)', median(lockRuns), median(aptRuns), 'apt-get install -s', `${lock.packages.length} packages`);
+const only = new Set((process.env.BENCH_ONLY ?? 'lock,realise,run').split(',').map((x) => x.trim()));
+if (only.has('lock') || only.has('realise')) benchLockAndRealise();
+if (only.has('run')) benchRun();
 
-// ---- realise: cold, warm
-rmSync(join(cache, 'blobs'), { recursive: true, force: true });
-rmSync(join(cache, 'unpacked'), { recursive: true, force: true });
-rmSync(join(cache, 'layers'), { recursive: true, force: true });
-const cold = timed(strata, ['realise', '-m', manifest, '--locked'], env);
-const warm = timed(strata, ['realise', '-m', manifest, '--locked'], env);
-const layers = /in (\d+) layers/.exec(cold.stdout)?.[1] ?? '?';
-let peer: number | undefined;
-if (!process.env.BENCH_SKIP_MMDEBSTRAP) {
-  const out = join(dir, 'mmdebstrap.tar');
-  rmSync(out, { force: true });
-  const names = lock.packages.map((p) => p.name).join(',');
-  peer = timed('mmdebstrap', ['--quiet', '--variant=essential', `--components=main,contrib,non-free`, `--include=${names}`, suite, out, mirror]).seconds;
-  rmSync(out, { force: true });
+console.log('\n| work | strata | peer | ratio (peer / strata) | notes |\n| --- | --- | --- | --- | --- |');
+for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+
+function benchLockAndRealise(): void {
+  // ---- lock
+  console.log(`environment: ${pkgs.length} roots from ${suite}`);
+  timed(strata, ['lock', '-m', manifest], env); // cold: fetch and cache indexes
+  const lockRuns = [0, 1, 2].map(() => timed(strata, ['lock', '-m', manifest, '--offline'], env).seconds);
+  const aptOpts = privateApt(join(dir, 'apt'), `deb [signed-by=${keyring}] ${mirror} ${suite} main contrib non-free`);
+  const essential = aptEssential(aptOpts);
+  const aptRuns = [0, 1, 2].map(() => timed('apt-get', [...aptOpts, 'install', '-s', ...pkgs, ...essential]).seconds);
+  const lock = parseLock(readFileSync(join(project, 'strata.lock'), 'utf8'));
+  report('lock (warm indexes, resolve + write)', median(lockRuns), median(aptRuns), 'apt-get install -s', `${lock.packages.length} packages`);
+
+  // ---- realise: cold, warm
+  rmSync(join(cache, 'blobs'), { recursive: true, force: true });
+  rmSync(join(cache, 'unpacked'), { recursive: true, force: true });
+  rmSync(join(cache, 'layers'), { recursive: true, force: true });
+  const cold = timed(strata, ['realise', '-m', manifest, '--locked'], env);
+  const warm = timed(strata, ['realise', '-m', manifest, '--locked'], env);
+  const layers = /in (\d+) layers/.exec(cold.stdout)?.[1] ?? '?';
+  let peer: number | undefined;
+  if (!process.env.BENCH_SKIP_MMDEBSTRAP) {
+    const out = join(dir, 'mmdebstrap.tar');
+    rmSync(out, { force: true });
+    const names = lock.packages.map((p) => p.name).join(',');
+    peer = timed('mmdebstrap', ['--quiet', '--variant=essential', `--components=main,contrib,non-free`, `--include=${names}`, suite, out, mirror]).seconds;
+    rmSync(out, { force: true });
 }
 report('realise cold (download, verify, unpack, layers)', cold.seconds, peer, 'mmdebstrap --variant=essential to a tarball', `${layers} layers, peak RSS ${cold.maxRssMiB.toFixed(0)} MiB`);
 report('realise warm (nothing changed)', warm.seconds, peer, 'mmdebstrap (it has no warm path)', `peak RSS ${warm.maxRssMiB.toFixed(0)} MiB`);
@@ -120,6 +130,20 @@ report(`realise after bumping ${victim.name}`, bump.seconds, peer, 'mmdebstrap (
 rmSync(work, { recursive: true, force: true });
 if (existsSync(beforeOci)) rmSync(beforeOci, { recursive: true, force: true });
 if (existsSync(afterOci)) rmSync(afterOci, { recursive: true, force: true });
+}
 
-console.log('\n| work | strata | peer | ratio (peer / strata) | notes |\n| --- | --- | --- | --- | --- |');
-for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+/** Entering a realised environment: python3 from the suite, sandbox backend, each method that is installed. */
+function benchRun(): void {
+  const runProject = join(dir, 'run-project');
+  mkdirSync(runProject, { recursive: true });
+  const runManifest = join(runProject, 'strata.toml');
+  writeFileSync(runManifest, `[project]\nname = "bench-run"\narch = "amd64"\n\n[channels.stable]\nurl = "${mirror}"\nsuite = "${suite}"\n\n[packages]\npython3 = "*"\n`);
+  const runEnv = { ...env, DOCKER_HOST: 'unix:///nonexistent' };
+  timed(strata, ['lock', '-m', runManifest], runEnv);
+  timed(strata, ['run', '-m', runManifest, '--locked', '--backend', 'sandbox', '--', 'true'], runEnv); // realise + unpack once
+  const methods = ['bwrap', 'unshare', 'unshare-compat'].filter((m) => spawnSync('sh', ['-c', `command -v ${m === 'bwrap' ? 'bwrap' : 'unshare'}`]).status === 0);
+  for (const m of methods) {
+    const runs = [0, 1, 2, 3, 4, 5, 6].map(() => timed(strata, ['run', '-m', runManifest, '--locked', '--backend', 'sandbox', '--', 'true'], { ...runEnv, STRATA_SANDBOX: m }).seconds);
+    report(`run warm, sandbox ${m} (strata run -- true)`, median(runs), 0.5, 'the issue\'s goal', `median of 7, min ${Math.min(...runs).toFixed(2)} s`);
+  }
+}

@@ -13,7 +13,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, constants as fsConstants, lstatSync, readdirSync, readlinkSync, existsSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, lstatSync, readdirSync, readlinkSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { delimiter, join, posix } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { StrataError } from '../errors.ts';
@@ -312,7 +312,12 @@ export function unshareScript(spec: SandboxSpec, stage: string, rootless: boolea
   } else L.push(...S);
   const unshareBin = which('unshare') ?? '/usr/bin/unshare';
   const enter = rootless ? `--user --map-user=${ids.uid} --map-group=${ids.gid} --mount` : '';
-  L.push(`PATH=$inner_path`, `exec ${q(unshareBin)} ${enter} --root=${q(stage)} --wd=${q(spec.cwd)} -- "$@"`);
+  // This shell stays as PID 1 of the namespace (which ignores signals it has no handler for) and waits; the
+  // command is a child, where signals with a default action work (Ctrl-C on `sleep`), and its status, 128 + N
+  // when signal N ended it, is the shell's.
+  // Its traps do nothing (a trapped signal, unlike an ignored one, is reset to the default for the command), so a
+  // Ctrl-C that reaches the whole process group leaves the exit status to the command.
+  L.push(`PATH=$inner_path`, 'set +e', "trap ':' INT QUIT TERM HUP", `${q(unshareBin)} ${enter} --root=${q(stage)} --wd=${q(spec.cwd)} -- "$@"`, 'exit $?');
   return L.join('\n');
 }
 
@@ -320,12 +325,22 @@ export function unshareScript(spec: SandboxSpec, stage: string, rootless: boolea
 const DEV_LINKS: [string, string][] = [['ptmx', 'pts/ptmx'], ['fd', '/proc/self/fd'], ['stdin', '/proc/self/fd/0'], ['stdout', '/proc/self/fd/1'], ['stderr', '/proc/self/fd/2']];
 
 /** The program, arguments and environment that enter the sandbox. */
-export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, stage: string): { file: string; args: string[]; env: NodeJS.ProcessEnv } {
+export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, stage: string, terminal = false): { file: string; args: string[]; env: NodeJS.ProcessEnv } {
   const uid = spec.runAs?.uid ?? process.getuid?.() ?? 0;
   const gid = spec.runAs?.gid ?? process.getgid?.() ?? 0;
   const rootless = uid !== 0;
   const hostPath = process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin';
-  if (method === 'bwrap') return { file: which('bwrap') ?? 'bwrap', args: bwrapArgs(spec, rootless, { uid, gid }), env: { PATH: hostPath } };
+  if (method === 'bwrap') {
+    const bwrap = which('bwrap') ?? 'bwrap';
+    // A terminal's Ctrl-C reaches bwrap's outer process too, which would die of it and SIGKILL the command before
+    // its handler finishes. So, with a terminal, bwrap starts with SIGINT and SIGQUIT ignored, and the image's
+    // `env --default-signal` gives the command the default back (when the image has a GNU env that can).
+    if (terminal && spec.argv.length > 0 && !spec.argv[0]!.includes('=') && envResetsSignals(spec.rootfs)) {
+      const args = bwrapArgs({ ...spec, argv: ['/usr/bin/env', '--default-signal=INT,QUIT', ...spec.argv] }, rootless, { uid, gid });
+      return { file: '/bin/sh', args: ['-c', 'trap "" INT QUIT; exec "$0" "$@"', bwrap, ...args], env: { PATH: hostPath } };
+    }
+    return { file: bwrap, args: bwrapArgs(spec, rootless, { uid, gid }), env: { PATH: hostPath } };
+  }
   const skeleton = method === 'unshare' ? ensureSkeleton(join(posix.dirname(stage), '.skel'), unsharePlan(spec), stage) : undefined;
   const flags = rootless ? ['--user', '--map-root-user'] : [];
   if (!spec.network) flags.push('--net');
@@ -337,22 +352,65 @@ export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, stag
   };
 }
 
+/** Whether the image's /usr/bin/env is GNU env with --default-signal (coreutils >= 8.31). */
+function envResetsSignals(rootfs: string): boolean {
+  try {
+    return readFileSync(join(rootfs, 'usr/bin/env')).includes('default-signal');
+  } catch {
+    return false;
+  }
+}
+
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
 
+/** Child pids of `pid` (from /proc), or none. */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
 /**
- * Runs the command in the sandbox with stdin, stdout and stderr passed through, forwarding signals this process
- * receives; resolves with its exit status (128 + signal number when a signal ended it).
+ * The command's pid on the host: the grandchild of the sandbox process (bwrap -> its PID 1 -> the command;
+ * unshare -> the namespace's PID 1, a shell -> the command); the sandbox process while it is not there yet.
+ */
+export function commandPid(sandboxPid: number): number {
+  const [init] = childrenOf(sandboxPid);
+  if (init === undefined) return sandboxPid;
+  const [command] = childrenOf(init);
+  return command ?? sandboxPid;
+}
+
+/**
+ * Runs the command in the sandbox with stdin, stdout and stderr passed through; resolves with its exit status
+ * (128 + signal number when a signal ended it).
+ *
+ * Signals: strata sends what it receives to the command itself, not to bwrap or unshare (bwrap's outer process
+ * would die of it and take the command down unannounced; unshare's ignores SIGINT and SIGTERM). A terminal's
+ * Ctrl-C (SIGINT, SIGQUIT with a TTY on stdin) already reaches the whole foreground process group, the command
+ * included, so it is not sent twice. Without a terminal the sandbox runs in its own process group, so a signal
+ * to strata's process group reaches the command once, through strata.
  */
 export async function runSandbox(spec: SandboxSpec, method: SandboxMethod, stage: string): Promise<number> {
   if (method !== 'bwrap' && !existsSync(stage)) throw new StrataError('E_RUN', `the sandbox staging directory ${stage} is missing`);
-  const inv = sandboxInvocation(spec, method, stage);
+  const terminal = Boolean(process.stdin.isTTY);
+  const inv = sandboxInvocation(spec, method, stage, terminal);
   const child = spawn(inv.file, inv.args, {
     stdio: 'inherit',
     env: inv.env,
+    detached: !terminal,
     ...(spec.runAs ? { uid: spec.runAs.uid, gid: spec.runAs.gid } : {}),
   });
   const forward = (sig: NodeJS.Signals) => {
-    child.kill(sig);
+    if (terminal && (sig === 'SIGINT' || sig === 'SIGQUIT')) return;
+    if (child.pid === undefined) return;
+    try {
+      process.kill(commandPid(child.pid), sig);
+    } catch {
+      // already gone
+    }
   };
   for (const s of FORWARDED) process.on(s, forward);
   try {

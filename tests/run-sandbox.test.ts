@@ -3,7 +3,8 @@
  * locked and realised from the fixture mirror, bubblewrap and the unshare fallback, as root and rootless.
  */
 import test from 'ava';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { chmodSync, chownSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -65,6 +66,36 @@ for (const method of ['bwrap', 'unshare', 'unshare-compat']) {
       const how = await strata(['run', '--', 'sh', '-c', 'grep -q " /dev rw,[^ ]* - tmpfs strata-dev " /proc/self/mountinfo && echo per-mount || echo skeleton'], { cwd: dir, env: env({ STRATA_SANDBOX: method }) });
       t.is(how.stdout, method === 'unshare' ? 'skeleton\n' : 'per-mount\n', how.stderr);
     }
+  });
+}
+
+for (const method of ['bwrap', 'unshare', 'unshare-compat']) {
+  test.serial(`${method}: a signal to strata, or to its process group, reaches the command once, which exits on its own terms`, async (t) => {
+    const dir = project(`p-sig-${method}`, runManifest(served.url, keyring));
+    const script = (sig: string) => `trap "echo got-${sig}; exit 42" ${sig}; echo ready; while :; do sleep 0.1; done`;
+    for (const [sig, group] of [['TERM', false], ['INT', false], ['INT', true], ['HUP', true]] as const) {
+      const r = await strata(['run', '--', 'sh', '-c', script(sig)], { cwd: dir, env: env({ STRATA_SANDBOX: method }), signal: { after: 'ready', sig: `SIG${sig}`, group } });
+      t.is(r.code, 42, `SIG${sig} to ${group ? 'the group' : 'strata'}: ${r.stderr}`);
+      t.is(r.stdout, `ready\ngot-${sig}\n`, `SIG${sig} to ${group ? 'the group' : 'strata'}`);
+    }
+    // A command without a handler is not PID 1 of its namespace: SIGTERM's default action ends it.
+    const plain = await strata(['run', '--', 'sh', '-c', 'echo ready; exec sleep 30'], { cwd: dir, env: env({ STRATA_SANDBOX: method }), signal: { after: 'ready', sig: 'SIGTERM' } });
+    t.is(plain.code, 143, plain.stderr);
+  });
+}
+
+// bubblewrap is left out: its clean Ctrl-C needs the image's GNU `env --default-signal`, which the fixture image
+// (busybox) lacks; with it (any image with Debian's Essential set) it was checked by hand, see the README.
+for (const method of ['unshare', 'unshare-compat']) {
+  test.serial(`${method}: Ctrl-C on a terminal reaches the command, whose handler finishes and sets the exit code`, async (t) => {
+    const dir = project(`p-ctrlc-${method}`, runManifest(served.url, keyring));
+    const helper = join(import.meta.dirname, 'helpers', 'ctrlc.py');
+    const cli = join(import.meta.dirname, '..', 'bin', 'strata');
+    // Asynchronously: the fixture mirror that the first lock reads is served from this process.
+    const { stdout: out } = await promisify(execFile)('python3', [helper, cli, 'run', '--', 'sh', '-c', 'trap "sleep 0.3; echo cleaned-up; exit 42" INT; echo ready; while :; do sleep 0.1; done'], { cwd: dir, env: env({ STRATA_SANDBOX: method }), encoding: 'utf8' });
+    const r = JSON.parse(out) as { exit: number; output: string };
+    t.is(r.exit, 42, r.output);
+    t.regex(r.output, /cleaned-up/);
   });
 }
 
@@ -160,16 +191,16 @@ for (const method of ['bwrap', 'unshare', 'unshare-compat']) {
   });
 }
 
-test.serial('a warm run starts fast', async (t) => {
+// How fast is measured by `npm run bench` (BENCH_ONLY=run); this checks that a warm run takes the fast path.
+test.serial('a warm run goes straight to the unpacked environment, without locking or realising', async (t) => {
   const dir = project('p-warm', runManifest(served.url, keyring));
-  t.is((await strata(['run', '--', 'sh', '-c', ':'], { cwd: dir, env: env() })).code, 0);
-  const times: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    const r = await strata(['run', '--', 'sh', '-c', ':'], { cwd: dir, env: env() });
-    t.is(r.code, 0);
-    times.push(r.ms);
+  const first = await strata(['run', '--', 'sh', '-c', ':'], { cwd: dir, env: env() });
+  t.is(first.code, 0, first.stderr);
+  t.regex(first.stderr, /preparing the environment/);
+  for (const method of ['bwrap', 'unshare']) {
+    const r = await strata(['run', '--locked', '--', 'sh', '-c', 'echo warm'], { cwd: dir, env: env({ STRATA_SANDBOX: method }) });
+    t.is(r.code, 0, r.stderr);
+    t.is(r.stdout, 'warm\n');
+    t.notRegex(r.stderr, /preparing|locking|fetching|unpacking/);
   }
-  times.sort((a, b) => a - b);
-  t.log(`warm strata run -- true: median ${times[2]} ms (min ${times[0]}, max ${times[4]})`);
-  t.true(times[2]! < 1500, `median ${times[2]} ms`);
 });

@@ -77,19 +77,32 @@ export interface CliResult {
   ms: number;
 }
 
-/** Runs bin/strata with `args` (asynchronously: the fixture mirror is served from this process). */
-export function strata(args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv; input?: string; user?: string }): Promise<CliResult> {
+/**
+ * Runs bin/strata with `args` (asynchronously: the fixture mirror is served from this process). With `signal`,
+ * sends `sig` once stdout shows `after`: to strata alone, or with `group` to strata's whole process group (as a
+ * batch system or a terminal does); stdin is then left open.
+ */
+export function strata(args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv; input?: string; user?: string; signal?: { after: string; sig: NodeJS.Signals; group?: boolean } }): Promise<CliResult> {
   const [file, argv] = opts.user ? ['runuser', ['-u', opts.user, '--', 'env', ...Object.entries(opts.env).map(([k, v]) => `${k}=${v}`), CLI, ...args]] : [CLI, args];
   return new Promise((resolve, reject) => {
     const started = Date.now();
-    const child = spawn(file as string, argv as string[], { cwd: opts.cwd, env: opts.user ? { PATH: process.env.PATH } : opts.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const sig = opts.signal;
+    const child = spawn(file as string, argv as string[], { cwd: opts.cwd, env: opts.user ? { PATH: process.env.PATH } : opts.env, stdio: ['pipe', 'pipe', 'pipe'], detached: Boolean(sig?.group) });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (c) => (stdout += c));
+    let sent = false;
+    child.stdout.on('data', (c) => {
+      stdout += c;
+      if (sig && !sent && stdout.includes(sig.after)) {
+        sent = true;
+        if (sig.group) process.kill(-child.pid!, sig.sig);
+        else child.kill(sig.sig);
+      }
+    });
     child.stderr.on('data', (c) => (stderr += c));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr, ms: Date.now() - started }));
-    child.stdin.end(opts.input ?? '');
+    if (!sig) child.stdin.end(opts.input ?? '');
   });
 }
 
