@@ -47,7 +47,8 @@ export function containerOptions(spec: DockerRunSpec, nvidiaRuntime: boolean): D
   const hostConfig: Dockerode.HostConfig = {
     Binds: binds,
     NetworkMode: spec.network ? 'host' : 'none',
-    Init: false,
+    // An init (docker-init, i.e. tini) as PID 1 passes signals on and reaps, so the command is never PID 1.
+    Init: true,
   };
   if (spec.gpu) {
     if (nvidiaRuntime) {

@@ -56,6 +56,16 @@ test.serial('the default backend is docker when an engine answers; exit code, st
   t.notRegex(again.stderr, /loading/);
 });
 
+test.serial('signals to strata reach the command through the init; a handler sets the exit code, SIGTERM ends a plain command', async (t) => {
+  const dir = project('p-signal', runManifest(served.url, keyring));
+  const trapped = await strata(['run', '--', 'sh', '-c', 'trap "echo got-TERM; exit 42" TERM; echo ready; while :; do sleep 0.1; done'], { cwd: dir, env: env(), signal: { after: 'ready', sig: 'SIGTERM' } });
+  t.is(trapped.code, 42, trapped.stderr);
+  t.is(trapped.stdout, 'ready\ngot-TERM\n');
+  const plain = await strata(['run', '--', 'sh', '-c', 'echo ready; exec sleep 30'], { cwd: dir, env: env(), signal: { after: 'ready', sig: 'SIGTERM' } });
+  t.is(plain.code, 143, plain.stderr);
+  t.is((await engine.docker.listContainers({ all: true })).length, 0, 'the containers are removed');
+});
+
 test.serial("files created in the project dir belong to the invoking user (root running for a sudo user)", async (t) => {
   const dir = project('p-owner', runManifest(served.url, keyring));
   chmodSync(dir, 0o777);

@@ -196,7 +196,6 @@ test.serial('a warm run goes straight to the unpacked environment, without locki
   const dir = project('p-warm', runManifest(served.url, keyring));
   const first = await strata(['run', '--', 'sh', '-c', ':'], { cwd: dir, env: env() });
   t.is(first.code, 0, first.stderr);
-  t.regex(first.stderr, /preparing the environment/);
   for (const method of ['bwrap', 'unshare']) {
     const r = await strata(['run', '--locked', '--', 'sh', '-c', 'echo warm'], { cwd: dir, env: env({ STRATA_SANDBOX: method }) });
     t.is(r.code, 0, r.stderr);
