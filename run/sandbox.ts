@@ -173,7 +173,7 @@ export interface FstabEntry {
  * The unshare path's plan: a skeleton (directories, empty files as mount points, symlinks) and the mounts over
  * it, in order. The new root is a tmpfs, so /dev needs no tmpfs of its own: its nodes are files of the skeleton.
  */
-export function unsharePlan(spec: SandboxSpec): { skeleton: SkeletonEntry[]; mounts: FstabEntry[] } {
+export function unsharePlan(spec: SandboxSpec, steps: RootStep[] = rootSteps(spec.rootfs, mountPointsOf(spec))): { skeleton: SkeletonEntry[]; mounts: FstabEntry[] } {
   const skeleton: SkeletonEntry[] = [];
   const mounts: FstabEntry[] = [];
   const dirs = new Set<string>(['/']);
@@ -193,7 +193,7 @@ export function unsharePlan(spec: SandboxSpec): { skeleton: SkeletonEntry[]; mou
     point(target, file);
     mounts.push({ source, target, type: 'none', options: opts });
   };
-  for (const s of rootSteps(spec.rootfs, mountPointsOf(spec))) {
+  for (const s of steps) {
     if (s.op === 'dir') dir(s.path);
     else if (s.op === 'symlink') skeleton.push({ kind: 'symlink', path: s.path, target: s.target });
     else bind(s.source, s.path, s.file, s.file ? 'bind,ro' : 'rbind,ro');
@@ -268,7 +268,7 @@ const SKELETON_FORMAT = 1;
  * of the skeleton, one `mount -a` of its fstab. If that fails (an old util-linux, a kernel that refuses a
  * read-only remount in a user namespace), or without a skeleton, it falls back to one command per mount.
  */
-export function unshareScript(spec: SandboxSpec, stage: string, rootless: boolean, ids: { uid: number; gid: number }, skeleton?: string): string {
+export function unshareScript(spec: SandboxSpec, stage: string, rootless: boolean, ids: { uid: number; gid: number }, skeleton?: string, steps: RootStep[] = rootSteps(spec.rootfs, mountPointsOf(spec))): string {
   const N = (p: string) => q(posix.join(stage, p));
   // The command's environment arrives as this shell's; host tools run with the host's PATH until the chroot.
   const L: string[] = ['set -e', 'inner_path=$PATH', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
@@ -277,7 +277,7 @@ export function unshareScript(spec: SandboxSpec, stage: string, rootless: boolea
     S.push(file ? `mkdir -p "$(dirname ${N(dst)})"; : > ${N(dst)}` : `mkdir -p ${N(dst)}`);
     S.push(`mount --rbind ${q(src)} ${N(dst)}`, `mount -o remount,bind,ro ${N(dst)} 2>/dev/null || true`);
   };
-  for (const s of rootSteps(spec.rootfs, mountPointsOf(spec))) {
+  for (const s of steps) {
     if (s.op === 'dir') S.push(`mkdir -p ${N(s.path)}`);
     else if (s.op === 'symlink') S.push(`ln -s ${q(s.target)} ${N(s.path)}`);
     else bindRo(s.source, s.path, s.file);
@@ -341,12 +341,14 @@ export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, stag
     }
     return { file: bwrap, args: bwrapArgs(spec, rootless, { uid, gid }), env: { PATH: hostPath } };
   }
-  const skeleton = method === 'unshare' ? ensureSkeleton(join(posix.dirname(stage), '.skel'), unsharePlan(spec), stage) : undefined;
+  // The image's top level is read once for both the skeleton and the fallback script.
+  const steps = rootSteps(spec.rootfs, mountPointsOf(spec));
+  const skeleton = method === 'unshare' ? ensureSkeleton(join(posix.dirname(stage), '.skel'), unsharePlan(spec, steps), stage) : undefined;
   const flags = rootless ? ['--user', '--map-root-user'] : [];
   if (!spec.network) flags.push('--net');
   return {
     file: which('unshare') ?? 'unshare',
-    args: [...flags, '--mount', '--pid', '--fork', '--kill-child', '--', '/bin/sh', '-c', unshareScript(spec, stage, rootless, { uid, gid }, skeleton), 'strata-sandbox', ...spec.argv],
+    args: [...flags, '--mount', '--pid', '--fork', '--kill-child', '--', '/bin/sh', '-c', unshareScript(spec, stage, rootless, { uid, gid }, skeleton, steps), 'strata-sandbox', ...spec.argv],
     // The command's environment is exactly the spec's: unshare and chroot pass theirs on.
     env: { ...spec.env } as NodeJS.ProcessEnv,
   };

@@ -248,24 +248,15 @@ export async function httpGet(
     for (let attempt = 0; attempt <= policy.retries; attempt++) {
       let res: OpenResponse;
       try {
+        // Connecting and reading the body fail alike: one failure of this attempt.
         res = await openGet(url, {}, policy);
+        if (res.status === 200) return { ok: true, body: await readAll(res, maxBytes), url: res.url };
       } catch (e) {
         const err = networkError(e, url);
         failures.push(err.message);
         if (!err.transient) break;
         if (attempt < policy.retries) await sleep(backoffDelay(policy, attempt + 1));
         continue;
-      }
-      if (res.status === 200) {
-        try {
-          return { ok: true, body: await readAll(res, maxBytes), url: res.url };
-        } catch (e) {
-          const err = networkError(e, url);
-          failures.push(err.message);
-          if (!err.transient) break;
-          if (attempt < policy.retries) await sleep(backoffDelay(policy, attempt + 1));
-          continue;
-        }
       }
       res.body.destroy();
       failures.push(`${redact(url)}: HTTP ${res.status}`);

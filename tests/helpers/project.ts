@@ -16,20 +16,58 @@ export interface Project {
   mirror: FixtureMirror;
   served: ServedMirror;
   writeManifest(body: string): string;
-  strata(args: string[], opts?: { env?: NodeJS.ProcessEnv; input?: string; cwd?: string }): Promise<{ code: number; stdout: string; stderr: string }>;
+  strata(args: string[], opts?: { env?: NodeJS.ProcessEnv; input?: string; cwd?: string }): Promise<CliResult>;
 }
 
-/** Runs the real CLI; resolves with its exit code and output (CI=1: no progress bars). */
-export function runCli(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; input?: string }): Promise<{ code: number; stdout: string; stderr: string }> {
+export interface CliOptions {
+  cwd: string;
+  env?: NodeJS.ProcessEnv;
+  input?: string;
+  /** false: the CLI sees exactly `env`, nothing of this process's environment (default true, plus CI=1). */
+  inheritEnv?: boolean;
+  /** Run as this user (through runuser), with `env` passed on. */
+  user?: string;
+  /**
+   * Send `sig` once stdout shows `after`: to strata alone, or with `group` to its whole process group (as a batch
+   * system or a terminal does); stdin is then left open.
+   */
+  signal?: { after: string; sig: NodeJS.Signals; group?: boolean };
+}
+
+export interface CliResult {
+  /** The exit code; -1 when a signal ended the CLI. */
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs the real CLI asynchronously (the fixture mirror is served from this process); resolves with its exit code
+ * and output. Inheriting this process's environment, CI=1 keeps progress bars off.
+ */
+export function runCli(args: string[], opts: CliOptions): Promise<CliResult> {
+  const env = opts.inheritEnv === false ? { ...opts.env } : { ...process.env, CI: '1', ...opts.env };
+  const [file, argv] = opts.user
+    ? ['runuser', ['-u', opts.user, '--', 'env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), STRATA, ...args]]
+    : [STRATA, args];
   return new Promise((res, rej) => {
-    const child = spawn(STRATA, args, { cwd: opts.cwd, env: { ...process.env, CI: '1', ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const sig = opts.signal;
+    const child = spawn(file as string, argv as string[], { cwd: opts.cwd, env: opts.user ? { PATH: process.env.PATH } : env, stdio: ['pipe', 'pipe', 'pipe'], detached: Boolean(sig?.group) });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
+    let sent = false;
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      if (sig && !sent && stdout.includes(sig.after)) {
+        sent = true;
+        if (sig.group) process.kill(-child.pid!, sig.sig);
+        else child.kill(sig.sig);
+      }
+    });
     child.stderr.on('data', (d) => (stderr += d));
     child.on('error', rej);
     child.on('close', (code) => res({ code: code ?? -1, stdout, stderr }));
-    child.stdin.end(opts.input ?? '');
+    if (!sig) child.stdin.end(opts.input ?? '');
   });
 }
 

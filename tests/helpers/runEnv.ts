@@ -2,11 +2,11 @@
  * Helpers for the `strata run` tests: a fake NVIDIA driver tree (what `detectGpu` is pointed at through
  * STRATA_GPU_ROOT), a project on the fixture mirror, and the real CLI run as a child process.
  */
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { runCli, type CliOptions, type CliResult } from './project.ts';
 
-export const CLI = join(import.meta.dirname, '..', '..', 'bin', 'strata');
 export const FAKE_DRIVER = '580.159.04';
 
 export interface FakeGpuTree {
@@ -70,40 +70,9 @@ export function makeFakeGpuTree(root: string, version = FAKE_DRIVER): FakeGpuTre
   return { root, realNodes };
 }
 
-export interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-/**
- * Runs bin/strata with `args` (asynchronously: the fixture mirror is served from this process). With `signal`,
- * sends `sig` once stdout shows `after`: to strata alone, or with `group` to strata's whole process group (as a
- * batch system or a terminal does); stdin is then left open.
- */
-export function strata(args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv; input?: string; user?: string; signal?: { after: string; sig: NodeJS.Signals; group?: boolean } }): Promise<CliResult> {
-  const [file, argv] = opts.user ? ['runuser', ['-u', opts.user, '--', 'env', ...Object.entries(opts.env).map(([k, v]) => `${k}=${v}`), CLI, ...args]] : [CLI, args];
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const sig = opts.signal;
-    const child = spawn(file as string, argv as string[], { cwd: opts.cwd, env: opts.user ? { PATH: process.env.PATH } : opts.env, stdio: ['pipe', 'pipe', 'pipe'], detached: Boolean(sig?.group) });
-    let stdout = '';
-    let stderr = '';
-    let sent = false;
-    child.stdout.on('data', (c) => {
-      stdout += c;
-      if (sig && !sent && stdout.includes(sig.after)) {
-        sent = true;
-        if (sig.group) process.kill(-child.pid!, sig.sig);
-        else child.kill(sig.sig);
-      }
-    });
-    child.stderr.on('data', (c) => (stderr += c));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr, ms: Date.now() - started }));
-    if (!sig) child.stdin.end(opts.input ?? '');
-  });
+/** The real CLI with exactly `opts.env` as its environment (see `runCli` for users and signals). */
+export function strata(args: string[], opts: Omit<CliOptions, 'inheritEnv'> & { env: NodeJS.ProcessEnv }): Promise<CliResult> {
+  return runCli(args, { ...opts, inheritEnv: false });
 }
 
 /** strata.toml for the runnable fixture environment; `gpu` adds `[gpu] driver = "host"` and libcudart12. */
