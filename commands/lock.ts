@@ -1,67 +1,17 @@
 /** `strata lock`: resolve strata.toml into strata.lock, or `--check` that the lock is up to date. */
-import { dirname, join, relative } from 'node:path';
 import { loadManifest } from '../manifest/manifest.ts';
-import { openStore } from '../store/store.ts';
-import { loadChannel } from '../channels/channel.ts';
-import { Universe } from '../resolver/universe.ts';
-import { solve } from '../resolver/solve.ts';
-import { lockFromSolution } from '../lock/fromSolution.ts';
-import { readLock, writeLock, diffLocks, type LockDiff } from '../lock/lockfile.ts';
+import { lockPathFor, readLock, type LockDiff } from '../lock/lockfile.ts';
 import { StrataError } from '../errors.ts';
-import { terminalReporter, type Reporter } from '../report/reporter.ts';
-import type { Lockfile, Manifest } from '../model.ts';
+import { openCtx } from '../engine/ctx.ts';
+import { shown, staleReason } from '../engine/ensureLock.ts';
+import { lockManifest } from '../engine/lockManifest.ts';
+import type { Lockfile } from '../model.ts';
 
 export interface LockOptions {
   manifest: string;
   check?: boolean;
   offline?: boolean;
   json?: boolean;
-}
-
-export function lockPathFor(manifestPath: string): string {
-  return join(dirname(manifestPath), 'strata.lock');
-}
-
-/** Why the lock does not match the manifest, or undefined when it does. */
-export function staleReason(manifest: Manifest, lock: Lockfile | undefined): string | undefined {
-  if (!lock) return 'there is no strata.lock';
-  if (lock.manifestSha256 !== manifest.sha256) {
-    return `strata.toml changed since strata.lock was written (manifest sha256 ${manifest.sha256.slice(0, 12)}, lock records ${lock.manifestSha256.slice(0, 12)})`;
-  }
-  return undefined;
-}
-
-/** Resolves the manifest and writes the lock; returns the new lock and what changed. */
-export async function lockManifest(
-  manifest: Manifest,
-  reporter: Reporter,
-  opts: { offline?: boolean; storeRoot?: string } = {},
-): Promise<{ lock: Lockfile; before: Lockfile | undefined; diff: LockDiff; written: boolean; path: string }> {
-  const path = lockPathFor(manifest.path);
-  const before = await readLock(path).catch(() => undefined);
-  const store = await openStore(opts.storeRoot);
-  const started = Date.now();
-  // Channels load concurrently; a failure is reported for the first failing channel in manifest order.
-  const settled = await Promise.allSettled(
-    manifest.channels.map((c, rank) => loadChannel(c, rank, manifest.arch, store, reporter, { offline: opts.offline ?? false })),
-  );
-  const failed = settled.find((s) => s.status === 'rejected');
-  if (failed) throw (failed as PromiseRejectedResult).reason;
-  const loaded = settled.map((s) => (s as PromiseFulfilledResult<Awaited<ReturnType<typeof loadChannel>>>).value);
-  const universe = new Universe(loaded.flatMap((l) => l.candidates), manifest.arch);
-  const indexed = Date.now();
-  const solution = solve({
-    universe,
-    roots: manifest.packages,
-    channels: manifest.channels.map((c) => c.name),
-    hostDriver: manifest.image.gpuDriver === 'host',
-    withRecommends: manifest.withRecommends,
-    withEssential: manifest.withEssential,
-  });
-  reporter.info(`resolved ${solution.packages.length} packages from ${universe.byName.size} names in ${Date.now() - indexed} ms (indexes read in ${indexed - started} ms)`);
-  const lock = lockFromSolution(manifest, loaded.map((l) => l.locked), solution.packages, solution.hostProvided);
-  const written = await writeLock(path, lock);
-  return { lock, before, diff: diffLocks(before, lock), written, path };
 }
 
 export function summarize(lock: Lockfile, diff: LockDiff, hadBefore: boolean): string[] {
@@ -97,16 +47,15 @@ export async function lockCommand(opts: LockOptions): Promise<void> {
   if (opts.check) {
     const lock = await readLock(path);
     const reason = staleReason(manifest, lock);
-    if (reason) throw new StrataError('E_LOCK', `${relative(process.cwd(), path) || path} is not up to date: ${reason}`, 'run `strata lock`');
-    process.stdout.write(`${relative(process.cwd(), path) || path} is up to date (${lock!.packages.length} packages)\n`);
+    if (reason) throw new StrataError('E_LOCK', `${shown(path)} is not up to date: ${reason}`, 'run `strata lock`');
+    process.stdout.write(`${shown(path)} is up to date (${lock!.packages.length} packages)\n`);
     return;
   }
-  const reporter = terminalReporter();
-  const { lock, before, diff, written } = await lockManifest(manifest, reporter, { offline: opts.offline ?? false });
+  const { lock, before, diff, written } = await lockManifest(manifest, await openCtx(), { offline: opts.offline ?? false });
   if (opts.json) {
     process.stdout.write(`${JSON.stringify({ path, written, closure: lock.closure, packages: lock.packages.length, added: diff.added.map((p) => p.name), removed: diff.removed.map((p) => p.name), changed: diff.changed.map((c) => c.to.name) }, null, 2)}\n`);
     return;
   }
-  process.stdout.write(`${written ? 'wrote' : 'unchanged:'} ${relative(process.cwd(), path) || path}\n`);
+  process.stdout.write(`${written ? 'wrote' : 'unchanged:'} ${shown(path)}\n`);
   process.stdout.write(`${summarize(lock, diff, before !== undefined).join('\n')}\n`);
 }

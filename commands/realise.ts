@@ -1,15 +1,12 @@
 /** `strata realise`: build the locked environment as an OCI image; write it as a layout or an archive, or load it. */
-import { relative } from 'node:path';
 import { loadManifest } from '../manifest/manifest.ts';
-import { openStore } from '../store/store.ts';
-import { readLock } from '../lock/lockfile.ts';
 import { realise, defaultTag, type RealisedImage } from '../realiser/realise.ts';
 import { writeOciLayout, writeDockerArchive } from '../realiser/oci/layout.ts';
 import { loadImage, dockerFromEnv } from '../realiser/docker.ts';
 import { StrataError } from '../errors.ts';
-import { terminalReporter, formatBytes, type Reporter } from '../report/reporter.ts';
-import { lockManifest, lockPathFor, staleReason } from './lock.ts';
-import type { Lockfile, Manifest } from '../model.ts';
+import { formatBytes } from '../report/reporter.ts';
+import { openCtx } from '../engine/ctx.ts';
+import { ensureLock } from '../engine/ensureLock.ts';
 
 export interface RealiseCommandOptions {
   manifest: string;
@@ -22,27 +19,14 @@ export interface RealiseCommandOptions {
   jobs?: string;
 }
 
-/** The lock to realise: the current one, or a fresh one when it is missing or stale (unless `locked`). */
-export async function currentLock(manifest: Manifest, reporter: Reporter, locked: boolean): Promise<Lockfile> {
-  const path = lockPathFor(manifest.path);
-  const lock = await readLock(path);
-  const reason = staleReason(manifest, lock);
-  if (reason === undefined) return lock!;
-  if (locked) {
-    throw new StrataError('E_LOCK', `${relative(process.cwd(), path) || path} is stale: ${reason}`, 'run `strata lock` (or drop --locked to let this command lock first)');
-  }
-  reporter.info(`${reason}: locking first`);
-  return (await lockManifest(manifest, reporter)).lock;
-}
-
 export async function realiseCommand(opts: RealiseCommandOptions): Promise<RealisedImage> {
-  const reporter = terminalReporter();
   const manifest = loadManifest(opts.manifest);
-  const lock = await currentLock(manifest, reporter, opts.locked ?? false);
+  const ctx = await openCtx();
+  const { store, reporter } = ctx;
+  const lock = await ensureLock(manifest, ctx, opts.locked ? 'locked' : 'relock');
   const jobs = Number(opts.jobs ?? 8);
   if (!Number.isInteger(jobs) || jobs < 1) throw new StrataError('E_USAGE', `--jobs must be a positive integer, not "${opts.jobs}"`);
   const started = Date.now();
-  const store = await openStore();
   const result = await realise(lock, { store, reporter, jobs, gzip: opts.gzip ?? false });
   const tag = opts.tag ?? defaultTag(lock);
   const img = result.image;

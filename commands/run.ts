@@ -2,28 +2,22 @@
  * `strata run -- CMD` and `strata shell`: enter the locked environment through Docker or the sandbox.
  *
  * Both lock and realise first when the lock or the image is missing or stale (saying so), unless `--locked` /
- * `--frozen`. The project directory (the manifest's) is mounted at its own path and is the working directory
- * (the current directory when it lies inside the project); HOME is the invoking user's, mounted when it exists;
- * the command runs as the invoking user (the sudo invoker when root runs for one).
- *
- * Fast path: `<store>/run/<key>.json` maps a lock (its whole content, plus SOURCE_DATE_EPOCH) to the image it
- * realised: manifest digest, config digest and environment. When that pointer and the unpacked rootfs exist, the
- * sandbox starts without loading the realiser at all. Heavy modules (the realiser, dockerode, the resolver) are
- * imported only on the paths that need them.
+ * `--frozen` (engine/ensureLock.ts, engine/ensureEnvironment.ts). The project directory (the manifest's) is
+ * mounted at its own path and is the working directory (the current directory when it lies inside the project);
+ * HOME is the invoking user's, mounted when it exists; the command runs as the invoking user (the sudo invoker when
+ * root runs for one).
  */
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, relative } from 'node:path';
 import type Dockerode from 'dockerode';
 import { loadManifest } from '../manifest/manifest.ts';
-import { readLock } from '../lock/lockfile.ts';
-import { defaultCacheDir } from '../store/store.ts';
 import { StrataError } from '../errors.ts';
-import { terminalReporter, type Reporter } from '../report/reporter.ts';
 import { detectGpu, gpuMounts, checkDriver, parseGpuSelection, DRIVER_BIN_DIR, type GpuMounts } from '../run/gpu.ts';
-import { rootfsPath } from '../run/rootfs.ts';
 import { chooseMethod, runSandbox, type Bind, type SandboxMethod } from '../run/sandbox.ts';
-import type { Lockfile, Manifest } from '../model.ts';
+import { openCtx } from '../engine/ctx.ts';
+import { ensureLock } from '../engine/ensureLock.ts';
+import { ensureRootfs, ensureDockerImage } from '../engine/ensureEnvironment.ts';
+import type { Lockfile } from '../model.ts';
 
 export interface RunOptions {
   manifest: string;
@@ -36,14 +30,6 @@ export interface RunOptions {
   env?: string[];
 }
 
-/** What realising a lock produced, as far as running it needs. */
-interface ImagePointer {
-  manifestDigest: string;
-  configDigest: string;
-  /** The image config's Env, `K=V`. */
-  env: string[];
-}
-
 export async function runCommand(command: string[], opts: RunOptions): Promise<void> {
   if (command.length === 0) throw new StrataError('E_USAGE', 'strata run needs a command: strata run -- CMD [ARGS...]');
   process.exitCode = await enter(command, opts, false);
@@ -51,34 +37,6 @@ export async function runCommand(command: string[], opts: RunOptions): Promise<v
 
 export async function shellCommand(opts: RunOptions): Promise<void> {
   process.exitCode = await enter([], opts, true);
-}
-
-function pointerPath(storeRoot: string, lock: Lockfile): string {
-  const key = createHash('sha256').update(JSON.stringify([lock, process.env.SOURCE_DATE_EPOCH ?? ''])).digest('hex');
-  return join(storeRoot, 'run', `${key}.json`);
-}
-
-function readPointer(path: string): ImagePointer | undefined {
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as ImagePointer;
-  } catch {
-    return undefined;
-  }
-}
-
-function writePointer(path: string, p: ImagePointer): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(p));
-  renameSync(tmp, path);
-}
-
-/** The lock to enter: the current one; stale or missing ones are locked again (or refused with --locked/--frozen). */
-async function lockFor(manifest: Manifest, reporter: Reporter, locked: boolean): Promise<Lockfile> {
-  const lock = await readLock(join(dirname(manifest.path), 'strata.lock')).catch(() => undefined);
-  if (lock && lock.manifestSha256 === manifest.sha256) return lock;
-  const { currentLock } = await import('./realise.ts');
-  return currentLock(manifest, reporter, locked);
 }
 
 /** The user the command runs as: the sudo invoker when root runs for one, else this process's user. */
@@ -160,10 +118,10 @@ function userNamespacesWork(): boolean {
 }
 
 async function enter(command: string[], opts: RunOptions, shell: boolean): Promise<number> {
-  const reporter = terminalReporter();
   const manifest = loadManifest(opts.manifest);
-  const locked = Boolean(opts.locked || opts.frozen);
-  const lock = await lockFor(manifest, reporter, locked);
+  const ctx = await openCtx();
+  const { reporter } = ctx;
+  const lock = await ensureLock(manifest, ctx, opts.locked || opts.frozen ? 'locked' : 'relock');
 
   let backend = opts.backend;
   let docker: Dockerode | undefined;
@@ -209,16 +167,13 @@ async function enter(command: string[], opts: RunOptions, shell: boolean): Promi
   const userEnv = parseEnvOptions(opts.env);
 
   if (backend === 'sandbox') {
-    const storeRoot = defaultCacheDir();
-    const pointer = await realisedForSandbox(storeRoot, lock, reporter, Boolean(opts.frozen));
+    const { pointer, rootfs, stage } = await ensureRootfs(lock, ctx, { frozen: Boolean(opts.frozen) });
     const env = { ...envList(pointer.env), ...extra, ...userEnv };
     if (gpu && gpu.binaries.length > 0) env.PATH = `${env.PATH ?? '/usr/bin:/bin'}:${DRIVER_BIN_DIR}`;
     const method: SandboxMethod = chooseMethod();
-    const stage = join(storeRoot, 'rootfs', '.stage');
-    mkdirSync(stage, { recursive: true });
     return runSandbox(
       {
-        rootfs: rootfsPath(storeRoot, pointer.manifestDigest),
+        rootfs,
         argv,
         env,
         cwd: workDir,
@@ -237,7 +192,7 @@ async function enter(command: string[], opts: RunOptions, shell: boolean): Promi
   if (!(await dockerMod.pingDocker(docker))) {
     throw new StrataError('E_DOCKER', `cannot reach the Docker engine at ${dockerMod.dockerHostOf(docker)}`, 'start dockerd, point DOCKER_HOST at a running engine, or use --backend sandbox');
   }
-  const image = await realisedForDocker(docker, lock, reporter, Boolean(opts.frozen));
+  const image = await ensureDockerImage(lock, ctx, { docker, frozen: Boolean(opts.frozen) });
   const env = { ...extra, ...userEnv };
   if (gpu && gpu.binaries.length > 0) env.PATH = `${envList(image.env).PATH ?? '/usr/bin:/bin'}:${DRIVER_BIN_DIR}`;
   const { runDocker } = await import('../run/docker.ts');
@@ -253,52 +208,3 @@ async function enter(command: string[], opts: RunOptions, shell: boolean): Promi
     network: opts.network !== false,
   });
 }
-
-/** Realises the lock (cached) and records the pointer. */
-async function realiseAndPoint(storeRoot: string, lock: Lockfile, reporter: Reporter): Promise<{ pointer: ImagePointer; plainLayers: { path: string; size: number }[]; image: import('../realiser/oci/layout.ts').BuiltImage }> {
-  const [{ realise }, { openStore }] = await Promise.all([import('../realiser/realise.ts'), import('../store/store.ts')]);
-  const store = await openStore(storeRoot);
-  const result = await realise(lock, { store, reporter });
-  const config = JSON.parse(result.image.config.toString('utf8')) as { config?: { Env?: string[] } };
-  const pointer: ImagePointer = { manifestDigest: result.image.manifestDigest, configDigest: result.image.configDigest, env: config.config?.Env ?? [] };
-  writePointer(pointerPath(storeRoot, lock), pointer);
-  return { pointer, plainLayers: result.plainLayers, image: result.image };
-}
-
-async function realisedForSandbox(storeRoot: string, lock: Lockfile, reporter: Reporter, frozen: boolean): Promise<ImagePointer> {
-  const known = readPointer(pointerPath(storeRoot, lock));
-  if (known && existsSync(rootfsPath(storeRoot, known.manifestDigest))) return known;
-  if (frozen) {
-    throw new StrataError('E_RUN', 'the environment is not realised yet and --frozen forbids realising it', 'run `strata realise` first, or drop --frozen');
-  }
-  reporter.info(known ? 'unpacking the environment for the sandbox' : 'preparing the environment: realising it (cached layers are reused) and unpacking it for the sandbox');
-  const { pointer, plainLayers } = await realiseAndPoint(storeRoot, lock, reporter);
-  const { ensureRootfs } = await import('../run/rootfs.ts');
-  await ensureRootfs(storeRoot, pointer.manifestDigest, plainLayers, reporter);
-  return pointer;
-}
-
-async function realisedForDocker(docker: Dockerode, lock: Lockfile, reporter: Reporter, frozen: boolean): Promise<ImagePointer & { tag: string }> {
-  const storeRoot = defaultCacheDir();
-  const { defaultTag } = await import('../realiser/realise.ts');
-  const tag = defaultTag(lock);
-  const known = readPointer(pointerPath(storeRoot, lock));
-  if (known) {
-    const id = await docker
-      .getImage(tag)
-      .inspect()
-      .then((i) => i.Id)
-      .catch(() => undefined);
-    if (id === known.configDigest) return { ...known, tag };
-  }
-  if (frozen) {
-    const id = await docker.getImage(tag).inspect().then((i) => i.Id).catch(() => undefined);
-    if (id !== undefined) return { manifestDigest: '', configDigest: id, env: [], tag };
-    throw new StrataError('E_RUN', `the Docker engine has no image ${tag} and --frozen forbids realising it`, 'run `strata realise --load` first, or drop --frozen');
-  }
-  const { pointer, image } = await realiseAndPoint(storeRoot, lock, reporter);
-  const { loadImage } = await import('../realiser/docker.ts');
-  await loadImage(image, tag, { docker, reporter });
-  return { ...pointer, tag };
-}
-

@@ -3,6 +3,7 @@
  * order, packages sorted by name then arch, one array element per line where arrays grow, a trailing newline.
  */
 import { readFile, writeFile, rename } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import TOML from '@iarna/toml';
 import { StrataError } from '../errors.ts';
 import type { HostProvided, ImageSettings, LockedChannel, LockedPackage, Lockfile } from '../model.ts';
@@ -169,6 +170,11 @@ export function parseLock(text: string, path = 'strata.lock'): Lockfile {
     if (e instanceof StrataError) throw e;
     throw new StrataError('E_LOCK', `${path} is malformed: ${(e as Error).message}`, 'run `strata lock` to write it again');
   }
+}
+
+/** Where a manifest's lock lives: strata.lock beside it. */
+export function lockPathFor(manifestPath: string): string {
+  return join(dirname(manifestPath), 'strata.lock');
 }
 
 export async function readLock(path: string): Promise<Lockfile | undefined> {

@@ -33,7 +33,7 @@ export function rootfsPath(storeRoot: string, manifestDigest: string): string {
 }
 
 /** Returns the rootfs for an image, unpacking its layers (base first) when it is not there yet. */
-export async function ensureRootfs(
+export async function unpackRootfs(
   storeRoot: string,
   manifestDigest: string,
   layers: RootfsLayer[],

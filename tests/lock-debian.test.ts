@@ -7,7 +7,8 @@ import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadManifest } from '../manifest/manifest.ts';
-import { lockManifest } from '../commands/lock.ts';
+import { lockManifest } from '../engine/lockManifest.ts';
+import { openStore } from '../store/store.ts';
 import { quietReporter } from '../report/reporter.ts';
 import { reachableDebianMirror } from './helpers/debianMirror.ts';
 import { privateApt, aptPlan, aptEssential } from './helpers/aptOracle.ts';
@@ -26,7 +27,7 @@ test('a trixie lock equals apt\'s own plan, and locking twice gives the same byt
   writeFileSync(manifestPath, `[project]\nname = "oracle"\narch = "amd64"\n\n[channels.stable]\nurl = "${m.url}"\nsuite = "trixie"\ncomponents = ["main"]\n\n[packages]\n${ROOTS.map((r) => `${r} = "*"`).join('\n')}\n`);
   const storeRoot = join(dir, 'cache');
   const manifest = loadManifest(manifestPath);
-  const first = await lockManifest(manifest, quietReporter(), { storeRoot });
+  const first = await lockManifest(manifest, { store: await openStore(storeRoot), reporter: quietReporter() });
   const bytes = readFileSync(join(dir, 'strata.lock'), 'utf8');
   const mine = first.lock.packages.map((p) => `${p.name} ${p.version}`).sort();
   const aptOpts = privateApt(join(dir, 'apt'), `deb [signed-by=${m.keyring}] ${m.url} trixie main`);
@@ -38,7 +39,7 @@ test('a trixie lock equals apt\'s own plan, and locking twice gives the same byt
   t.deepEqual(mine, apt);
   t.deepEqual(first.lock.packages.filter((p) => p.root).map((p) => p.name).sort(), [...ROOTS].sort());
   // Warm and offline: the same bytes, without downloading any index.
-  const again = await lockManifest(manifest, quietReporter(), { storeRoot, offline: true });
+  const again = await lockManifest(manifest, { store: await openStore(storeRoot), reporter: quietReporter() }, { offline: true });
   t.false(again.written);
   t.is(readFileSync(join(dir, 'strata.lock'), 'utf8'), bytes);
 });
