@@ -3,10 +3,8 @@
  * against the channel's keyring, fetches each component's `Packages` index for the wanted architecture through
  * the store (which checks it against the sha256 the signed Release lists), and parses it into candidates.
  */
-import { readFile, writeFile, mkdir, rename } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import * as openpgp from 'openpgp';
 import { xz } from '@napi-rs/lzma';
@@ -101,10 +99,9 @@ export async function verifyDetached(data: Buffer, signature: Buffer, keys: open
   if (err !== undefined) throw new Error(err);
 }
 
-/** A small pointer file per (urls, suite) naming the last InRelease seen, for `--offline`. */
-function pointerPath(store: Store, urls: string[], suite: string): string {
-  const key = createHash('sha256').update(`${urls.join(' ')}\n${suite}`).digest('hex').slice(0, 32);
-  return join(store.root, 'channels', `${key}.json`);
+/** The key of the small pointer per (urls, suite) naming the last InRelease seen, for `--offline`. */
+function pointerKey(urls: string[], suite: string): string {
+  return createHash('sha256').update(`${urls.join(' ')}\n${suite}`).digest('hex').slice(0, 32);
 }
 
 interface ReleasePointer {
@@ -119,12 +116,13 @@ async function fetchRelease(
   store: Store,
   offline: boolean,
 ): Promise<{ kind: 'InRelease' | 'Release'; bytes: Buffer; signature?: Buffer }> {
-  const pointer = pointerPath(store, urls, spec.suite);
+  const pointers = store.cache('channels');
+  const pointer = pointerKey(urls, spec.suite);
   if (offline) {
-    if (!existsSync(pointer)) {
+    const p = await pointers.readJson<ReleasePointer>(pointer);
+    if (!p) {
       throw new StrataError('E_OFFLINE', `--offline: channel "${spec.name}" (${spec.suite}) has never been fetched on this machine`, 'run `strata lock` once with network access');
     }
-    const p = JSON.parse(await readFile(pointer, 'utf8')) as ReleasePointer;
     const rel = await store.has(p.release);
     const sig = p.signature ? await store.has(p.signature) : undefined;
     if (!rel || (p.signature && !sig)) throw new StrataError('E_OFFLINE', `--offline: the cached Release of channel "${spec.name}" is missing from the store`);
@@ -156,10 +154,7 @@ async function fetchRelease(
     ptr.signature = sha256(result.signature);
     await store.put(result.signature, ptr.signature);
   }
-  await mkdir(join(store.root, 'channels'), { recursive: true });
-  const tmp = `${pointer}.${process.pid}.tmp`;
-  await writeFile(tmp, JSON.stringify(ptr));
-  await rename(tmp, pointer);
+  await pointers.writeJson(pointer, ptr);
   return result;
 }
 
@@ -255,18 +250,16 @@ export async function loadChannel(
  * trusted for anything the hash does not cover.
  */
 async function readIndex(store: Store, path: string, sha: string, arch: string, channel: string, rank: number): Promise<Candidate[]> {
-  const cached = join(store.root, 'indexes', `${sha}-${arch}-${INDEX_CACHE_FORMAT}.json`);
-  if (existsSync(cached)) {
-    try {
-      const list = JSON.parse(await readFile(cached, 'utf8')) as Candidate[];
-      for (const c of list) {
-        c.channel = channel;
-        c.channelRank = rank;
-      }
-      return list;
-    } catch {
-      // unreadable or cut short: parse the index again below
+  const indexes = store.cache('indexes');
+  const cached = `${sha}-${arch}-${INDEX_CACHE_FORMAT}`;
+  // Unreadable or cut short reads as missing: the index is parsed again below.
+  const list0 = await indexes.readJson<Candidate[]>(cached);
+  if (list0) {
+    for (const c of list0) {
+      c.channel = channel;
+      c.channelRank = rank;
     }
+    return list0;
   }
   const raw = await readFile(path);
   const text = path.endsWith('.xz') || isXz(raw) ? await xz.decompress(raw) : isGzip(raw) ? gunzipSync(raw) : raw;
@@ -275,10 +268,7 @@ async function readIndex(store: Store, path: string, sha: string, arch: string, 
     const c = toCandidate(p, channel, rank);
     if (c && (c.arch === arch || c.arch === 'all')) list.push(c);
   }
-  await mkdir(join(store.root, 'indexes'), { recursive: true });
-  const tmp = `${cached}.${process.pid}.tmp`;
-  await writeFile(tmp, JSON.stringify(list));
-  await rename(tmp, cached);
+  await indexes.writeJson(cached, list);
   return list;
 }
 

@@ -167,7 +167,7 @@ async function enter(command: string[], opts: RunOptions, shell: boolean): Promi
   const userEnv = parseEnvOptions(opts.env);
 
   if (backend === 'sandbox') {
-    const { pointer, rootfs, stage } = await ensureRootfs(lock, ctx, { frozen: Boolean(opts.frozen) });
+    const { pointer, rootfs, stage, skeletons } = await ensureRootfs(lock, ctx, { frozen: Boolean(opts.frozen) });
     const env = { ...envList(pointer.env), ...extra, ...userEnv };
     if (gpu && gpu.binaries.length > 0) env.PATH = `${env.PATH ?? '/usr/bin:/bin'}:${DRIVER_BIN_DIR}`;
     const method: SandboxMethod = chooseMethod();
@@ -183,7 +183,7 @@ async function enter(command: string[], opts: RunOptions, shell: boolean): Promi
         ...(me.sudo ? { runAs: { uid: me.uid, gid: me.gid } } : {}),
       },
       method,
-      stage,
+      { stage, skeletons },
     );
   }
 

@@ -2,17 +2,17 @@
  * An enterable environment for a lock: an unpacked root filesystem for the sandbox backend, or an image in a Docker
  * engine for the Docker backend, realised first when it is not there yet (unless `frozen`).
  *
- * Fast path: a run pointer in the store maps a lock (its whole content, plus SOURCE_DATE_EPOCH) to the image it
+ * Fast path: a run pointer in the store's `run` cache maps a lock (its whole content, plus SOURCE_DATE_EPOCH) to the image it
  * realised: manifest digest, config digest and environment. When that pointer and the unpacked rootfs exist, the
  * sandbox starts without loading the realiser at all. Heavy modules (the realiser, dockerode) are imported only on
  * the paths that need them.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync } from 'node:fs';
 import type Dockerode from 'dockerode';
 import { StrataError } from '../errors.ts';
-import { rootfsPath } from '../run/rootfs.ts';
+import { rootfsKey } from '../run/rootfs.ts';
+import type { DerivedCache } from '../store/store.ts';
 import type { BuiltImage } from '../realiser/oci/layout.ts';
 import type { Ctx } from './ctx.ts';
 import type { Lockfile } from '../model.ts';
@@ -31,26 +31,13 @@ export interface SandboxEnvironment {
   rootfs: string;
   /** An empty directory the unshare method mounts the new root on. */
   stage: string;
+  /** Where the unshare method keeps the skeletons it copies onto the new root. */
+  skeletons: DerivedCache;
 }
 
-function pointerPath(storeRoot: string, lock: Lockfile): string {
-  const key = createHash('sha256').update(JSON.stringify([lock, process.env.SOURCE_DATE_EPOCH ?? ''])).digest('hex');
-  return join(storeRoot, 'run', `${key}.json`);
-}
-
-function readPointer(path: string): ImagePointer | undefined {
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as ImagePointer;
-  } catch {
-    return undefined;
-  }
-}
-
-function writePointer(path: string, p: ImagePointer): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(p));
-  renameSync(tmp, path);
+/** The run pointer's key: the lock's whole content, plus SOURCE_DATE_EPOCH (which changes the image). */
+function pointerKey(lock: Lockfile): string {
+  return createHash('sha256').update(JSON.stringify([lock, process.env.SOURCE_DATE_EPOCH ?? ''])).digest('hex');
 }
 
 /** Realises the lock (cached) and records the run pointer. */
@@ -59,29 +46,28 @@ async function realiseAndPoint(lock: Lockfile, ctx: Ctx): Promise<{ pointer: Ima
   const result = await realise(lock, ctx);
   const config = JSON.parse(result.image.config.toString('utf8')) as { config?: { Env?: string[] } };
   const pointer: ImagePointer = { manifestDigest: result.image.manifestDigest, configDigest: result.image.configDigest, env: config.config?.Env ?? [] };
-  writePointer(pointerPath(ctx.store.root, lock), pointer);
+  await ctx.store.cache('run').writeJson(pointerKey(lock), pointer);
   return { pointer, plainLayers: result.plainLayers, image: result.image };
 }
 
-function sandboxEnvironment(storeRoot: string, pointer: ImagePointer): SandboxEnvironment {
-  const stage = join(storeRoot, 'rootfs', '.stage');
-  mkdirSync(stage, { recursive: true });
-  return { pointer, rootfs: rootfsPath(storeRoot, pointer.manifestDigest), stage };
+async function sandboxEnvironment(ctx: Ctx, pointer: ImagePointer): Promise<SandboxEnvironment> {
+  const rootfs = ctx.store.cache('rootfs');
+  return { pointer, rootfs: rootfs.path(rootfsKey(pointer.manifestDigest)), stage: await rootfs.ensureDir('.stage'), skeletons: ctx.store.cache('skeletons') };
 }
 
 /** The unpacked root filesystem of the lock's image, realising and unpacking it first when needed. */
 export async function ensureRootfs(lock: Lockfile, ctx: Ctx, o: { frozen: boolean }): Promise<SandboxEnvironment> {
-  const root = ctx.store.root;
-  const known = readPointer(pointerPath(root, lock));
-  if (known && existsSync(rootfsPath(root, known.manifestDigest))) return sandboxEnvironment(root, known);
+  const rootfs = ctx.store.cache('rootfs');
+  const known = await ctx.store.cache('run').readJson<ImagePointer>(pointerKey(lock));
+  if (known && existsSync(rootfs.path(rootfsKey(known.manifestDigest)))) return sandboxEnvironment(ctx, known);
   if (o.frozen) {
     throw new StrataError('E_RUN', 'the environment is not realised yet and --frozen forbids realising it', 'run `strata realise` first, or drop --frozen');
   }
   ctx.reporter.info(known ? 'unpacking the environment for the sandbox' : 'preparing the environment: realising it (cached layers are reused) and unpacking it for the sandbox');
   const { pointer, plainLayers } = await realiseAndPoint(lock, ctx);
   const { unpackRootfs } = await import('../run/rootfs.ts');
-  await unpackRootfs(root, pointer.manifestDigest, plainLayers, ctx.reporter);
-  return sandboxEnvironment(root, pointer);
+  await unpackRootfs(rootfs, pointer.manifestDigest, plainLayers, ctx.reporter);
+  return sandboxEnvironment(ctx, pointer);
 }
 
 /** The engine's ID of the image `tag`, or undefined when it has none. */
@@ -97,7 +83,7 @@ function imageId(docker: Dockerode, tag: string): Promise<string | undefined> {
 export async function ensureDockerImage(lock: Lockfile, ctx: Ctx, o: { docker: Dockerode; frozen: boolean }): Promise<ImagePointer & { tag: string }> {
   const { defaultTag } = await import('../realiser/realise.ts');
   const tag = defaultTag(lock);
-  const known = readPointer(pointerPath(ctx.store.root, lock));
+  const known = await ctx.store.cache('run').readJson<ImagePointer>(pointerKey(lock));
   const id = known || o.frozen ? await imageId(o.docker, tag) : undefined;
   if (known && id === known.configDigest) return { ...known, tag };
   if (o.frozen) {

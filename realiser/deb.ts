@@ -306,12 +306,8 @@ async function forEachTarEntry(
       dec.abort();
       throw e;
     }
-    if (isDiskError(e)) {
-      dec.abort();
-      throw diskError(e as NodeJS.ErrnoException);
-    }
     if ((e as NodeJS.ErrnoException).syscall !== undefined) {
-      // A filesystem failure in destDir, not a property of the package.
+      // A filesystem failure in destDir (a full disk too: the store's writer maps it), not a property of the package.
       dec.abort();
       throw e;
     }
@@ -322,15 +318,6 @@ async function forEachTarEntry(
     const reason = (parseError ?? (e as Error)).message;
     throw fail(m.name, /Unexpected end of data/.test(reason) ? 'truncated tar stream' : `corrupt tar: ${reason}`);
   }
-}
-
-function isDiskError(e: unknown): boolean {
-  const code = (e as NodeJS.ErrnoException).code;
-  return code === 'ENOSPC' || code === 'EDQUOT';
-}
-
-function diskError(e: NodeJS.ErrnoException): StrataError {
-  return new StrataError('E_DISK', `out of disk space while unpacking: ${e.message}`, 'free some space and try again');
 }
 
 async function readControlArchive(

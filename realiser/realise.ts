@@ -2,9 +2,8 @@
  * realise: lock -> verified .debs in the store -> unpacked trees (cached per .deb) -> deterministic layers
  * (cached per input) -> an OCI image (config + manifest). Reads only the lock; never the resolver.
  */
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
-import { createHash, randomBytes } from 'node:crypto';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import PQueue from 'p-queue';
@@ -26,7 +25,7 @@ import {
 } from './tree.ts';
 import { buildImage, type BuiltImage, type LayerBlob } from './oci/layout.ts';
 import { MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_TAR_GZIP, platformForDebianArch } from './oci/spec.ts';
-import type { Store } from '../store/store.ts';
+import { onDisk, type Store } from '../store/store.ts';
 import type { Reporter } from '../report/reporter.ts';
 import type { LockedPackage, Lockfile } from '../model.ts';
 
@@ -110,26 +109,13 @@ export async function fetchDebs(lock: Lockfile, opts: RealiseOptions): Promise<M
 
 /** Unpacks a verified .deb into the store once; later calls read the cached result. */
 async function ensureUnpacked(store: Store, p: LockedPackage, debPath: string): Promise<UnpackedMeta> {
-  const dir = join(store.root, 'unpacked', p.sha256);
-  const metaPath = join(dir, 'meta.json');
-  if (existsSync(metaPath)) {
-    const meta = JSON.parse(await readFile(metaPath, 'utf8')) as UnpackedDeb;
-    return { ...meta, root: join(dir, 'root') };
-  }
-  await mkdir(join(store.root, 'unpacked'), { recursive: true });
-  const tmp = join(store.root, 'unpacked', `.tmp-${p.sha256.slice(0, 16)}-${randomBytes(4).toString('hex')}`);
-  try {
+  const unpacked = store.cache('unpacked');
+  const dir = await unpacked.dir(p.sha256, async (tmp) => {
     const meta = await unpackDeb(debPath, join(tmp, 'root'), { packageName: `${p.name} ${p.version}` });
     await writeFile(join(tmp, 'meta.json'), JSON.stringify(meta));
-    try {
-      await rename(tmp, dir);
-    } catch (e) {
-      if (!existsSync(metaPath)) throw e; // another process finished first: use theirs
-    }
-    return { ...meta, root: join(dir, 'root') };
-  } finally {
-    await rm(tmp, { recursive: true, force: true });
-  }
+  });
+  const meta = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as UnpackedDeb;
+  return { ...meta, root: join(dir, 'root') };
 }
 
 /** The layer entries for a group of unpacked packages, paths mapped onto merged /usr. */
@@ -170,9 +156,9 @@ interface LayerRecord {
 
 /** Builds (or takes from the cache) one layer from entries identified by `key`. */
 async function buildLayer(store: Store, key: string, entries: () => LayerEntry[], mtime: number, gzip: boolean): Promise<{ record: LayerRecord; built: boolean }> {
-  const recordPath = join(store.root, 'layers', `${key}.json`);
-  if (existsSync(recordPath)) {
-    const rec = JSON.parse(await readFile(recordPath, 'utf8')) as LayerRecord;
+  const records = store.cache('layers');
+  const rec = await records.readJson<LayerRecord>(key);
+  if (rec) {
     const plainOk = await store.has(rec.diffId.slice(7), rec.size);
     const gzOk = !gzip || (rec.gzip !== undefined && (await store.has(rec.gzip.digest.slice(7), rec.gzip.size)));
     if (plainOk && gzOk) return { record: rec, built: false };
@@ -181,24 +167,15 @@ async function buildLayer(store: Store, key: string, entries: () => LayerEntry[]
   try {
     const tarPath = join(tmp, 'layer.tar');
     const gzPath = join(tmp, 'layer.tar.gz');
-    const res = await writeLayerTar(entries(), tarPath, gzip ? { mtime, gzip: gzPath } : { mtime });
-    const blobs = join(store.root, 'blobs', 'sha256');
-    await mkdir(blobs, { recursive: true });
-    await rename(tarPath, join(blobs, res.diffId.slice(7)));
-    const rec: LayerRecord = { diffId: res.diffId, size: res.size };
+    const res = await onDisk(store.root, 'a layer', () => writeLayerTar(entries(), tarPath, gzip ? { mtime, gzip: gzPath } : { mtime }));
+    await store.adopt(tarPath, res.diffId);
+    const made: LayerRecord = { diffId: res.diffId, size: res.size };
     if (gzip && res.gzip) {
-      await rename(gzPath, join(blobs, res.gzip.digest.slice(7)));
-      rec.gzip = res.gzip;
+      await store.adopt(gzPath, res.gzip.digest);
+      made.gzip = res.gzip;
     }
-    await mkdir(join(store.root, 'layers'), { recursive: true });
-    await writeFile(`${recordPath}.${process.pid}.tmp`, JSON.stringify(rec));
-    await rename(`${recordPath}.${process.pid}.tmp`, recordPath);
-    return { record: rec, built: true };
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOSPC') {
-      throw new StrataError('E_DISK', `no space left on the device holding ${store.root} while writing a layer`, 'free some space (or set STRATA_CACHE_DIR to a larger disk) and run again; nothing was corrupted');
-    }
-    throw e;
+    await records.writeJson(key, made);
+    return { record: made, built: true };
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
@@ -301,10 +278,10 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
   }
   const jobs = [baseJob, ...packageJobs, topJob];
 
-  const blob = (hex: string) => join(store.root, 'blobs', 'sha256', hex);
-  const plainLayers: LayerBlob[] = records.map((r) => ({ path: blob(r.diffId.slice(7)), digest: r.diffId, size: r.size, diffId: r.diffId, mediaType: MEDIA_TYPE_LAYER_TAR }));
+  const blob = async (digest: string, size: number) => (await store.has(digest, size)) ?? '';
+  const plainLayers: LayerBlob[] = await Promise.all(records.map(async (r) => ({ path: await blob(r.diffId, r.size), digest: r.diffId, size: r.size, diffId: r.diffId, mediaType: MEDIA_TYPE_LAYER_TAR })));
   const layers: LayerBlob[] = gzip
-    ? records.map((r) => ({ path: blob(r.gzip!.digest.slice(7)), digest: r.gzip!.digest, size: r.gzip!.size, diffId: r.diffId, mediaType: MEDIA_TYPE_LAYER_TAR_GZIP }))
+    ? await Promise.all(records.map(async (r) => ({ path: await blob(r.gzip!.digest, r.gzip!.size), digest: r.gzip!.digest, size: r.gzip!.size, diffId: r.diffId, mediaType: MEDIA_TYPE_LAYER_TAR_GZIP })))
     : plainLayers;
 
   const created = new Date(mtime * 1000).toISOString();

@@ -1,24 +1,24 @@
 /**
  * The root filesystem the sandbox backend enters: an image's uncompressed layer tars unpacked once into the
- * store, at `<store>/rootfs/<manifest digest hex>/`, and never changed afterwards (the sandbox binds it
+ * store's `rootfs` cache, keyed by the manifest digest's hex, and never changed afterwards (the sandbox binds it
  * read-only).
  *
- * Unpacking is atomic (a temp dir in `<store>/rootfs/`, renamed into place when complete, so an existing
- * directory is always whole) and safe: member paths are normalized and refused when absolute after
+ * Unpacking is atomic (the store's `rootfs` cache fills a temp dir and renames it into place when complete, so an
+ * existing directory is always whole) and safe: member paths are normalized and refused when absolute after
  * normalization or climbing out with `..`; no member is ever written through a symlink (every ancestor is
  * checked with lstat, and a file replaces whatever was at its path instead of opening through it); hardlinks
  * must point at a regular file inside the tree; device nodes and fifos are skipped. OCI whiteouts (`.wh.NAME`,
  * `.wh..wh..opq`) remove what lower layers put there. Ownership is kept when unpacking as root; otherwise
  * everything belongs to the unpacking user, which is what a rootless sandbox maps to.
  */
-import { createReadStream, createWriteStream, existsSync } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { chmod, lchown, link, lstat, lutimes, mkdir, readdir, rename, rm, symlink, unlink, utimes } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
 import { join, posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import { StrataError } from '../errors.ts';
+import type { DerivedCache } from '../store/store.ts';
 import type { Reporter } from '../report/reporter.ts';
 
 export interface RootfsLayer {
@@ -27,46 +27,28 @@ export interface RootfsLayer {
   size: number;
 }
 
-/** Where the rootfs of the image with manifest digest `sha256:<hex>` lives in the store. */
-export function rootfsPath(storeRoot: string, manifestDigest: string): string {
-  return join(storeRoot, 'rootfs', manifestDigest.replace(/^sha256:/, ''));
+/** The key of the rootfs of the image with manifest digest `sha256:<hex>` in the store's `rootfs` cache. */
+export function rootfsKey(manifestDigest: string): string {
+  return manifestDigest.replace(/^sha256:/, '');
 }
 
-/** Returns the rootfs for an image, unpacking its layers (base first) when it is not there yet. */
-export async function unpackRootfs(
-  storeRoot: string,
-  manifestDigest: string,
-  layers: RootfsLayer[],
-  reporter: Reporter,
-): Promise<string> {
-  const dest = rootfsPath(storeRoot, manifestDigest);
-  if (existsSync(dest)) return dest;
-  const parent = join(storeRoot, 'rootfs');
-  await mkdir(parent, { recursive: true });
-  const tmp = join(parent, `.tmp-${manifestDigest.replace(/^sha256:/, '').slice(0, 16)}-${randomBytes(4).toString('hex')}`);
+/** Returns the rootfs for an image, unpacking its layers (base first) into `cache` when it is not there yet. */
+export async function unpackRootfs(cache: DerivedCache, manifestDigest: string, layers: RootfsLayer[], reporter: Reporter): Promise<string> {
   const total = layers.reduce((n, l) => n + l.size, 0);
-  const progress = reporter.progress('unpacking the root filesystem', total, 'bytes');
+  let progress: ReturnType<Reporter['progress']> | undefined;
   try {
-    await mkdir(tmp, { mode: 0o755 });
-    const tree = new Tree(tmp, process.getuid?.() === 0);
-    for (const l of layers) await tree.apply(l.path, (n) => progress.tick(n));
-    await tree.finish();
-    try {
-      await rename(tmp, dest);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (!(code === 'ENOTEMPTY' || code === 'EEXIST') || !existsSync(dest)) throw e;
-      // Another process finished first: use theirs.
-    }
-    return dest;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOSPC') {
-      throw new StrataError('E_DISK', `no space left on the device holding ${storeRoot} while unpacking the root filesystem`, 'free some space (or set STRATA_CACHE_DIR to a larger disk) and run again');
-    }
-    throw e;
+    return await cache.dir(
+      rootfsKey(manifestDigest),
+      async (tmp) => {
+        progress = reporter.progress('unpacking the root filesystem', total, 'bytes');
+        const tree = new Tree(tmp, process.getuid?.() === 0);
+        for (const l of layers) await tree.apply(l.path, (n) => progress!.tick(n));
+        await tree.finish();
+      },
+      { remove: removeTree },
+    );
   } finally {
-    progress.done();
-    if (existsSync(tmp)) await removeTree(tmp);
+    progress?.done();
   }
 }
 

@@ -12,12 +12,13 @@
  * directory read-write at its own path (the working directory), and the GPU driver files read-only.
  */
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, constants as fsConstants, lstatSync, readdirSync, readlinkSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { accessSync, constants as fsConstants, lstatSync, readdirSync, readlinkSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { delimiter, join, posix } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { StrataError } from '../errors.ts';
 import { DRIVER_LIB_DIR, type GpuMounts } from './gpu.ts';
+import type { DerivedCache } from '../store/store.ts';
 
 /** `unshare-compat`: the unshare path with one command per mount (what `unshare` falls back to by itself). */
 export type SandboxMethod = 'bwrap' | 'unshare' | 'unshare-compat';
@@ -230,31 +231,31 @@ export function fstabText(mounts: FstabEntry[], stage: string): string {
   return mounts.map((m) => `${esc(m.inRoot ? posix.join(stage, m.source) : m.source)} ${esc(posix.join(stage, m.target))} ${m.type} ${m.options} 0 0\n`).join('');
 }
 
+/** Where the sandbox keeps its working directories: the store's, handed down by the engine. */
+export interface SandboxPlaces {
+  /** An empty directory the unshare method mounts the new root on. */
+  stage: string;
+  /** The cache of skeletons the unshare method copies onto the new root. */
+  skeletons: DerivedCache;
+}
+
 /**
- * Writes the skeleton and the fstab under `skeletons/<key>` (key: their content), once; later runs reuse it.
- * Returns that directory: `root/` to copy onto the new root, `fstab` to mount over it.
+ * Writes the skeleton and the fstab as one entry of the `skeletons` cache (key: their content), once; later runs
+ * reuse it. Returns that directory: `root/` to copy onto the new root, `fstab` to mount over it.
  */
-export function ensureSkeleton(skeletons: string, plan: { skeleton: SkeletonEntry[]; mounts: FstabEntry[] }, stage: string): string {
+export function ensureSkeleton(skeletons: DerivedCache, plan: { skeleton: SkeletonEntry[]; mounts: FstabEntry[] }, stage: string): string {
   const fstab = fstabText(plan.mounts, stage);
   const key = createHash('sha256').update(JSON.stringify([SKELETON_FORMAT, plan.skeleton, fstab])).digest('hex').slice(0, 32);
-  const dir = join(skeletons, key);
-  if (existsSync(join(dir, 'fstab'))) return dir;
-  const tmp = `${dir}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  mkdirSync(join(tmp, 'root'), { recursive: true, mode: 0o755 });
-  for (const e of plan.skeleton) {
-    const p = join(tmp, 'root', e.path);
-    if (e.kind === 'symlink') symlinkSync(e.target, p);
-    else if (e.kind === 'dir') mkdirSync(p, { recursive: true, mode: 0o755 });
-    else writeFileSync(p, '', { mode: 0o644 });
-  }
-  writeFileSync(join(tmp, 'fstab'), fstab);
-  try {
-    renameSync(tmp, dir);
-  } catch {
-    // Another run made the same skeleton first.
-    rmSync(tmp, { recursive: true, force: true });
-  }
-  return dir;
+  return skeletons.dirSync(key, (tmp) => {
+    mkdirSync(join(tmp, 'root'), { recursive: true, mode: 0o755 });
+    for (const e of plan.skeleton) {
+      const p = join(tmp, 'root', e.path);
+      if (e.kind === 'symlink') symlinkSync(e.target, p);
+      else if (e.kind === 'dir') mkdirSync(p, { recursive: true, mode: 0o755 });
+      else writeFileSync(p, '', { mode: 0o644 });
+    }
+    writeFileSync(join(tmp, 'fstab'), fstab);
+  });
 }
 
 const SKELETON_FORMAT = 1;
@@ -325,7 +326,7 @@ export function unshareScript(spec: SandboxSpec, stage: string, rootless: boolea
 const DEV_LINKS: [string, string][] = [['ptmx', 'pts/ptmx'], ['fd', '/proc/self/fd'], ['stdin', '/proc/self/fd/0'], ['stdout', '/proc/self/fd/1'], ['stderr', '/proc/self/fd/2']];
 
 /** The program, arguments and environment that enter the sandbox. */
-export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, stage: string, terminal = false): { file: string; args: string[]; env: NodeJS.ProcessEnv } {
+export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, places: SandboxPlaces, terminal = false): { file: string; args: string[]; env: NodeJS.ProcessEnv } {
   const uid = spec.runAs?.uid ?? process.getuid?.() ?? 0;
   const gid = spec.runAs?.gid ?? process.getgid?.() ?? 0;
   const rootless = uid !== 0;
@@ -343,7 +344,8 @@ export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, stag
   }
   // The image's top level is read once for both the skeleton and the fallback script.
   const steps = rootSteps(spec.rootfs, mountPointsOf(spec));
-  const skeleton = method === 'unshare' ? ensureSkeleton(join(posix.dirname(stage), '.skel'), unsharePlan(spec, steps), stage) : undefined;
+  const { stage } = places;
+  const skeleton = method === 'unshare' ? ensureSkeleton(places.skeletons, unsharePlan(spec, steps), stage) : undefined;
   const flags = rootless ? ['--user', '--map-root-user'] : [];
   if (!spec.network) flags.push('--net');
   return {
@@ -395,10 +397,10 @@ export function commandPid(sandboxPid: number): number {
  * included, so it is not sent twice. Without a terminal the sandbox runs in its own process group, so a signal
  * to strata's process group reaches the command once, through strata.
  */
-export async function runSandbox(spec: SandboxSpec, method: SandboxMethod, stage: string): Promise<number> {
-  if (method !== 'bwrap' && !existsSync(stage)) throw new StrataError('E_RUN', `the sandbox staging directory ${stage} is missing`);
+export async function runSandbox(spec: SandboxSpec, method: SandboxMethod, places: SandboxPlaces): Promise<number> {
+  if (method !== 'bwrap' && !existsSync(places.stage)) throw new StrataError('E_RUN', `the sandbox staging directory ${places.stage} is missing`);
   const terminal = Boolean(process.stdin.isTTY);
-  const inv = sandboxInvocation(spec, method, stage, terminal);
+  const inv = sandboxInvocation(spec, method, places, terminal);
   const child = spawn(inv.file, inv.args, {
     stdio: 'inherit',
     env: inv.env,

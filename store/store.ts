@@ -6,6 +6,10 @@
  *   blobs/sha256/<hex>   complete, verified blobs only (written to tmp/, fsynced, then renamed in)
  *   tmp/                 in-progress downloads and scratch directories; entries older than a day are
  *                        removed when a store is opened (a killed download leaves at most a stale temp file)
+ *   <namespace>/         derived data (store/cache.ts): channels/ indexes/ unpacked/ layers/ run/ rootfs/
+ *
+ * Nothing outside store/ builds a path under the root: blobs enter through fetch, put and adopt, derived data
+ * through `cache(namespace)`.
  *
  * Trust decisions:
  * - A blob's name is its sha256; a blob is only ever created by an atomic rename of a file whose hash
@@ -19,6 +23,7 @@ import { lstat, mkdir, mkdtemp, open, readdir, rename, rm, stat, type FileHandle
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { StrataError } from '../errors.ts';
+import { openCache, type CacheNamespace, type DerivedCache } from './cache.ts';
 import {
   backoffDelay,
   defaultRetryPolicy,
@@ -32,6 +37,7 @@ import {
 } from './http.ts';
 
 export { httpGet, type RetryPolicy } from './http.ts';
+export type { CacheNamespace, DerivedCache } from './cache.ts';
 
 export interface FetchRequest {
   /** Full URLs of the same bytes, tried in order. */
@@ -43,6 +49,8 @@ export interface FetchRequest {
   label: string;
   /** Called with each increment of new bytes; the increments sum to the blob's size. Not called for a blob already present. */
   onBytes?: (n: number) => void;
+  /** Request headers sent with every attempt (a registry's Authorization, Accept); Range and If-Range are the store's. */
+  headers?: Record<string, string>;
 }
 
 export interface Store {
@@ -63,6 +71,13 @@ export interface Store {
   put(data: Buffer, sha256?: string): Promise<string>;
   /** A fresh scratch directory inside the store's filesystem (for temp files that will be renamed in); the caller removes it. */
   tmpDir(): Promise<string>;
+  /**
+   * Moves `file` (in a `tmpDir()`, its sha256 computed while it was written) into blobs/ under that hash: fsync,
+   * then an atomic rename. The caller vouches for the hash. Returns the blob path.
+   */
+  adopt(file: string, sha256: string): Promise<string>;
+  /** The derived-data cache of one namespace (one temp-name scheme, one fsync-and-rename policy). */
+  cache(namespace: CacheNamespace): DerivedCache;
 }
 
 export type StoreOptions = Partial<RetryPolicy>;
@@ -84,7 +99,7 @@ function checkHex(sha256: string): string {
   return hex.toLowerCase();
 }
 
-function isDiskFull(e: unknown): boolean {
+export function isDiskFull(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
   return code === 'ENOSPC' || code === 'EDQUOT';
 }
@@ -92,13 +107,13 @@ function isDiskFull(e: unknown): boolean {
 function diskFull(root: string, what: string): StrataError {
   return new StrataError(
     'E_DISK',
-    `out of disk space writing ${what} into the store at ${root}`,
-    'free some space, or point STRATA_CACHE_DIR at a larger filesystem',
+    `no space left on the device holding the store (${root}) while writing ${what}`,
+    'free some space (or point STRATA_CACHE_DIR at a larger filesystem) and run again; nothing in the store was corrupted',
   );
 }
 
-/** Runs a filesystem operation, turning a full disk into E_DISK. */
-async function onDisk<T>(root: string, what: string, op: () => Promise<T>): Promise<T> {
+/** Runs a filesystem operation, turning a full disk (ENOSPC, EDQUOT) into E_DISK naming the store and what was written. */
+export async function onDisk<T>(root: string, what: string, op: () => Promise<T>): Promise<T> {
   try {
     return await op();
   } catch (e) {
@@ -197,6 +212,27 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
     }
   }
 
+  async function adopt(file: string, sha256: string): Promise<string> {
+    const hex = checkHex(sha256);
+    const what = `blob ${hex}`;
+    const fh = await onDisk(root, what, () => open(file, 'r+'));
+    try {
+      return await commit(fh, file, hex, what);
+    } finally {
+      await fh.close().catch(() => {});
+    }
+  }
+
+  const caches = new Map<CacheNamespace, DerivedCache>();
+  function cache(ns: CacheNamespace): DerivedCache {
+    let c = caches.get(ns);
+    if (!c) {
+      c = openCache(join(root, ns), (what, op) => onDisk(root, what, op));
+      caches.set(ns, c);
+    }
+    return c;
+  }
+
   async function tmpDir(): Promise<string> {
     return onDisk(root, 'a scratch directory', async () => {
       await mkdir(tmp, { recursive: true });
@@ -248,7 +284,7 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
     let last = '';
     let validator: string | undefined;
     for (let attempt = 0; attempt <= policy.retries; attempt++) {
-      const headers: Record<string, string> = {};
+      const headers: Record<string, string> = { ...req.headers };
       if (sink.written > 0) {
         headers.range = `bytes=${sink.written}-`;
         if (validator) headers['if-range'] = validator;
@@ -309,7 +345,7 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
     return last;
   }
 
-  return { root, has, fetch, put, tmpDir };
+  return { root, has, fetch, put, tmpDir, adopt, cache };
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {
