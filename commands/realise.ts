@@ -43,8 +43,7 @@ export async function realiseCommand(opts: RealiseCommandOptions): Promise<Reali
   }
   if (opts.load) {
     // Docker's local load wants uncompressed layers: nothing gains from compression over a local socket.
-    const plain = opts.gzip ? (await realise(lock, { store, reporter, jobs, gzip: false })).image : img;
-    const r = await loadImage(plain, tag, { docker: dockerFromEnv(), reporter });
+    const r = await loadImage(result.plain, tag, { docker: dockerFromEnv(), reporter });
     out(`loaded ${tag} into Docker (${r.imageId.slice(0, 19)}; ${r.sentLayers} layers sent, ${r.skippedLayers} already there)`);
   }
   if (!opts.oci && !opts.dockerArchive && !opts.load) out('(nothing written: add --oci DIR, --docker-archive FILE or --load)');

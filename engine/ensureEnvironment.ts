@@ -44,10 +44,11 @@ function pointerKey(lock: Lockfile): string {
 async function realiseAndPoint(lock: Lockfile, ctx: Ctx): Promise<{ pointer: ImagePointer; plainLayers: { path: string; size: number }[]; image: BuiltImage }> {
   const { realise } = await import('../realiser/realise.ts');
   const result = await realise(lock, ctx);
-  const config = JSON.parse(result.image.config.toString('utf8')) as { config?: { Env?: string[] } };
-  const pointer: ImagePointer = { manifestDigest: result.image.manifestDigest, configDigest: result.image.configDigest, env: config.config?.Env ?? [] };
+  const image = result.plain;
+  const config = JSON.parse(image.config.toString('utf8')) as { config?: { Env?: string[] } };
+  const pointer: ImagePointer = { manifestDigest: image.manifestDigest, configDigest: image.configDigest, env: config.config?.Env ?? [] };
   await ctx.store.cache('run').writeJson(pointerKey(lock), pointer);
-  return { pointer, plainLayers: result.plainLayers, image: result.image };
+  return { pointer, plainLayers: image.layers, image };
 }
 
 async function sandboxEnvironment(ctx: Ctx, pointer: ImagePointer): Promise<SandboxEnvironment> {

@@ -2,15 +2,14 @@
  * realise: lock -> verified .debs in the store -> unpacked trees (cached per .deb) -> deterministic layers
  * (cached per input) -> an OCI image (config + manifest). Reads only the lock; never the resolver.
  */
-import { readFile, rm, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import PQueue from 'p-queue';
-import { StrataError } from '../errors.ts';
 import { channelUrls } from '../channels/mirror.ts';
 import { unpackDeb, type UnpackedDeb } from './deb.ts';
-import { writeLayerTar, type LayerEntry } from './layertar.ts';
+import type { LayerEntry } from './layertar.ts';
 import { planLayers, type LayerGroup } from './plan.ts';
 import {
   baseEntries,
@@ -19,18 +18,17 @@ import {
   chooseAlternatives,
   alternativesEntries,
   dpkgEntries,
-  GPU_DRIVER_DIR,
   type Alternative,
   type InstalledPackage,
 } from './tree.ts';
-import { buildImage, type BuiltImage, type LayerBlob } from './oci/layout.ts';
-import { MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_TAR_GZIP, platformForDebianArch } from './oci/spec.ts';
-import { onDisk, type Store } from '../store/store.ts';
+import { buildImage, type BuiltImage } from './oci/layout.ts';
+import { buildLayer, layerBlobs, layerKey, type LayerJob, type LayerRecord } from './layers.ts';
+import { imageInput } from './imageConfig.ts';
+import type { Store } from '../store/store.ts';
 import type { Reporter } from '../report/reporter.ts';
 import type { LockedPackage, Lockfile } from '../model.ts';
 
-/** Bump when the way layers are built changes: it invalidates cached layers. */
-const LAYER_FORMAT = 'strata-layer-v1';
+export { defaultTag } from './imageConfig.ts';
 
 export interface RealiseOptions {
   store: Store;
@@ -40,12 +38,20 @@ export interface RealiseOptions {
   /** Also produce gzip-compressed layers (for --oci/--docker-archive with --gzip). */
   gzip?: boolean;
   env?: NodeJS.ProcessEnv;
+  /**
+   * Layers from elsewhere (recipe outputs), placed above the package layers and below the installed-state layer.
+   * Their keys must name their inputs.
+   */
+  extraJobs?: LayerJob[];
 }
 
 export interface RealisedImage {
+  /** The image in the encoding asked for: gzip-compressed layers with `gzip`, else uncompressed. */
   image: BuiltImage;
-  /** The same layers, uncompressed (what a local load wants). */
-  plainLayers: LayerBlob[];
+  /** The same image with uncompressed layers (what a local load and the sandbox want). */
+  plain: BuiltImage;
+  /** The same image with gzip-compressed layers, with `gzip`. */
+  gzip?: BuiltImage;
   layerCount: number;
   /** Layers built this run (the rest came from the cache). */
   builtLayers: number;
@@ -63,10 +69,6 @@ export function layerMtime(lock: Lockfile, env: NodeJS.ProcessEnv = process.env)
   if (sde !== undefined && /^\d+$/.test(sde)) return Number(sde);
   const dates = lock.channels.map((c) => Date.parse(c.date)).filter((d) => !Number.isNaN(d));
   return dates.length > 0 ? Math.floor(Math.max(...dates) / 1000) : 0;
-}
-
-function sha256Hex(s: string | Buffer): string {
-  return createHash('sha256').update(s).digest('hex');
 }
 
 /** Downloads every locked .deb (verified by the store) and returns name -> path. */
@@ -148,61 +150,15 @@ function packageEntries(group: { pkg: LockedPackage; meta: UnpackedMeta }[], rep
   return [...byPath.values()];
 }
 
-interface LayerRecord {
-  diffId: string;
-  size: number;
-  gzip?: { digest: string; size: number };
-}
-
-/** Builds (or takes from the cache) one layer from entries identified by `key`. */
-async function buildLayer(store: Store, key: string, entries: () => LayerEntry[], mtime: number, gzip: boolean): Promise<{ record: LayerRecord; built: boolean }> {
-  const records = store.cache('layers');
-  const rec = await records.readJson<LayerRecord>(key);
-  if (rec) {
-    const plainOk = await store.has(rec.diffId.slice(7), rec.size);
-    const gzOk = !gzip || (rec.gzip !== undefined && (await store.has(rec.gzip.digest.slice(7), rec.gzip.size)));
-    if (plainOk && gzOk) return { record: rec, built: false };
-  }
-  const tmp = await store.tmpDir();
-  try {
-    const tarPath = join(tmp, 'layer.tar');
-    const gzPath = join(tmp, 'layer.tar.gz');
-    const res = await onDisk(store.root, 'a layer', () => writeLayerTar(entries(), tarPath, gzip ? { mtime, gzip: gzPath } : { mtime }));
-    await store.adopt(tarPath, res.diffId);
-    const made: LayerRecord = { diffId: res.diffId, size: res.size };
-    if (gzip && res.gzip) {
-      await store.adopt(gzPath, res.gzip.digest);
-      made.gzip = res.gzip;
-    }
-    await records.writeJson(key, made);
-    return { record: made, built: true };
-  } finally {
-    await rm(tmp, { recursive: true, force: true });
-  }
-}
-
-export function defaultTag(lock: Lockfile): string {
-  return `${lock.project.name}:${lock.closure.replace(/^sha256:/, '').slice(0, 12)}`;
-}
-
-export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<RealisedImage> {
-  const { store, reporter } = opts;
-  const mtime = layerMtime(lock, opts.env);
-  const gzip = opts.gzip ?? false;
-  const debs = await fetchDebs(lock, opts);
-
-  // Unpacking (xz in a child process) and layer writing (hashing, disk) overlap: a package layer is written as
-  // soon as its own packages are unpacked. The base and top layers need every package and come last.
-  const cores = Math.max(1, Math.min(4, availableParallelism()));
-  const unpackQueue = new PQueue({ concurrency: cores });
-  const layerQueue = new PQueue({ concurrency: cores });
-  const unpacked = new Map<string, UnpackedMeta>();
+/** Unpacks every locked .deb (once per .deb, in the store), a few at a time; name -> its unpacked tree. */
+function unpackAll(lock: Lockfile, debs: Map<string, string>, store: Store, reporter: Reporter, queue: PQueue): { unpacking: Map<string, Promise<UnpackedMeta>>; unpacked: Map<string, UnpackedMeta>; done: () => void } {
   const up = reporter.progress('unpack', lock.packages.length);
   const unpacking = new Map<string, Promise<UnpackedMeta>>();
+  const unpacked = new Map<string, UnpackedMeta>();
   for (const p of lock.packages) {
     unpacking.set(
       p.name,
-      unpackQueue.add(async () => {
+      queue.add(async () => {
         const meta = await ensureUnpacked(store, p, debs.get(p.name)!);
         unpacked.set(p.name, meta);
         up.tick(1, p.name);
@@ -210,48 +166,38 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
       }) as Promise<UnpackedMeta>,
     );
   }
-  const plan: LayerGroup[] = planLayers(lock);
-  const gpu = lock.image.gpuDriver === 'host';
-  type Job = { label: string; key: string; entries: () => LayerEntry[]; comment: string };
-  let builtLayers = 0;
-  const lp = reporter.progress('layers', plan.length + 2);
-  const runJob = async (j: Job): Promise<LayerRecord> => {
-    const { record, built } = await buildLayer(store, j.key, j.entries, mtime, gzip);
-    if (built) builtLayers++;
-    lp.tick(1);
-    return record;
-  };
-  const packageJobs: Job[] = plan.map((g) => ({
+  return { unpacking, unpacked, done: () => up.done() };
+}
+
+/** One job per planned group of packages; its key names the group's packages by their verified hashes. */
+function packageJobs(plan: LayerGroup[], mtime: number, unpacked: Map<string, UnpackedMeta>, reporter: Reporter): LayerJob[] {
+  return plan.map((g) => ({
     label: `packages from source ${g.label}`,
-    key: sha256Hex(JSON.stringify([LAYER_FORMAT, 'packages', mtime, g.packages.map((p) => [p.name, p.sha256])])),
+    key: layerKey('packages', mtime, g.packages.map((p) => [p.name, p.sha256])),
     entries: () => packageEntries(g.packages.map((p) => ({ pkg: p, meta: unpacked.get(p.name)! })), reporter),
     comment: g.packages.map((p) => `${p.name}=${p.version}`).join(' '),
   }));
-  const packageRecords = plan.map((g, i) =>
-    Promise.all(g.packages.map((p) => unpacking.get(p.name)!)).then(() => layerQueue.add(() => runJob(packageJobs[i]!)) as Promise<LayerRecord>),
-  );
-  let pkgRecords: LayerRecord[];
-  try {
-    // Wait for everything, then report the first failure (no layer job is left running behind an error).
-    const settled = await Promise.allSettled([...unpacking.values(), ...packageRecords]);
-    const failed = settled.find((x) => x.status === 'rejected');
-    if (failed) throw (failed as PromiseRejectedResult).reason;
-    pkgRecords = await Promise.all(packageRecords);
-  } finally {
-    up.done();
-  }
+}
 
+const entryKey = (e: LayerEntry, content: (b: Buffer) => string) => [e.path, e.type, e.mode, e.linkname ?? '', e.content ? content(e.content) : ''];
+
+/** The lowest layer: the merged-/usr skeleton, users and mount points, for the top-level names the packages use. */
+function skeletonJob(lock: Lockfile, unpacked: Map<string, UnpackedMeta>, mtime: number): LayerJob {
   const usedTops = new Set<string>();
-  const present = new Set<string>();
-  for (const meta of unpacked.values()) {
-    for (const e of meta.entries) {
-      usedTops.add(e.path.split('/')[0]!);
-      present.add(`/${mergedUsrPath(e.path)}`);
-    }
-  }
+  for (const meta of unpacked.values()) for (const e of meta.entries) usedTops.add(e.path.split('/')[0]!);
+  const base = baseEntries(lock.project.arch, usedTops, lock.image.gpuDriver === 'host');
+  return {
+    label: 'strata base: merged-/usr skeleton, users, mount points',
+    key: layerKey('base', mtime, base.map((e) => entryKey(e, (b) => b.toString('base64')))),
+    entries: () => base,
+    comment: 'generated by strata',
+  };
+}
 
-  // Lowest layer: skeleton. Package layers in plan order. Top layer: alternatives and the dpkg database.
-  const base = baseEntries(lock.project.arch, usedTops, gpu);
+/** The top layer: what dpkg would have recorded, the update-alternatives links and the dpkg database. */
+function installedStateJob(lock: Lockfile, unpacked: Map<string, UnpackedMeta>, mtime: number): LayerJob {
+  const present = new Set<string>();
+  for (const meta of unpacked.values()) for (const e of meta.entries) present.add(`/${mergedUsrPath(e.path)}`);
   const alternatives: Alternative[] = [];
   const installed: InstalledPackage[] = [];
   for (const p of lock.packages) {
@@ -267,50 +213,75 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
   const resolvePath = (abs: string) => `/${mergedUsrPath(abs.replace(/^\/+/, ''))}`;
   const chosen = chooseAlternatives(alternatives, (abs) => present.has(resolvePath(abs)), lock.image.alternatives);
   const top = [...alternativesEntries(chosen), ...dpkgEntries(installed)];
-  const baseJob: Job = { label: 'strata base: merged-/usr skeleton, users, mount points', key: sha256Hex(JSON.stringify([LAYER_FORMAT, 'base', mtime, base.map((e) => [e.path, e.type, e.mode, e.linkname ?? '', e.content?.toString('base64') ?? ''])])), entries: () => base, comment: 'generated by strata' };
-  const topJob: Job = { label: 'strata config: update-alternatives links, dpkg database', key: sha256Hex(JSON.stringify([LAYER_FORMAT, 'top', mtime, top.map((e) => [e.path, e.type, e.mode, e.linkname ?? '', e.content ? sha256Hex(e.content) : ''])])), entries: () => top, comment: `${chosen.length} alternatives, ${installed.length} packages registered` };
+  return {
+    label: 'strata config: update-alternatives links, dpkg database',
+    key: layerKey('top', mtime, top.map((e) => entryKey(e, (b) => createHash('sha256').update(b).digest('hex')))),
+    entries: () => top,
+    comment: `${chosen.length} alternatives, ${installed.length} packages registered`,
+  };
+}
+
+/** Waits for every promise, then throws the first failure: no job is left running behind an error. */
+async function allOrFirstError<T>(ps: Promise<T>[]): Promise<T[]> {
+  const settled = await Promise.allSettled(ps);
+  const failed = settled.find((x) => x.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  return settled.map((x) => (x as PromiseFulfilledResult<T>).value);
+}
+
+/**
+ * Realises a lock: fetches and verifies its .debs, unpacks them, builds the layers (skeleton, package groups in
+ * plan order, `extraJobs`, installed state) and assembles the image in both encodings asked for.
+ */
+export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<RealisedImage> {
+  const { store, reporter } = opts;
+  const mtime = layerMtime(lock, opts.env);
+  const gzip = opts.gzip ?? false;
+  const debs = await fetchDebs(lock, opts);
+
+  // Unpacking (xz in a child process) and layer writing (hashing, disk) overlap: a package layer is written as
+  // soon as its own packages are unpacked. The skeleton and the installed state need every package and come last.
+  const cores = Math.max(1, Math.min(4, availableParallelism()));
+  const layerQueue = new PQueue({ concurrency: cores });
+  const unpackedAll = unpackAll(lock, debs, store, reporter, new PQueue({ concurrency: cores }));
+  const { unpacked } = unpackedAll;
+  const plan = planLayers(lock);
+  const extra = opts.extraJobs ?? [];
+  let builtLayers = 0;
+  const lp = reporter.progress('layers', plan.length + extra.length + 2);
+  const run = (j: LayerJob): Promise<LayerRecord> =>
+    layerQueue.add(async () => {
+      const { record, built } = await buildLayer(j, { store, mtime, gzip });
+      if (built) builtLayers++;
+      lp.tick(1);
+      return record;
+    }) as Promise<LayerRecord>;
+
+  const pkgJobs = packageJobs(plan, mtime, unpacked, reporter);
+  let jobs: LayerJob[];
   let records: LayerRecord[];
   try {
-    const [baseRecord, topRecord] = await Promise.all([runJob(baseJob), runJob(topJob)]);
-    records = [baseRecord, ...pkgRecords, topRecord];
+    let middle: LayerRecord[];
+    try {
+      const waits = plan.map((g, i) => Promise.all(g.packages.map((p) => unpackedAll.unpacking.get(p.name)!)).then(() => run(pkgJobs[i]!)));
+      const [pkgRecords, extraRecords] = await Promise.all([
+        allOrFirstError<unknown>([...unpackedAll.unpacking.values(), ...waits]).then(() => Promise.all(waits)),
+        allOrFirstError(extra.map(run)),
+      ]);
+      middle = [...pkgRecords, ...extraRecords];
+    } finally {
+      unpackedAll.done();
+    }
+    const base = skeletonJob(lock, unpacked, mtime);
+    const top = installedStateJob(lock, unpacked, mtime);
+    const [baseRecord, topRecord] = await Promise.all([run(base), run(top)]);
+    jobs = [base, ...pkgJobs, ...extra, top];
+    records = [baseRecord, ...middle, topRecord];
   } finally {
     lp.done();
   }
-  const jobs = [baseJob, ...packageJobs, topJob];
 
-  const blob = async (digest: string, size: number) => (await store.has(digest, size)) ?? '';
-  const plainLayers: LayerBlob[] = await Promise.all(records.map(async (r) => ({ path: await blob(r.diffId, r.size), digest: r.diffId, size: r.size, diffId: r.diffId, mediaType: MEDIA_TYPE_LAYER_TAR })));
-  const layers: LayerBlob[] = gzip
-    ? await Promise.all(records.map(async (r) => ({ path: await blob(r.gzip!.digest, r.gzip!.size), digest: r.gzip!.digest, size: r.gzip!.size, diffId: r.diffId, mediaType: MEDIA_TYPE_LAYER_TAR_GZIP })))
-    : plainLayers;
-
-  const created = new Date(mtime * 1000).toISOString();
-  const env: Record<string, string> = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' };
-  if (gpu) {
-    env.LD_LIBRARY_PATH = GPU_DRIVER_DIR;
-    env.NVIDIA_DRIVER_CAPABILITIES = 'compute,utility';
-  }
-  Object.assign(env, lock.image.env);
-  const config: Parameters<typeof buildImage>[0]['config'] = {
-    created,
-    architecture: platformForDebianArch(lock.project.arch).architecture,
-    os: 'linux',
-    config: {
-      Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
-      WorkingDir: '/',
-      Labels: {
-        'org.opencontainers.image.title': lock.project.name,
-        'dev.strata.closure': lock.closure,
-        'dev.strata.channels': lock.channels.map((c) => `${c.name}=${c.suite}@${c.releaseSha256.slice(0, 12)}`).join(' '),
-        ...(gpu ? { 'dev.strata.gpu-driver': 'host' } : {}),
-      },
-      ...(lock.image.entrypoint ? { Entrypoint: lock.image.entrypoint } : {}),
-      ...(lock.image.cmd ? { Cmd: lock.image.cmd } : lock.image.entrypoint ? {} : { Cmd: ['/bin/sh'] }),
-    },
-    history: jobs.map((j) => ({ created, created_by: `strata realise: ${j.label}`, comment: j.comment })),
-  };
-  const variant = platformForDebianArch(lock.project.arch).variant;
-  if (variant) (config as { variant?: string }).variant = variant;
-  const image = buildImage({ layers, config, annotations: { 'org.opencontainers.image.created': created, 'dev.strata.closure': lock.closure }, refName: defaultTag(lock).split(':')[1]! });
-  return { image, plainLayers, layerCount: layers.length, builtLayers, mtime };
+  const plain = buildImage(imageInput(lock, jobs, await layerBlobs(store, records, 'plain'), mtime));
+  const gzipped = gzip ? buildImage(imageInput(lock, jobs, await layerBlobs(store, records, 'gzip'), mtime)) : undefined;
+  return { image: gzipped ?? plain, plain, ...(gzipped ? { gzip: gzipped } : {}), layerCount: records.length, builtLayers, mtime };
 }
