@@ -101,7 +101,7 @@ function gpuFor(lock: Lockfile, gpus: string | undefined): GpuMounts | undefined
 async function dockerReachable(env: NodeJS.ProcessEnv): Promise<Dockerode | undefined> {
   // Without DOCKER_HOST and without the default socket there is nothing to ask; skip loading dockerode.
   if (!env.DOCKER_HOST && !existsSync('/var/run/docker.sock')) return undefined;
-  const { dockerFromEnv, pingDocker } = await import('../realiser/docker.ts');
+  const { dockerFromEnv, pingDocker } = await import('../docker/engine.ts');
   const docker = dockerFromEnv(env);
   return (await pingDocker(docker)) ? docker : undefined;
 }
@@ -187,7 +187,7 @@ async function enter(command: string[], opts: RunOptions, shell: boolean): Promi
     );
   }
 
-  const dockerMod = await import('../realiser/docker.ts');
+  const dockerMod = await import('../docker/engine.ts');
   docker ??= dockerMod.dockerFromEnv();
   if (!(await dockerMod.pingDocker(docker))) {
     throw new StrataError('E_DOCKER', `cannot reach the Docker engine at ${dockerMod.dockerHostOf(docker)}`, 'start dockerd, point DOCKER_HOST at a running engine, or use --backend sandbox');

@@ -13,7 +13,7 @@ import type Dockerode from 'dockerode';
 import { StrataError } from '../errors.ts';
 import { rootfsKey } from '../run/rootfs.ts';
 import type { DerivedCache } from '../store/store.ts';
-import type { BuiltImage } from '../realiser/oci/layout.ts';
+import type { BuiltImage } from '../realiser/oci/image.ts';
 import type { Ctx } from './ctx.ts';
 import type { Lockfile } from '../model.ts';
 
@@ -92,7 +92,7 @@ export async function ensureDockerImage(lock: Lockfile, ctx: Ctx, o: { docker: D
     throw new StrataError('E_RUN', `the Docker engine has no image ${tag} and --frozen forbids realising it`, 'run `strata realise --load` first, or drop --frozen');
   }
   const { pointer, image } = await realiseAndPoint(lock, ctx);
-  const { loadImage } = await import('../realiser/docker.ts');
+  const { loadImage } = await import('../realiser/oci/dockerLoad.ts');
   await loadImage(image, tag, { docker: o.docker, reporter: ctx.reporter });
   return { ...pointer, tag };
 }

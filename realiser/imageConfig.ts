@@ -4,7 +4,7 @@
  */
 import { GPU_DRIVER_DIR } from './tree.ts';
 import { platformForDebianArch } from './oci/spec.ts';
-import type { ImageInput, LayerBlob } from './oci/layout.ts';
+import type { ImageInput, LayerBlob } from './oci/image.ts';
 import type { LayerJob } from './layers.ts';
 import type { Lockfile } from '../model.ts';
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { writeLayerTar, type LayerEntry } from './layertar.ts';
 import { MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_TAR_GZIP } from './oci/spec.ts';
 import { onDisk, type Store } from '../store/store.ts';
-import type { LayerBlob } from './oci/layout.ts';
+import type { LayerBlob } from './oci/image.ts';
 
 /** Bump when the way layers are built changes: it invalidates cached layers. */
 const LAYER_FORMAT = 'strata-layer-v1';

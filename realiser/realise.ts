@@ -21,7 +21,7 @@ import {
   type Alternative,
   type InstalledPackage,
 } from './tree.ts';
-import { buildImage, type BuiltImage } from './oci/layout.ts';
+import { buildImage, type BuiltImage } from './oci/image.ts';
 import { buildLayer, layerBlobs, layerKey, type LayerJob, type LayerRecord } from './layers.ts';
 import { imageInput } from './imageConfig.ts';
 import type { Store } from '../store/store.ts';

@@ -11,8 +11,9 @@
 import type Dockerode from 'dockerode';
 import { posix } from 'node:path';
 import { StrataError } from '../errors.ts';
-import { dockerHostOf } from '../realiser/docker.ts';
+import { dockerHostOf, reasonOf } from '../docker/engine.ts';
 import { DRIVER_LIB_DIR, type GpuMounts } from './gpu.ts';
+import { FORWARDED } from '../util/signals.ts';
 import type { Bind } from './sandbox.ts';
 
 export interface DockerRunSpec {
@@ -87,12 +88,6 @@ export function containerOptions(spec: DockerRunSpec, nvidiaRuntime: boolean): D
   };
 }
 
-function reasonOf(e: unknown): string {
-  const err = e as { json?: { message?: string }; message?: string };
-  return err?.json?.message ?? err?.message ?? String(e);
-}
-
-const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
 
 /** Runs the command in a fresh container; resolves with its exit status. The container is always removed. */
 export async function runDocker(docker: Dockerode, spec: DockerRunSpec): Promise<number> {

@@ -19,6 +19,7 @@ import { constants as osConstants } from 'node:os';
 import { StrataError } from '../errors.ts';
 import { DRIVER_LIB_DIR, type GpuMounts } from './gpu.ts';
 import type { DerivedCache } from '../store/store.ts';
+import { FORWARDED } from '../util/signals.ts';
 
 /** `unshare-compat`: the unshare path with one command per mount (what `unshare` falls back to by itself). */
 export type SandboxMethod = 'bwrap' | 'unshare' | 'unshare-compat';
@@ -365,7 +366,6 @@ function envResetsSignals(rootfs: string): boolean {
   }
 }
 
-const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
 
 /** Child pids of `pid` (from /proc), or none. */
 function childrenOf(pid: number): number[] {

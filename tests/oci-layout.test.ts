@@ -8,8 +8,10 @@ import { promisify } from 'node:util';
 import { extract as tarExtract } from 'tar-stream';
 import { createReadStream } from 'node:fs';
 import { isStrataError } from '../errors.ts';
-import { buildImage, writeDockerArchive, writeOciLayout } from '../realiser/oci/layout.ts';
-import type { LayerBlob } from '../realiser/oci/layout.ts';
+import { buildImage } from '../realiser/oci/image.ts';
+import { writeOciLayout } from '../realiser/oci/layout.ts';
+import { writeDockerArchive } from '../realiser/oci/archive.ts';
+import type { LayerBlob } from '../realiser/oci/image.ts';
 import { ANNOTATION_REF_NAME, canonicalJson, platformForDebianArch } from '../realiser/oci/spec.ts';
 import type { ImageIndex, ImageManifest } from '../realiser/oci/spec.ts';
 import { loadOciSchemas } from './helpers/ociSchema.ts';
@@ -147,10 +149,15 @@ test('writing into an existing layout adds or replaces by ref name and keeps the
   // No temp files left behind.
   t.deepEqual((await readdir(dir)).sort(), ['blobs', 'index.json', 'oci-layout']);
   t.false((await readdir(join(dir, 'blobs', 'sha256'))).some((n) => n.startsWith('.')));
-  // Same filesystem: layer blobs are hard links to the layer files.
+  // Layer blobs are copies, never hard links into the store: damage in the output cannot reach the source.
   const src = await stat(layers[0]!.path);
-  const dst = await stat(join(dir, 'blobs', 'sha256', layers[0]!.digest.slice(7)));
-  t.is(dst.ino, src.ino);
+  const out = join(dir, 'blobs', 'sha256', layers[0]!.digest.slice(7));
+  t.not((await stat(out)).ino, src.ino);
+  const before = await readFile(layers[0]!.path);
+  await writeFile(out, 'damaged');
+  t.deepEqual(await readFile(layers[0]!.path), before);
+  await writeOciLayout(dir, one);
+  t.deepEqual(await readFile(out), before);
 
   const notLayout = join(work, 'not-a-layout');
   await mkdir(notLayout);

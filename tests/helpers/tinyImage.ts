@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
 import type { Header } from 'tar-stream';
-import type { ImageInput, LayerBlob } from '../../realiser/oci/layout.ts';
+import type { ImageInput, LayerBlob } from '../../realiser/oci/image.ts';
 import { MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_TAR_GZIP } from '../../realiser/oci/spec.ts';
 
 export const BUSYBOX = '/bin/busybox';

@@ -9,124 +9,22 @@
  * store), nothing is uploaded and the image is only tagged. Otherwise the archive is built on the fly and
  * streamed, never written to disk; the engine then skips unpacking layers it already has (by chain ID).
  */
-import Dockerode from 'dockerode';
+import type Dockerode from 'dockerode';
 import { Transform } from 'node:stream';
 import type { TransformCallback } from 'node:stream';
-import { StrataError } from '../errors.ts';
-import { formatBytes, quietReporter } from '../report/reporter.ts';
-import type { Reporter } from '../report/reporter.ts';
-import { dockerArchiveStream } from './oci/layout.ts';
-import type { BuiltImage } from './oci/layout.ts';
-import { MEDIA_TYPE_LAYER_TAR_ZSTD } from './oci/spec.ts';
+import { StrataError } from '../../errors.ts';
+import { formatBytes, quietReporter } from '../../report/reporter.ts';
+import type { Reporter } from '../../report/reporter.ts';
+import { dockerFromEnv, dockerHostOf, isNotFound, refused, unreachable, PING_TIMEOUT_MS, type HttpError, type WithAbort } from '../../docker/engine.ts';
+import { dockerArchiveStream } from './archive.ts';
+import type { BuiltImage } from './image.ts';
+import { parseReference } from './reference.ts';
+import { MEDIA_TYPE_LAYER_TAR_ZSTD } from './spec.ts';
 
 /** Docker's classic image store refuses images deeper than this. */
 const MAX_LAYERS = 125;
 /** First Docker release whose `docker load` reads zstd-compressed layers. */
 const ZSTD_MIN_MAJOR = 23;
-const PING_TIMEOUT_MS = 10_000;
-
-const DEFAULT_SOCKET = '/var/run/docker.sock';
-
-/** dockerode's `ping` and `version` take an abort signal that its typings leave out. */
-interface WithAbort {
-  ping(opts: { abortSignal: AbortSignal }): Promise<unknown>;
-  version(opts: { abortSignal: AbortSignal }): Promise<{ Version?: string; ApiVersion?: string }>;
-}
-
-/** A Docker client for `host`: `unix:///path`, a bare absolute socket path, or `tcp://host:port`. */
-export function dockerAt(host: string): Dockerode {
-  if (host.startsWith('unix://')) return client(host, { socketPath: host.slice('unix://'.length) || DEFAULT_SOCKET });
-  if (host.startsWith('/')) return client(host, { socketPath: host });
-  const withScheme = host.includes('://') ? host : `tcp://${host}`;
-  let url: URL;
-  try {
-    url = new URL(withScheme);
-  } catch {
-    throw new StrataError('E_DOCKER', `cannot parse Docker host ${host}`, 'set DOCKER_HOST to unix:///path/to/docker.sock or tcp://host:port');
-  }
-  if (url.protocol !== 'tcp:' && url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new StrataError('E_DOCKER', `unsupported Docker host ${host}`, 'set DOCKER_HOST to unix:///path/to/docker.sock or tcp://host:port');
-  }
-  const protocol = url.protocol === 'https:' || url.port === '2376' ? 'https' : 'http';
-  return client(host, { host: url.hostname, port: url.port || (protocol === 'https' ? 2376 : 2375), protocol });
-}
-
-/**
- * docker-modem merges DOCKER_HOST's settings under the options given (and throws on a DOCKER_HOST it
- * cannot parse), so every field that decides the transport is set explicitly here.
- */
-function client(host: string, opts: { socketPath: string } | { host: string; port: string | number; protocol: 'http' | 'https' }): Dockerode {
-  const full = 'socketPath' in opts ? { ...opts, host: undefined, port: undefined, protocol: 'http' as const } : opts;
-  try {
-    return new Dockerode(full);
-  } catch (e) {
-    throw new StrataError('E_DOCKER', `cannot use Docker host ${host}: ${reasonOf(e)}`, 'set DOCKER_HOST to unix:///path/to/docker.sock or tcp://host:port');
-  }
-}
-
-/** A Docker client for DOCKER_HOST, or the default local socket when it is unset. */
-export function dockerFromEnv(env: NodeJS.ProcessEnv = process.env): Dockerode {
-  const host = env.DOCKER_HOST;
-  if (host === undefined || host === '') return dockerAt(`unix://${DEFAULT_SOCKET}`);
-  return dockerAt(host);
-}
-
-/** How a client addresses its engine, for messages: `unix:///path` or `tcp://host:port`. */
-export function dockerHostOf(docker: Dockerode): string {
-  const modem = docker.modem as { socketPath?: unknown; host?: string; port?: string | number; protocol?: string };
-  if (modem.host) return `${modem.protocol === 'https' ? 'https' : 'tcp'}://${modem.host}:${modem.port ?? ''}`;
-  return typeof modem.socketPath === 'string' ? `unix://${modem.socketPath}` : `unix://${DEFAULT_SOCKET}`;
-}
-
-/** Whether the engine answers `/_ping` within a few seconds. */
-export async function pingDocker(docker: Dockerode): Promise<boolean> {
-  try {
-    await (docker as unknown as WithAbort).ping({ abortSignal: AbortSignal.timeout(PING_TIMEOUT_MS) });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-interface HttpError {
-  statusCode?: number;
-  json?: { message?: string } | null;
-  message?: string;
-}
-
-function isNotFound(e: unknown): boolean {
-  return typeof e === 'object' && e !== null && (e as HttpError).statusCode === 404;
-}
-
-function reasonOf(e: unknown): string {
-  if (typeof e === 'object' && e !== null) {
-    const err = e as HttpError & { code?: string };
-    if (err.json?.message) return err.json.message;
-    if (err.code && err.message) return err.message;
-    if (err.message) return err.message;
-  }
-  return String(e);
-}
-
-function unreachable(docker: Dockerode, e: unknown): StrataError {
-  return new StrataError(
-    'E_DOCKER',
-    `cannot reach the Docker engine at ${dockerHostOf(docker)}: ${reasonOf(e)}`,
-    'start dockerd (e.g. `systemctl start docker`), or point DOCKER_HOST at a running engine (unix:///path/to/docker.sock or tcp://host:port)',
-  );
-}
-
-function refused(docker: Dockerode, what: string, e: unknown): StrataError {
-  return new StrataError('E_DOCKER', `the Docker engine at ${dockerHostOf(docker)} refused to ${what}: ${reasonOf(e)}`);
-}
-
-/** Splits `name[:tag]` at the tag's colon (not a registry port's); the tag defaults to `latest`. */
-export function splitRepoTag(repoTag: string): { repo: string; tag: string } {
-  if (repoTag.includes('@')) throw new StrataError('E_USAGE', `image reference ${repoTag} has a digest; give name:tag`);
-  const colon = repoTag.lastIndexOf(':');
-  if (colon > repoTag.lastIndexOf('/')) return { repo: repoTag.slice(0, colon), tag: repoTag.slice(colon + 1) };
-  return { repo: repoTag, tag: 'latest' };
-}
 
 /** The engine's ID of the image when it already has it, else null. */
 async function findImage(docker: Dockerode, img: BuiltImage): Promise<string | null> {
@@ -202,7 +100,9 @@ export async function loadImage(
 ): Promise<LoadResult> {
   const docker = opts.docker ?? dockerFromEnv();
   const reporter = opts.reporter ?? quietReporter();
-  const { repo, tag } = splitRepoTag(repoTag);
+  const ref = parseReference(repoTag);
+  if (ref.digest) throw new StrataError('E_USAGE', `image reference ${repoTag} has a digest; give name:tag`);
+  const { repository: repo, tag } = ref;
 
   let version: { Version?: string; ApiVersion?: string };
   try {

@@ -1,0 +1,125 @@
+/**
+ * The image as one tar that is both an OCI image layout and a docker-archive (what `docker save` of Docker >= 25
+ * writes), so that `docker load` of Docker 20.10+ and OCI tools (skopeo, umoci, podman) all read it. Every tar
+ * entry has fixed metadata and a fixed order, so equal images give byte-identical archives with the same
+ * tar-stream (pinned by package-lock.json), which writes the headers.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rename, unlink } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { pack as tarPack } from 'tar-stream';
+import type { Pack } from 'tar-stream';
+import { IMAGE_LAYOUT_FILE, IMAGE_LAYOUT_VERSION, MEDIA_TYPE_IMAGE_INDEX, canonicalJson } from './spec.ts';
+import type { ImageIndex, ImageLayout } from './spec.ts';
+import { hexOf, manifestDescriptor, type BuiltImage } from './image.ts';
+import { statOrNull, tempName } from './files.ts';
+
+/** The docker-archive `manifest.json` that `docker load` reads. */
+export interface DockerArchiveManifestEntry {
+  Config: string;
+  RepoTags: string[];
+  Layers: string[];
+}
+
+/** Fixed metadata for every archive entry, so equal images give byte-identical archives. */
+const ENTRY_MTIME = new Date(0);
+
+function fileHeader(name: string, size: number) {
+  return { name, size, mode: 0o644, mtime: ENTRY_MTIME, uid: 0, gid: 0, uname: '', gname: '', type: 'file' as const };
+}
+
+function dirHeader(name: string) {
+  return { name, mode: 0o755, mtime: ENTRY_MTIME, uid: 0, gid: 0, uname: '', gname: '', type: 'directory' as const };
+}
+
+function addBuffer(pack: Pack, name: string, bytes: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    pack.entry(fileHeader(name, bytes.length), bytes, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+function addDir(pack: Pack, name: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    pack.entry(dirHeader(name), (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+function addFile(pack: Pack, name: string, path: string, size: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const entry = pack.entry(fileHeader(name, size), (err) => (err ? reject(err) : resolve()));
+    const source = createReadStream(path, { highWaterMark: 1 << 20 });
+    source.on('error', (err) => {
+      entry.destroy(err);
+      reject(err);
+    });
+    entry.on('close', () => source.destroy());
+    source.pipe(entry);
+  });
+}
+
+/**
+ * The image as one tar stream: `blobs/sha256/*` (sorted by digest), `index.json` (one manifest, ref name
+ * `repoTag`), `manifest.json` (docker-archive) and `oci-layout`, in that (sorted) order, with fixed entry
+ * metadata. Layer files are streamed, never held in memory; their sizes are checked first. Destroying the
+ * returned stream stops the reading.
+ */
+export function dockerArchiveStream(img: BuiltImage, repoTag: string): Readable {
+  const pack = tarPack();
+  const write = async (): Promise<void> => {
+    for (const layer of img.layers) {
+      const st = await statOrNull(layer.path);
+      if (st === null) throw new Error(`layer blob ${layer.path} is missing`);
+      if (st.size !== layer.size) {
+        throw new Error(`layer blob ${layer.path} is ${st.size} bytes, its descriptor says ${layer.size}`);
+      }
+    }
+    const blobs = new Map<string, { bytes: Buffer } | { path: string; size: number }>();
+    for (const layer of img.layers) blobs.set(hexOf(layer.digest), { path: layer.path, size: layer.size });
+    blobs.set(hexOf(img.configDigest), { bytes: img.config });
+    blobs.set(hexOf(img.manifestDigest), { bytes: img.manifest });
+    const dockerManifest: DockerArchiveManifestEntry[] = [
+      {
+        Config: `blobs/sha256/${hexOf(img.configDigest)}`,
+        RepoTags: [repoTag],
+        Layers: img.layers.map((l) => `blobs/sha256/${hexOf(l.digest)}`),
+      },
+    ];
+    const index: ImageIndex = {
+      schemaVersion: 2,
+      mediaType: MEDIA_TYPE_IMAGE_INDEX,
+      manifests: [manifestDescriptor(img, repoTag)],
+    };
+    const layout: ImageLayout = { imageLayoutVersion: IMAGE_LAYOUT_VERSION };
+
+    await addDir(pack, 'blobs/');
+    await addDir(pack, 'blobs/sha256/');
+    for (const hex of [...blobs.keys()].sort()) {
+      const blob = blobs.get(hex)!;
+      const name = `blobs/sha256/${hex}`;
+      if ('bytes' in blob) await addBuffer(pack, name, blob.bytes);
+      else await addFile(pack, name, blob.path, blob.size);
+    }
+    await addBuffer(pack, 'index.json', canonicalJson(index));
+    await addBuffer(pack, 'manifest.json', canonicalJson(dockerManifest));
+    await addBuffer(pack, IMAGE_LAYOUT_FILE, canonicalJson(layout));
+    pack.finalize();
+  };
+  write().catch((err: unknown) => pack.destroy(err instanceof Error ? err : new Error(String(err))));
+  return Readable.from(pack, { objectMode: false });
+}
+
+/**
+ * Writes the image as one tar (see `dockerArchiveStream`) to `file`, through a temp file beside it and a
+ * rename, so `file` is either absent, the previous archive, or the complete new one.
+ */
+export async function writeDockerArchive(file: string, img: BuiltImage, repoTag: string): Promise<void> {
+  const tmp = tempName(file);
+  try {
+    await pipeline(dockerArchiveStream(img, repoTag), createWriteStream(tmp));
+    await rename(tmp, file);
+  } catch (e) {
+    await unlink(tmp).catch(() => {});
+    throw e;
+  }
+}
