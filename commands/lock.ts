@@ -7,6 +7,7 @@ import { Universe } from '../resolver/universe.ts';
 import { solve } from '../resolver/solve.ts';
 import { lockFromSolution } from '../lock/fromSolution.ts';
 import { readLock, writeLock, diffLocks, type LockDiff } from '../lock/lockfile.ts';
+import { verifyLockMatchesManifest } from '../lock/verify.ts';
 import { StrataError } from '../errors.ts';
 import { terminalReporter, type Reporter } from '../report/reporter.ts';
 import type { Lockfile, Manifest } from '../model.ts';
@@ -14,6 +15,7 @@ import type { Lockfile, Manifest } from '../model.ts';
 export interface LockOptions {
   manifest: string;
   check?: boolean;
+  online?: boolean;
   offline?: boolean;
   json?: boolean;
 }
@@ -22,12 +24,17 @@ export function lockPathFor(manifestPath: string): string {
   return join(dirname(manifestPath), 'strata.lock');
 }
 
-/** Why the lock does not match the manifest, or undefined when it does. */
+/**
+ * Why the lock does not match the manifest, or undefined when it does. A lock that records the manifest's sha256 but
+ * not what the manifest asks for was edited: that throws E_LOCK (lock/verify.ts).
+ */
 export function staleReason(manifest: Manifest, lock: Lockfile | undefined): string | undefined {
   if (!lock) return 'there is no strata.lock';
   if (lock.manifestSha256 !== manifest.sha256) {
     return `strata.toml changed since strata.lock was written (manifest sha256 ${manifest.sha256.slice(0, 12)}, lock records ${lock.manifestSha256.slice(0, 12)})`;
   }
+  // Not stale but edited: refused (E_LOCK), never silently locked again.
+  verifyLockMatchesManifest(manifest, lock);
   return undefined;
 }
 
@@ -94,11 +101,16 @@ export function summarize(lock: Lockfile, diff: LockDiff, hadBefore: boolean): s
 export async function lockCommand(opts: LockOptions): Promise<void> {
   const manifest = loadManifest(opts.manifest);
   const path = lockPathFor(manifest.path);
+  if (opts.online && !opts.check) throw new StrataError('E_USAGE', '--online goes with --check: strata lock --check --online');
+  if (opts.online && opts.offline) throw new StrataError('E_USAGE', '--online and --offline contradict each other');
   if (opts.check) {
     const lock = await readLock(path);
     const reason = staleReason(manifest, lock);
     if (reason) throw new StrataError('E_LOCK', `${relative(process.cwd(), path) || path} is not up to date: ${reason}`, 'run `strata lock`');
+    // --online: a lock the channels no longer match is not reported up to date first.
+    const online = opts.online ? await (await import('../lock/checkOnline.ts')).checkOnline(manifest, lock!, await openStore(), terminalReporter()) : [];
     process.stdout.write(`${relative(process.cwd(), path) || path} is up to date (${lock!.packages.length} packages)\n`);
+    if (online.length > 0) process.stdout.write(`${online.join('\n')}\n`);
     return;
   }
   const reporter = terminalReporter();

@@ -17,6 +17,7 @@ import { dirname, join, relative } from 'node:path';
 import type Dockerode from 'dockerode';
 import { loadManifest } from '../manifest/manifest.ts';
 import { readLock } from '../lock/lockfile.ts';
+import { lockMatchesManifest } from '../lock/verify.ts';
 import { defaultCacheDir } from '../store/store.ts';
 import { StrataError } from '../errors.ts';
 import { terminalReporter, type Reporter } from '../report/reporter.ts';
@@ -76,7 +77,7 @@ function writePointer(path: string, p: ImagePointer): void {
 /** The lock to enter: the current one; stale or missing ones are locked again (or refused with --locked/--frozen). */
 async function lockFor(manifest: Manifest, reporter: Reporter, locked: boolean): Promise<Lockfile> {
   const lock = await readLock(join(dirname(manifest.path), 'strata.lock')).catch(() => undefined);
-  if (lock && lock.manifestSha256 === manifest.sha256) return lock;
+  if (lock && lock.manifestSha256 === manifest.sha256 && lockMatchesManifest(manifest, lock) === undefined) return lock;
   const { currentLock } = await import('./realise.ts');
   return currentLock(manifest, reporter, locked);
 }
