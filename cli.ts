@@ -20,6 +20,7 @@ program
   .description('resolve strata.toml into strata.lock: a fully hashed, deterministic dependency graph')
   .option('-m, --manifest <path>', 'the manifest to lock', 'strata.toml')
   .option('--check', 'exit 0 if strata.lock is up to date with the manifest, non-zero with the reason if not')
+  .option('--online', "with --check: also check every locked package against the channels' signed indexes, fetched now")
   .option('--offline', 'use only cached channel indexes; download nothing')
   .option('--json', 'print the summary as JSON')
   .action(async (opts) => (await import('./commands/lock.ts')).lockCommand(opts));

@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { channelUrls, defaultKeyring } from '../channels/mirror.ts';
 import { parseLock, serializeLock } from '../lock/lockfile.ts';
+import { rehashLock } from '../lock/verify.ts';
 import { privateApt, aptEssential } from '../tests/helpers/aptOracle.ts';
 
 const root = resolve(import.meta.dirname, '..');
@@ -107,7 +108,8 @@ execFileSync('dpkg-deb', ['--root-owner-group', '-b', join(work, 'x'), join(work
 const bytes = readFileSync(join(work, 'bumped.deb'));
 const sha = createHash('sha256').update(bytes).digest('hex');
 copyFileSync(join(work, 'bumped.deb'), join(cache, 'blobs', 'sha256', sha));
-const bumpedLock = { ...lock, packages: lock.packages.map((p) => (p === victim ? { ...p, sha256: sha, size: bytes.length } : p)) };
+// Closures recomputed too: a lock whose closures do not match its sha256s is refused on read.
+const bumpedLock = rehashLock({ ...lock, packages: lock.packages.map((p) => (p === victim ? { ...p, sha256: sha, size: bytes.length } : p)) });
 const lockPath = join(project, 'strata.lock');
 const original = readFileSync(lockPath, 'utf8');
 writeFileSync(lockPath, serializeLock(bumpedLock));

@@ -10,6 +10,7 @@ import type { Lockfile } from '../model.ts';
 export interface LockOptions {
   manifest: string;
   check?: boolean;
+  online?: boolean;
   offline?: boolean;
   json?: boolean;
 }
@@ -44,11 +45,16 @@ export function summarize(lock: Lockfile, diff: LockDiff, hadBefore: boolean): s
 export async function lockCommand(opts: LockOptions): Promise<void> {
   const manifest = loadManifest(opts.manifest);
   const path = lockPathFor(manifest.path);
+  if (opts.online && !opts.check) throw new StrataError('E_USAGE', '--online goes with --check: strata lock --check --online');
+  if (opts.online && opts.offline) throw new StrataError('E_USAGE', '--online and --offline contradict each other');
   if (opts.check) {
     const lock = await readLock(path);
     const reason = staleReason(manifest, lock);
     if (reason) throw new StrataError('E_LOCK', `${shown(path)} is not up to date: ${reason}`, 'run `strata lock`');
+    // --online: a lock the channels no longer match is not reported up to date first.
+    const online = opts.online ? await (await import('../engine/checkOnline.ts')).checkOnline(manifest, lock!, await openCtx()) : [];
     process.stdout.write(`${shown(path)} is up to date (${lock!.packages.length} packages)\n`);
+    if (online.length > 0) process.stdout.write(`${online.join('\n')}\n`);
     return;
   }
   const { lock, before, diff, written } = await lockManifest(manifest, await openCtx(), { offline: opts.offline ?? false });

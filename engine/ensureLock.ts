@@ -5,6 +5,7 @@
  */
 import { relative } from 'node:path';
 import { lockPathFor, readLock } from '../lock/lockfile.ts';
+import { verifyLockMatchesManifest } from '../lock/verify.ts';
 import { StrataError } from '../errors.ts';
 import type { Ctx } from './ctx.ts';
 import type { Lockfile, Manifest } from '../model.ts';
@@ -14,12 +15,16 @@ export function shown(path: string): string {
   return relative(process.cwd(), path) || path;
 }
 
-/** Why the lock does not match the manifest, or undefined when it does. */
+/**
+ * Why the lock does not match the manifest, or undefined when it does. A lock that records the manifest's sha256 but
+ * not what the manifest asks for was edited: that throws E_LOCK (lock/verify.ts), and is never silently locked again.
+ */
 export function staleReason(manifest: Manifest, lock: Lockfile | undefined): string | undefined {
   if (!lock) return 'there is no strata.lock';
   if (lock.manifestSha256 !== manifest.sha256) {
     return `strata.toml changed since strata.lock was written (manifest sha256 ${manifest.sha256.slice(0, 12)}, lock records ${lock.manifestSha256.slice(0, 12)})`;
   }
+  verifyLockMatchesManifest(manifest, lock);
   return undefined;
 }
 

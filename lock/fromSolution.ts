@@ -1,6 +1,8 @@
 /** Turns a resolver solution into a Lockfile: pins every node, computes closure hashes. */
 import { closureHashes, environmentClosure } from './closure.ts';
 import { LOCK_VERSION } from './lockfile.ts';
+import { lockProblem } from './verify.ts';
+import { StrataError } from '../errors.ts';
 import type { LockedChannel, LockedPackage, Lockfile, Manifest, Candidate, HostProvided } from '../model.ts';
 
 export interface SolvedNode {
@@ -24,7 +26,7 @@ export function lockFromSolution(manifest: Manifest, channels: LockedChannel[], 
     depends: [...n.depends],
     closure: closures.get(n.candidate.name)!,
   }));
-  return {
+  const lock: Lockfile = {
     version: LOCK_VERSION,
     manifestSha256: manifest.sha256,
     project: { name: manifest.name, arch: manifest.arch },
@@ -34,4 +36,8 @@ export function lockFromSolution(manifest: Manifest, channels: LockedChannel[], 
     packages,
     hostProvided,
   };
+  // What strata writes it must read back (lock/verify.ts): an index offering what no lock may hold stops here.
+  const problem = lockProblem(lock);
+  if (problem) throw new StrataError('E_DEB', `cannot write strata.lock from what the channels offer: ${problem}`, "the channel's Packages index has an entry strata refuses; remove the package or the channel");
+  return lock;
 }

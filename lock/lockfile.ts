@@ -3,9 +3,10 @@
  * order, packages sorted by name then arch, one array element per line where arrays grow, a trailing newline.
  */
 import { readFile, writeFile, rename } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join, relative } from 'node:path';
 import TOML from '@iarna/toml';
 import { StrataError } from '../errors.ts';
+import { verifyLock } from './verify.ts';
 import type { HostProvided, ImageSettings, LockedChannel, LockedPackage, Lockfile } from '../model.ts';
 
 export const LOCK_VERSION = 1;
@@ -99,7 +100,18 @@ function need<V>(v: unknown, what: string, check: (x: unknown) => boolean): V {
 const isStr = (x: unknown) => typeof x === 'string';
 const isNum = (x: unknown) => typeof x === 'number' && Number.isInteger(x);
 const isStrs = (x: unknown) => Array.isArray(x) && x.every(isStr);
+const isTable = (x: unknown) => typeof x === 'object' && x !== null && !Array.isArray(x);
+const isStrTable = (x: unknown) => isTable(x) && Object.values(x as T).every(isStr);
 
+/** An array of tables (`[[name]]`), or none. */
+function tables(v: unknown, what: string): T[] {
+  return need<T[]>(v ?? [], what, (x) => Array.isArray(x) && x.every(isTable));
+}
+
+/**
+ * Parses and verifies a lock (lock/verify.ts): a lock that is malformed, or that strata could not have written (a
+ * closure that does not match, an edge to no locked package, a bad name or path), is refused with E_LOCK.
+ */
 export function parseLock(text: string, path = 'strata.lock'): Lockfile {
   let doc: T;
   try {
@@ -107,20 +119,22 @@ export function parseLock(text: string, path = 'strata.lock'): Lockfile {
   } catch (e) {
     throw new StrataError('E_LOCK', `${path} is not valid TOML: ${(e as Error).message.split('\n')[0]}`, 'run `strata lock` to write it again');
   }
+  let lock: Lockfile;
   try {
     const version = need<number>(doc.version, 'version', isNum);
     if (version !== LOCK_VERSION) throw new Error(`lock format version ${version} is not supported (this strata reads version ${LOCK_VERSION})`);
-    const project = need<T>(doc.project, '[project]', (x) => typeof x === 'object' && x !== null);
-    const image = (doc.image ?? {}) as T;
+    const project = need<T>(doc.project, '[project]', isTable);
+    const image = need<T>(doc.image ?? {}, '[image]', isTable);
     const settings: ImageSettings = {
-      env: { ...((image.env as Record<string, string>) ?? {}) },
-      alternatives: { ...((image.alternatives as Record<string, string>) ?? {}) },
+      env: { ...need<Record<string, string>>(image.env ?? {}, '[image.env]', isStrTable) },
+      alternatives: { ...need<Record<string, string>>(image.alternatives ?? {}, '[image.alternatives]', isStrTable) },
     };
+    if (image['gpu-driver'] !== undefined && image['gpu-driver'] !== 'host') throw new Error('image.gpu-driver must be "host"');
     if (image['gpu-driver'] === 'host') settings.gpuDriver = 'host';
     if (image.entrypoint !== undefined) settings.entrypoint = need<string[]>(image.entrypoint, 'image.entrypoint', isStrs);
     if (image.cmd !== undefined) settings.cmd = need<string[]>(image.cmd, 'image.cmd', isStrs);
     if (image['shell-hook'] !== undefined) settings.shellHook = need<string>(image['shell-hook'], 'image.shell-hook', isStr);
-    const channels: LockedChannel[] = ((doc.channel ?? []) as T[]).map((c, i) => ({
+    const channels: LockedChannel[] = tables(doc.channel, '[[channel]]').map((c, i) => ({
       name: need<string>(c.name, `channel[${i}].name`, isStr),
       suite: need<string>(c.suite, `channel[${i}].suite`, isStr),
       codename: need<string>(c.codename, `channel[${i}].codename`, isStr),
@@ -129,14 +143,13 @@ export function parseLock(text: string, path = 'strata.lock'): Lockfile {
       releaseSha256: need<string>(c['release-sha256'], `channel[${i}].release-sha256`, isStr),
       urls: c.urls === undefined ? [] : need<string[]>(c.urls, `channel[${i}].urls`, isStrs),
     }));
-    const hostProvided: HostProvided[] = ((doc['host-provided'] ?? []) as T[]).map((h, i) => ({
+    const hostProvided: HostProvided[] = tables(doc['host-provided'], '[[host-provided]]').map((h, i) => ({
       name: need<string>(h.name, `host-provided[${i}].name`, isStr),
       requires: need<string>(h.requires, `host-provided[${i}].requires`, isStr),
     }));
-    const packages: LockedPackage[] = ((doc.package ?? []) as T[]).map((p, i) => {
-      const w = `package[${i}]`;
-      const sha = need<string>(p.sha256, `${w}.sha256`, isStr);
-      if (!/^[0-9a-f]{64}$/.test(sha)) throw new Error(`${w}.sha256 is not a sha256`);
+    const packages: LockedPackage[] = tables(doc.package, '[[package]]').map((p, i) => {
+      const w = `package[${i}]${typeof p.name === 'string' ? ` (${JSON.stringify(p.name)})` : ''}`;
+      if (p.root !== undefined && p.root !== true && p.root !== false) throw new Error(`${w}.root must be true or false`);
       return {
         name: need<string>(p.name, `${w}.name`, isStr),
         version: need<string>(p.version, `${w}.version`, isStr),
@@ -145,18 +158,13 @@ export function parseLock(text: string, path = 'strata.lock'): Lockfile {
         source: need<string>(p.source, `${w}.source`, isStr),
         filename: need<string>(p.filename, `${w}.filename`, isStr),
         size: need<number>(p.size, `${w}.size`, isNum),
-        sha256: sha,
+        sha256: need<string>(p.sha256, `${w}.sha256`, isStr),
         root: p.root === true,
-        depends: need<string[]>(p.depends ?? [], `${w}.depends`, isStrs),
+        depends: [...need<string[]>(p.depends ?? [], `${w}.depends`, isStrs)],
         closure: need<string>(p.closure, `${w}.closure`, isStr),
       };
     });
-    const names = new Set(packages.map((p) => p.name));
-    for (const p of packages) {
-      for (const d of p.depends) if (!names.has(d)) throw new Error(`${p.name} depends on ${d}, which the lock does not contain`);
-      if (!channels.some((c) => c.name === p.channel)) throw new Error(`${p.name} names channel "${p.channel}", which the lock does not contain`);
-    }
-    return {
+    lock = {
       version: LOCK_VERSION,
       manifestSha256: need<string>(doc['manifest-sha256'], 'manifest-sha256', isStr),
       project: { name: need<string>(project.name, 'project.name', isStr), arch: need<string>(project.arch, 'project.arch', isStr) },
@@ -170,6 +178,8 @@ export function parseLock(text: string, path = 'strata.lock'): Lockfile {
     if (e instanceof StrataError) throw e;
     throw new StrataError('E_LOCK', `${path} is malformed: ${(e as Error).message}`, 'run `strata lock` to write it again');
   }
+  verifyLock(lock, path);
+  return lock;
 }
 
 /** Where a manifest's lock lives: strata.lock beside it. */
@@ -185,7 +195,8 @@ export async function readLock(path: string): Promise<Lockfile | undefined> {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new StrataError('E_LOCK', `cannot read ${path}: ${(e as Error).message}`);
   }
-  return parseLock(text, path);
+  const shown = relative(process.cwd(), path);
+  return parseLock(text, shown && !shown.startsWith('..') && !isAbsolute(shown) ? shown : path);
 }
 
 /** Writes the lock atomically; returns false (and writes nothing) when the bytes would not change. */

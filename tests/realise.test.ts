@@ -15,6 +15,7 @@ import { loadOciSchemas } from './helpers/ociSchema.ts';
 import { startDockerd } from './helpers/dockerd.ts';
 import { evilDebBytes } from './helpers/evildeb.ts';
 import { parseLock, serializeLock } from '../lock/lockfile.ts';
+import { rehashLock } from '../lock/verify.ts';
 
 test.after.always(closeSharedMirror);
 
@@ -206,11 +207,11 @@ test('a package with a ../ member fails the realise with a message naming it', a
     const deb = p.mirror.debs.find((x) => x.name === 'pkg-none')!;
     const evil = await evilDebBytes({ packageName: 'pkg-none', data: [{ name: './usr/', type: 'directory' }, { name: './usr/../../escaped', content: 'x' }] });
     own.tamper(deb.filename, evil);
-    // A lock that vouches for the evil bytes (as a compromised archive would).
+    // A lock that vouches for the evil bytes, closures and all (as a lock made from a compromised archive would).
     const lockPath = join(p.dir, 'strata.lock');
     const lock = parseLock(readFileSync(lockPath, 'utf8'));
     const sha = createHash('sha256').update(evil).digest('hex');
-    writeFileSync(lockPath, serializeLock({ ...lock, packages: lock.packages.map((x) => (x.name === 'pkg-none' ? { ...x, sha256: sha, size: evil.length } : x)) }));
+    writeFileSync(lockPath, serializeLock(rehashLock({ ...lock, packages: lock.packages.map((x) => (x.name === 'pkg-none' ? { ...x, sha256: sha, size: evil.length } : x)) })));
     const r = await p.strata(['realise', '--locked']);
     t.is(r.code, 1);
     t.regex(r.stderr, /pkg-none/);

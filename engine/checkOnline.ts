@@ -1,0 +1,128 @@
+/**
+ * `strata lock --check --online`: does the lock still match what the channels offer? Each channel's Release is fetched
+ * now and its signature verified, and its `Packages` indexes are read through the store (checked against the signed
+ * Release), exactly as `strata lock` does (channels/channel.ts). Every locked package must still be offered by its
+ * channel as the very same file: name, version, architecture, sha256, size and filename. And every package the
+ * manifest asks for that the lock holds under no package of that name must be provided by one of its roots (the
+ * offline check, lock/verify.ts, cannot see Provides: this is what catches a root deleted with its closures redone).
+ */
+import { StrataError } from '../errors.ts';
+import { loadChannel } from '../channels/channel.ts';
+import { parseProvides, satisfiesVersion } from '../debian/relation.ts';
+import type { Ctx } from './ctx.ts';
+import type { Candidate, LockedPackage, Lockfile, Manifest } from '../model.ts';
+
+/** How many packages that no longer match are named; the rest are counted. */
+export const SHOWN = 10;
+
+export interface OnlineMismatch {
+  pkg: LockedPackage;
+  /** What the channel's index says now, e.g. `not in the index` or `the index has 1.3-1`. */
+  why: string;
+}
+
+export interface OnlineResult {
+  checked: number;
+  mismatches: OnlineMismatch[];
+  /** Requests of the manifest that no locked root is or provides, with why. */
+  unprovided: { name: string; why: string }[];
+  /** One line per channel: whether its Release changed since the lock. */
+  channels: string[];
+}
+
+const exact = (p: LockedPackage, c: Candidate) => c.arch === p.arch && c.version === p.version && c.sha256 === p.sha256 && c.size === p.size && c.filename === p.filename;
+
+function describe(p: LockedPackage, offered: Candidate[]): string | undefined {
+  const same = offered.filter((c) => c.arch === p.arch && c.version === p.version);
+  if (same.some((c) => exact(p, c))) return undefined;
+  if (same.length > 0) {
+    const c = same[0]!;
+    const diff = [
+      c.sha256 !== p.sha256 ? `sha256 ${c.sha256.slice(0, 12)}… (locked ${p.sha256.slice(0, 12)}…)` : '',
+      c.size !== p.size ? `size ${c.size} (locked ${p.size})` : '',
+      c.filename !== p.filename ? `filename ${c.filename} (locked ${p.filename})` : '',
+    ].filter(Boolean);
+    return `the index lists ${p.version} as another file: ${diff.join(', ')}`;
+  }
+  const versions = [...new Set(offered.filter((c) => c.arch === p.arch).map((c) => c.version))];
+  if (versions.length > 0) return `${p.version} is gone; the index has ${versions.slice(0, 3).join(', ')}${versions.length > 3 ? ', …' : ''}`;
+  return 'not in the index any more';
+}
+
+/** Compares every locked package with its channel's signed index as served now. */
+export async function compareOnline(manifest: Manifest, lock: Lockfile, ctx: Ctx): Promise<OnlineResult> {
+  const { store, reporter } = ctx;
+  const settled = await Promise.allSettled(manifest.channels.map((c, rank) => loadChannel(c, rank, manifest.arch, store, reporter, { offline: false })));
+  const failed = settled.find((s) => s.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  const loaded = settled.map((s) => (s as PromiseFulfilledResult<Awaited<ReturnType<typeof loadChannel>>>).value);
+  const offered = new Map<string, Map<string, Candidate[]>>();
+  for (const l of loaded) {
+    const byName = new Map<string, Candidate[]>();
+    for (const c of l.candidates) {
+      const list = byName.get(c.name);
+      if (list) list.push(c);
+      else byName.set(c.name, [c]);
+    }
+    offered.set(l.spec.name, byName);
+  }
+  const mismatches: OnlineMismatch[] = [];
+  for (const p of lock.packages) {
+    const index = offered.get(p.channel);
+    const why = index ? describe(p, index.get(p.name) ?? []) : `channel ${JSON.stringify(p.channel)} is not in the manifest`;
+    if (why) mismatches.push({ pkg: p, why });
+  }
+  // Requests the lock holds under no package of their name: a root must provide them (as the resolver chose it).
+  const unprovided: { name: string; why: string }[] = [];
+  const byName = new Map(lock.packages.map((p) => [p.name, p]));
+  const rootProvides = lock.packages
+    .filter((p) => p.root)
+    .map((p) => (offered.get(p.channel)?.get(p.name) ?? []).find((c) => exact(p, c)))
+    .filter((c): c is Candidate => c !== undefined)
+    .flatMap((c) => {
+      try {
+        return parseProvides(c.provides);
+      } catch {
+        return [];
+      }
+    });
+  for (const r of manifest.packages) {
+    const held = byName.get(r.name);
+    if (held?.root) continue;
+    const provided = rootProvides.some((x) => x.name === r.name && (r.constraint === undefined || (x.version !== undefined && satisfiesVersion(x.version, r.constraint.op, r.constraint.version))));
+    if (!provided) unprovided.push({ name: r.name, why: held ? 'the lock holds it, but not as a root, and no root provides it' : 'no locked root is or provides it' });
+  }
+  const channels = loaded.map((l) => {
+    const was = lock.channels.find((c) => c.name === l.spec.name);
+    const same = was?.releaseSha256 === l.locked.releaseSha256;
+    const count = lock.packages.filter((p) => p.channel === l.spec.name).length;
+    return `  ${l.spec.name.padEnd(12)} ${String(count).padStart(5)}  ${l.locked.codename}: ${same ? 'Release unchanged since the lock' : `Release changed since the lock (${was?.date ?? '?'} -> ${l.locked.date})`}`;
+  });
+  return { checked: lock.packages.length, mismatches, unprovided, channels };
+}
+
+/**
+ * `compareOnline`, as `lock --check --online` reports it: summary lines when every locked package is still offered,
+ * else E_LOCK naming up to SHOWN packages that are not.
+ */
+export async function checkOnline(manifest: Manifest, lock: Lockfile, ctx: Ctx): Promise<string[]> {
+  const r = await compareOnline(manifest, lock, ctx);
+  if (r.mismatches.length === 0 && r.unprovided.length === 0) {
+    return [`online: all ${r.checked} locked packages are still offered by the channels' signed indexes`, ...r.channels];
+  }
+  const all = [
+    ...r.mismatches.map((m) => `  ${m.pkg.name} ${m.pkg.version} (${m.pkg.channel}): ${m.why}`),
+    ...r.unprovided.map((u) => `  ${u.name} (asked for by strata.toml): ${u.why}`),
+  ];
+  const lines = all.slice(0, SHOWN);
+  if (all.length > SHOWN) lines.push(`  ... and ${all.length - SHOWN} more`);
+  const head = [
+    r.mismatches.length > 0 ? `${r.mismatches.length} of ${r.checked} locked packages are not offered as locked` : '',
+    r.unprovided.length > 0 ? `${r.unprovided.length} requested package${r.unprovided.length === 1 ? ' is' : 's are'} not among the lock's roots` : '',
+  ].filter(Boolean);
+  throw new StrataError(
+    'E_LOCK',
+    [`strata.lock no longer matches the channels' signed indexes: ${head.join('; ')}`, ...lines, ...r.channels].join('\n'),
+    r.unprovided.length > 0 && r.mismatches.length === 0 ? 'the lock was edited; run `strata lock` to re-create it from strata.toml' : 'run `strata lock` to lock against what the channels offer now',
+  );
+}
