@@ -9,12 +9,14 @@
  * on hosts without nvidia-container-toolkit. A SONAME link is bound as a second view of the file it names.
  */
 import type Dockerode from 'dockerode';
+import { createWriteStream } from 'node:fs';
 import { posix } from 'node:path';
 import { StrataError } from '../errors.ts';
 import { dockerHostOf, reasonOf } from '../docker/engine.ts';
 import { DRIVER_LIB_DIR, type GpuMounts } from './gpu.ts';
 import { FORWARDED } from '../util/signals.ts';
-import type { Bind } from './sandbox.ts';
+import { TERMINAL_IO, type RunIO } from './io.ts';
+import type { Bind } from './sandbox/rootSteps.ts';
 
 export interface DockerRunSpec {
   /** Image reference (name:tag or ID). */
@@ -90,7 +92,7 @@ export function containerOptions(spec: DockerRunSpec, nvidiaRuntime: boolean): D
 
 
 /** Runs the command in a fresh container; resolves with its exit status. The container is always removed. */
-export async function runDocker(docker: Dockerode, spec: DockerRunSpec): Promise<number> {
+export async function runDocker(docker: Dockerode, spec: DockerRunSpec, io: RunIO = TERMINAL_IO): Promise<number> {
   const nvidia = spec.gpu ? await engineHasNvidia(docker) : false;
   let container: Dockerode.Container;
   try {
@@ -99,7 +101,10 @@ export async function runDocker(docker: Dockerode, spec: DockerRunSpec): Promise
     throw new StrataError('E_DOCKER', `the Docker engine at ${dockerHostOf(docker)} refused to create the container: ${reasonOf(e)}`);
   }
   const stdin = process.stdin;
-  const raw = spec.tty && stdin.isTTY;
+  const inherit = io.stdio === 'inherit';
+  const raw = inherit && spec.tty && stdin.isTTY;
+  const files = io.stdio === 'files' ? [createWriteStream(io.stdout, { flags: 'a' }), createWriteStream(io.stderr, { flags: 'a' })] : [];
+  const signals = io.forwardSignals ? FORWARDED : [];
   const forward = (sig: NodeJS.Signals) => {
     container.kill({ signal: sig }).catch(() => {});
   };
@@ -113,10 +118,12 @@ export async function runDocker(docker: Dockerode, spec: DockerRunSpec): Promise
       stream.once('close', () => resolve());
       stream.once('error', () => resolve());
     });
-    if (spec.tty) stream.pipe(process.stdout, { end: false });
-    else docker.modem.demuxStream(stream as NodeJS.ReadableStream, process.stdout, process.stderr);
-    stdin.pipe(stream as NodeJS.WritableStream);
-    for (const s of FORWARDED) process.on(s, forward);
+    const [out, err] = files.length > 0 ? files : [process.stdout, process.stderr];
+    if (spec.tty) stream.pipe(out!, { end: false });
+    else docker.modem.demuxStream(stream as NodeJS.ReadableStream, out!, err!);
+    if (inherit) stdin.pipe(stream as NodeJS.WritableStream);
+    else stream.end();
+    for (const s of signals) process.on(s, forward);
     await container.start();
     if (raw) {
       stdin.setRawMode(true);
@@ -131,13 +138,16 @@ export async function runDocker(docker: Dockerode, spec: DockerRunSpec): Promise
     if (e instanceof StrataError) throw e;
     throw new StrataError('E_DOCKER', `running the container in the Docker engine at ${dockerHostOf(docker)} failed: ${reasonOf(e)}`);
   } finally {
-    for (const s of FORWARDED) process.removeListener(s, forward);
+    for (const s of signals) process.removeListener(s, forward);
     if (raw) {
       stdin.setRawMode(false);
       process.stdout.removeListener('resize', resize);
     }
-    stdin.unpipe();
-    stdin.pause();
+    if (inherit) {
+      stdin.unpipe();
+      stdin.pause();
+    }
+    await Promise.all(files.map((f) => new Promise((r) => f.end(r))));
     await container.remove({ force: true }).catch(() => {});
   }
 }

@@ -416,3 +416,22 @@ export function checkDriver(lock: Lockfile, driverVersion: string): void {
     }
   }
 }
+
+/** The GPU files and nodes for this run, or undefined for none; throws E_GPU when the environment cannot have what it asks for. */
+export function gpuForRun(lock: Lockfile, gpus: string | undefined, root = '/'): GpuMounts | undefined {
+  const wantsGpu = lock.image.gpuDriver === 'host';
+  const selection = gpus !== undefined ? parseGpuSelection(gpus) : wantsGpu ? 'all' : 'none';
+  if (selection === 'none') return undefined;
+  const host = detectGpu({ root });
+  if (!host) {
+    throw new StrataError(
+      'E_GPU',
+      wantsGpu
+        ? 'the environment asks for a GPU ([gpu] driver = "host") but this host has no NVIDIA driver (no /proc/driver/nvidia/version)'
+        : `--gpus ${gpus} asks for a GPU but this host has no NVIDIA driver (no /proc/driver/nvidia/version)`,
+      'load the NVIDIA kernel driver, or run with --gpus none to start without the GPU',
+    );
+  }
+  checkDriver(lock, host.driverVersion);
+  return gpuMounts(host, selection);
+}

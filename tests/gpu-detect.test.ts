@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isStrataError } from '../errors.ts';
 import { checkDriver, detectGpu, gpuMounts, ldconfigLibraryPaths, parseDriverVersion, parseGpuSelection } from '../run/gpu.ts';
-import { bwrapArgs, unshareScript, unsharePlan, fstabText } from '../run/sandbox.ts';
+import { bwrapArgs } from '../run/sandbox/bwrap.ts';
+import { unshareScript, unsharePlan, fstabText } from '../run/sandbox/unshare.ts';
 import { containerOptions } from '../run/docker.ts';
 import type { Lockfile } from '../model.ts';
 import { FAKE_DRIVER, makeFakeGpuTree, type FakeGpuTree } from './helpers/runEnv.ts';
@@ -167,7 +168,7 @@ test('both backends put the nodes and files at the same paths inside', (t) => {
   t.true(plan.skeleton.some((e) => e.kind === 'symlink' && e.path === '/run/opengl-driver/lib/libcuda.so.1' && e.target === `libcuda.so.${V}`));
   t.true(plan.skeleton.some((e) => e.kind === 'file' && e.path === '/dev/nvidia0'));
   // unshare, the one-command-per-mount fallback.
-  const script = unshareScript(spec, '/stage', false, { uid: 0, gid: 0 });
+  const script = unshareScript(spec, { stage: '/stage', rootless: false, ids: { uid: 0, gid: 0 } });
   t.true(script.includes(`mount --bind '${r}/dev/nvidia0' '/stage/dev/nvidia0'`));
   t.false(script.includes('nvidia1'));
   t.true(script.includes(`ln -s 'libcuda.so.${V}' '/stage/run/opengl-driver/lib/libcuda.so.1'`));

@@ -1,0 +1,144 @@
+/**
+ * What a run needs, whichever backend runs it: the command, the environment variables strata adds, the working
+ * directory, the binds (the project directory, HOME) and the user. `runSpecFor` is pure: everything it reads of the
+ * host arrives as `HostFacts` (read once, by `hostFacts`).
+ */
+import { existsSync, statSync } from 'node:fs';
+import { relative } from 'node:path';
+import { StrataError } from '../errors.ts';
+import { DRIVER_BIN_DIR, type GpuMounts } from './gpu.ts';
+import type { Bind } from './sandbox/rootSteps.ts';
+import type { Lockfile } from '../model.ts';
+
+/** What of the host a run spec depends on. */
+export interface HostFacts {
+  cwd: string;
+  /** The invoking user's HOME when it is an existing directory other than `/`. */
+  home?: string;
+  term?: string;
+  user?: string;
+  logname?: string;
+  /** The user the command runs as: the sudo invoker when root runs for one, else this process's user. */
+  uid: number;
+  gid: number;
+  /** Root running for a sudo invoker. */
+  sudo: boolean;
+}
+
+export function hostFacts(env: NodeJS.ProcessEnv = process.env): HostFacts {
+  let uid = process.getuid?.() ?? 0;
+  let gid = process.getgid?.() ?? 0;
+  let sudo = false;
+  if (uid === 0 && env.SUDO_UID && /^\d+$/.test(env.SUDO_UID) && env.SUDO_UID !== '0') {
+    gid = /^\d+$/.test(env.SUDO_GID ?? '') ? Number(env.SUDO_GID) : Number(env.SUDO_UID);
+    uid = Number(env.SUDO_UID);
+    sudo = true;
+  }
+  const home = env.HOME && env.HOME !== '/' && existsSync(env.HOME) && statSync(env.HOME).isDirectory() ? env.HOME : undefined;
+  return {
+    cwd: process.cwd(),
+    ...(home ? { home } : {}),
+    ...(env.TERM ? { term: env.TERM } : {}),
+    ...(env.USER ? { user: env.USER } : {}),
+    ...(env.LOGNAME ? { logname: env.LOGNAME } : {}),
+    uid,
+    gid,
+    sudo,
+  };
+}
+
+export interface RunRequest {
+  /** The command; undefined for an interactive shell. */
+  command?: string[];
+  /** `--env KEY=VALUE` entries. */
+  env?: string[];
+  network: boolean;
+  gpu?: GpuMounts;
+}
+
+export interface RunSpec {
+  argv: string[];
+  /** Set over the image's own environment. */
+  env: Record<string, string>;
+  cwd: string;
+  binds: Bind[];
+  gpu?: GpuMounts;
+  network: boolean;
+  uid: number;
+  gid: number;
+  sudo: boolean;
+  /** An interactive shell (a TTY when stdin is one). */
+  shell: boolean;
+}
+
+/** The spec of a run of `lock`'s environment for the project in `projectDir`. */
+export function runSpecFor(lock: Lockfile, projectDir: string, host: HostFacts, r: RunRequest): RunSpec {
+  const inside = (dir: string, path: string) => !relative(dir, path).startsWith('..');
+  const cwd = inside(projectDir, host.cwd) ? host.cwd : projectDir;
+  const binds: Bind[] = [{ source: projectDir, target: projectDir, writable: true }];
+  // A project inside HOME is mounted after HOME, over it; a HOME inside the project comes with it.
+  if (host.home && !inside(projectDir, host.home)) {
+    const b = { source: host.home, target: host.home, writable: true };
+    if (inside(host.home, projectDir)) binds.unshift(b);
+    else binds.push(b);
+  }
+  const shell = r.command === undefined;
+  const env: Record<string, string> = {
+    HOME: host.home ?? '/tmp',
+    TERM: host.term ?? 'xterm',
+    ...(host.user ? { USER: host.user } : {}),
+    ...(host.logname ? { LOGNAME: host.logname } : {}),
+    ...(shell ? { PS1: `(strata:${lock.project.name}) $ ` } : {}),
+    ...(r.gpu ? r.gpu.env : {}),
+    ...parseEnvAssignments(r.env ?? []),
+  };
+  return {
+    argv: r.command ?? shellArgv(lock.image.shellHook),
+    env,
+    cwd,
+    binds,
+    ...(r.gpu ? { gpu: r.gpu } : {}),
+    network: r.network,
+    uid: host.uid,
+    gid: host.gid,
+    sudo: host.sudo,
+    shell,
+  };
+}
+
+/** `--env KEY=VALUE` entries as a map; E_USAGE names a malformed one. */
+export function parseEnvAssignments(list: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of list) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw new StrataError('E_USAGE', `--env takes KEY=VALUE, not "${kv}"`);
+    out[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return out;
+}
+
+/** `K=V` entries (an image config's Env) as a map. */
+export function envList(list: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of list) {
+    const i = kv.indexOf('=');
+    if (i > 0) out[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return out;
+}
+
+/** The image's PATH with the host driver's binaries (nvidia-smi) appended, when the run has any. */
+export function pathWithDriver(imagePath: string | undefined, gpu: GpuMounts | undefined): string | undefined {
+  if (!gpu || gpu.binaries.length === 0) return undefined;
+  return `${imagePath ?? '/usr/bin:/bin'}:${DRIVER_BIN_DIR}`;
+}
+
+/** The shell command line for `strata shell`: the hook, then bash when the environment has it, else sh. */
+function shellArgv(hook: string | undefined): string[] {
+  const script = [
+    ...(hook ? [hook] : []),
+    'if command -v bash >/dev/null 2>&1; then exec bash --norc --noprofile -i; fi',
+    'exec sh -i',
+  ].join('\n');
+  return ['/bin/sh', '-c', script];
+}

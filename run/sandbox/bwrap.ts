@@ -1,0 +1,30 @@
+/** The bubblewrap method: one `bwrap` invocation that assembles the root from its arguments. */
+import { posix } from 'node:path';
+import { DRIVER_LIB_DIR } from '../gpu.ts';
+import { DEV_NODES, mountPointsOf, rootSteps, type SandboxSpec } from './rootSteps.ts';
+
+/** bubblewrap's argument list for `spec` (the program is `bwrap`). */
+export function bwrapArgs(spec: SandboxSpec, rootless: boolean, ids: { uid: number; gid: number }): string[] {
+  const a: string[] = ['--die-with-parent', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--hostname', 'strata'];
+  if (rootless) a.push('--unshare-user', '--uid', String(ids.uid), '--gid', String(ids.gid));
+  if (!spec.network) a.push('--unshare-net');
+  for (const s of rootSteps(spec.rootfs, mountPointsOf(spec))) {
+    if (s.op === 'dir') a.push('--dir', s.path);
+    else if (s.op === 'symlink') a.push('--symlink', s.target, s.path);
+    else a.push('--ro-bind', s.source, s.path);
+  }
+  a.push('--dev', '/dev', '--proc', '/proc', '--ro-bind', '/sys', '/sys', '--tmpfs', '/tmp', '--chmod', '1777', '/tmp');
+  for (const b of spec.binds) a.push(b.writable ? '--bind' : '--ro-bind', b.source, b.target);
+  if (spec.gpu) {
+    for (const d of spec.gpu.devices) a.push('--dev-bind', d.hostPath, d.path);
+    a.push('--tmpfs', posix.dirname(DRIVER_LIB_DIR), '--dir', DRIVER_LIB_DIR);
+    for (const l of spec.gpu.libraries) a.push('--ro-bind', l.hostPath, posix.join(DRIVER_LIB_DIR, l.name));
+    for (const l of spec.gpu.links) a.push('--symlink', l.target, posix.join(DRIVER_LIB_DIR, l.name));
+    for (const b of spec.gpu.binaries) a.push('--ro-bind', b.hostPath, b.path);
+    a.push('--remount-ro', posix.dirname(DRIVER_LIB_DIR));
+  }
+  a.push('--chdir', spec.cwd, '--clearenv');
+  for (const [k, v] of Object.entries(spec.env)) a.push('--setenv', k, v);
+  a.push('--', ...spec.argv);
+  return a;
+}

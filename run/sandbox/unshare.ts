@@ -1,0 +1,201 @@
+/**
+ * The unshare method: `unshare --mount --pid --fork` runs a host shell script that assembles the new root on a
+ * staging directory and enters it with a second `unshare` that chroots. Fast path: a cached skeleton and an fstab
+ * (three processes); fallback: one command per mount.
+ */
+import { createHash } from 'node:crypto';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join, posix } from 'node:path';
+import { DRIVER_LIB_DIR } from '../gpu.ts';
+import type { DerivedCache } from '../../store/store.ts';
+import { which } from './choose.ts';
+import { DEV_NODES, mountPointsOf, rootSteps, type RootStep, type SandboxSpec } from './rootSteps.ts';
+
+function q(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** An entry of the skeleton the unshare path copies onto the new root's tmpfs in one `cp -a`. */
+export type SkeletonEntry = { kind: 'dir' | 'file'; path: string } | { kind: 'symlink'; path: string; target: string };
+
+/** One mount of the unshare path's fstab; `target` is relative to the new root. */
+export interface FstabEntry {
+  /** A path on the host, a path inside the new root when `inRoot`, or a pseudo source (proc, devpts, a tmpfs name). */
+  source: string;
+  inRoot?: boolean;
+  target: string;
+  type: string;
+  options: string;
+}
+
+/**
+ * The unshare path's plan: a skeleton (directories, empty files as mount points, symlinks) and the mounts over
+ * it, in order. The new root is a tmpfs, so /dev needs no tmpfs of its own: its nodes are files of the skeleton.
+ */
+export function unsharePlan(spec: SandboxSpec, steps: RootStep[] = rootSteps(spec.rootfs, mountPointsOf(spec))): { skeleton: SkeletonEntry[]; mounts: FstabEntry[] } {
+  const skeleton: SkeletonEntry[] = [];
+  const mounts: FstabEntry[] = [];
+  const dirs = new Set<string>(['/']);
+  const dir = (p: string) => {
+    if (dirs.has(p)) return;
+    dir(posix.dirname(p));
+    dirs.add(p);
+    skeleton.push({ kind: 'dir', path: p });
+  };
+  const point = (p: string, file: boolean) => {
+    if (file) {
+      dir(posix.dirname(p));
+      skeleton.push({ kind: 'file', path: p });
+    } else dir(p);
+  };
+  const bind = (source: string, target: string, file: boolean, opts: string) => {
+    point(target, file);
+    mounts.push({ source, target, type: 'none', options: opts });
+  };
+  for (const s of steps) {
+    if (s.op === 'dir') dir(s.path);
+    else if (s.op === 'symlink') skeleton.push({ kind: 'symlink', path: s.path, target: s.target });
+    else bind(s.source, s.path, s.file, s.file ? 'bind,ro' : 'rbind,ro');
+  }
+  for (const d of DEV_NODES) bind(`/dev/${d}`, `/dev/${d}`, true, 'bind');
+  dir('/dev/pts');
+  mounts.push({ source: 'devpts', target: '/dev/pts', type: 'devpts', options: 'newinstance,ptmxmode=0666,mode=0620' });
+  dir('/dev/shm');
+  mounts.push({ source: 'shm', target: '/dev/shm', type: 'tmpfs', options: 'mode=1777' });
+  for (const [name, target] of DEV_LINKS) skeleton.push({ kind: 'symlink', path: `/dev/${name}`, target });
+  dir('/proc');
+  mounts.push({ source: 'proc', target: '/proc', type: 'proc', options: 'defaults' });
+  bind('/sys', '/sys', false, 'rbind');
+  dir('/tmp');
+  mounts.push({ source: 'strata-tmp', target: '/tmp', type: 'tmpfs', options: 'mode=1777' });
+  // The project directory and HOME may lie below /tmp, whose tmpfs hides the skeleton there: mount creates them.
+  for (const b of spec.binds) mounts.push({ source: b.source, target: b.target, type: 'none', options: `${b.writable ? 'rbind' : 'rbind,ro'},X-mount.mkdir` });
+  if (spec.gpu) {
+    for (const d of spec.gpu.devices) bind(d.hostPath, d.path, true, 'bind');
+    dir(DRIVER_LIB_DIR);
+    for (const l of spec.gpu.libraries) bind(l.hostPath, posix.join(DRIVER_LIB_DIR, l.name), true, 'bind,ro');
+    for (const l of spec.gpu.links) skeleton.push({ kind: 'symlink', path: posix.join(DRIVER_LIB_DIR, l.name), target: l.target });
+    for (const b of spec.gpu.binaries) bind(b.hostPath, b.path, true, 'bind,ro');
+    // The driver directory itself read-only, its mounts carried along.
+    const top = posix.dirname(DRIVER_LIB_DIR);
+    mounts.push({ source: top, inRoot: true, target: top, type: 'none', options: 'rbind,ro' });
+  }
+  return { skeleton, mounts };
+}
+
+/** fstab(5) text for `mounts` over the root at `stage`; sources and targets octal-escaped as fstab wants. */
+export function fstabText(mounts: FstabEntry[], stage: string): string {
+  const esc = (p: string) => p.replace(/[\\ \t\n]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+  return mounts.map((m) => `${esc(m.inRoot ? posix.join(stage, m.source) : m.source)} ${esc(posix.join(stage, m.target))} ${m.type} ${m.options} 0 0\n`).join('');
+}
+
+/** Where the sandbox keeps its working directories: the store's, handed down by the engine. */
+export interface SandboxPlaces {
+  /** An empty directory the unshare method mounts the new root on. */
+  stage: string;
+  /** The cache of skeletons the unshare method copies onto the new root. */
+  skeletons: DerivedCache;
+}
+
+/**
+ * Writes the skeleton and the fstab as one entry of the `skeletons` cache (key: their content), once; later runs
+ * reuse it. Returns that directory: `root/` to copy onto the new root, `fstab` to mount over it.
+ */
+export function ensureSkeleton(skeletons: DerivedCache, plan: { skeleton: SkeletonEntry[]; mounts: FstabEntry[] }, stage: string): string {
+  const fstab = fstabText(plan.mounts, stage);
+  const key = createHash('sha256').update(JSON.stringify([SKELETON_FORMAT, plan.skeleton, fstab])).digest('hex').slice(0, 32);
+  return skeletons.dirSync(key, (tmp) => {
+    mkdirSync(join(tmp, 'root'), { recursive: true, mode: 0o755 });
+    for (const e of plan.skeleton) {
+      const p = join(tmp, 'root', e.path);
+      if (e.kind === 'symlink') symlinkSync(e.target, p);
+      else if (e.kind === 'dir') mkdirSync(p, { recursive: true, mode: 0o755 });
+      else writeFileSync(p, '', { mode: 0o644 });
+    }
+    writeFileSync(join(tmp, 'fstab'), fstab);
+  });
+}
+
+const SKELETON_FORMAT = 1;
+
+/**
+ * The host shell script that `unshare --mount --pid --fork` runs: mounts the new root on `stage` (an empty
+ * directory), then enters it with a second `unshare` that chroots, changes directory and, when rootless, maps
+ * the user back to their own uid and gid.
+ *
+ * With a skeleton (see `ensureSkeleton`) the root is assembled in three processes: a tmpfs mount, one `cp -a`
+ * of the skeleton, one `mount -a` of its fstab. If that fails (an old util-linux, a kernel that refuses a
+ * read-only remount in a user namespace), or without a skeleton, it falls back to one command per mount.
+ */
+export interface UnshareOptions {
+  /** The empty directory the new root is mounted on. */
+  stage: string;
+  rootless: boolean;
+  ids: { uid: number; gid: number };
+  /** A skeleton directory from `ensureSkeleton`: the fast path. */
+  skeleton?: string;
+  /** The image's top level, when already read. */
+  steps?: RootStep[];
+  /** Show why the fast path failed (STRATA_DEBUG). */
+  debug?: boolean;
+  /** The host's `unshare` program. */
+  unshareBin?: string;
+}
+
+export function unshareScript(spec: SandboxSpec, o: UnshareOptions): string {
+  const { stage, rootless, ids, skeleton } = o;
+  const steps = o.steps ?? rootSteps(spec.rootfs, mountPointsOf(spec));
+  const N = (p: string) => q(posix.join(stage, p));
+  // The command's environment arrives as this shell's; host tools run with the host's PATH until the chroot.
+  const L: string[] = ['set -e', 'inner_path=$PATH', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
+  const S: string[] = [`mount -t tmpfs -o mode=0755 strata-root ${q(stage)}`];
+  const bindRo = (src: string, dst: string, file: boolean) => {
+    S.push(file ? `mkdir -p "$(dirname ${N(dst)})"; : > ${N(dst)}` : `mkdir -p ${N(dst)}`);
+    S.push(`mount --rbind ${q(src)} ${N(dst)}`, `mount -o remount,bind,ro ${N(dst)} 2>/dev/null || true`);
+  };
+  for (const s of steps) {
+    if (s.op === 'dir') S.push(`mkdir -p ${N(s.path)}`);
+    else if (s.op === 'symlink') S.push(`ln -s ${q(s.target)} ${N(s.path)}`);
+    else bindRo(s.source, s.path, s.file);
+  }
+  // A minimal /dev.
+  S.push(`mkdir -p ${N('/dev')}`, `mount -t tmpfs -o mode=0755,nosuid strata-dev ${N('/dev')}`);
+  for (const d of DEV_NODES) S.push(`: > ${N(`/dev/${d}`)}`, `mount --bind /dev/${d} ${N(`/dev/${d}`)}`);
+  S.push(
+    `mkdir -p ${N('/dev/pts')} ${N('/dev/shm')}`,
+    `mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts ${N('/dev/pts')} 2>/dev/null || mount --bind /dev/pts ${N('/dev/pts')}`,
+    `mount -t tmpfs -o mode=1777 shm ${N('/dev/shm')}`,
+    ...DEV_LINKS.map(([name, target]) => `ln -s ${q(target)} ${N(`/dev/${name}`)}`),
+  );
+  S.push(`mkdir -p ${N('/proc')} ${N('/sys')} ${N('/tmp')}`, `mount -t proc proc ${N('/proc')}`, `mount --rbind /sys ${N('/sys')}`, `mount -t tmpfs -o mode=1777 strata-tmp ${N('/tmp')}`);
+  for (const b of spec.binds) {
+    S.push(`mkdir -p ${N(b.target)}`, `mount --rbind ${q(b.source)} ${N(b.target)}`);
+    if (!b.writable) S.push(`mount -o remount,bind,ro ${N(b.target)} 2>/dev/null || true`);
+  }
+  if (spec.gpu) {
+    for (const d of spec.gpu.devices) S.push(`mkdir -p "$(dirname ${N(d.path)})"; : > ${N(d.path)}`, `mount --bind ${q(d.hostPath)} ${N(d.path)}`);
+    const top = posix.dirname(DRIVER_LIB_DIR);
+    S.push(`mkdir -p ${N(top)}`, `mount -t tmpfs -o mode=0755 strata-gpu ${N(top)}`, `mkdir -p ${N(DRIVER_LIB_DIR)}`);
+    for (const l of spec.gpu.libraries) bindRo(l.hostPath, posix.join(DRIVER_LIB_DIR, l.name), true);
+    for (const l of spec.gpu.links) S.push(`ln -s ${q(l.target)} ${N(posix.join(DRIVER_LIB_DIR, l.name))}`);
+    for (const b of spec.gpu.binaries) bindRo(b.hostPath, b.path, true);
+    S.push(`mount -o remount,ro,bind ${N(top)} 2>/dev/null || mount -o remount,ro ${N(top)}`);
+  }
+  if (skeleton) {
+    const fast = [`mount -t tmpfs -o mode=0755 strata-root ${q(stage)}`, `cp -a ${q(join(skeleton, 'root'))}/. ${q(stage)}/`, `mount -a --fstab ${q(join(skeleton, 'fstab'))}`];
+    // Its errors are shown with STRATA_DEBUG set; otherwise the fallback speaks for itself if it fails too.
+    L.push(`if ! { ${fast.join(' && ')}; }${o.debug ? '' : ' 2>/dev/null'}; then`, `umount -R ${q(stage)} 2>/dev/null || true`, ...S, 'fi');
+  } else L.push(...S);
+  const unshareBin = o.unshareBin ?? which('unshare') ?? '/usr/bin/unshare';
+  const enter = rootless ? `--user --map-user=${ids.uid} --map-group=${ids.gid} --mount` : '';
+  // This shell stays as PID 1 of the namespace (which ignores signals it has no handler for) and waits; the
+  // command is a child, where signals with a default action work (Ctrl-C on `sleep`), and its status, 128 + N
+  // when signal N ended it, is the shell's.
+  // Its traps do nothing (a trapped signal, unlike an ignored one, is reset to the default for the command), so a
+  // Ctrl-C that reaches the whole process group leaves the exit status to the command.
+  L.push(`PATH=$inner_path`, 'set +e', "trap ':' INT QUIT TERM HUP", `${q(unshareBin)} ${enter} --root=${q(stage)} --wd=${q(spec.cwd)} -- "$@"`, 'exit $?');
+  return L.join('\n');
+}
+
+/** The symlinks of a minimal /dev. */
+const DEV_LINKS: [string, string][] = [['ptmx', 'pts/ptmx'], ['fd', '/proc/self/fd'], ['stdin', '/proc/self/fd/0'], ['stdout', '/proc/self/fd/1'], ['stderr', '/proc/self/fd/2']];
