@@ -153,3 +153,22 @@ export interface Lockfile {
   packages: LockedPackage[];
   hostProvided: HostProvided[];
 }
+
+/** One package the resolver chose: its candidate, whether the manifest asked for it, and its resolved edges. */
+export interface SolvedPackage {
+  candidate: Candidate;
+  root: boolean;
+  /** Names of chosen packages this one depends on, sorted. */
+  depends: string[];
+}
+
+/**
+ * The host-GPU contract between the realiser (which makes the mount point and points the loader at it) and the run
+ * backends (which bind the host's NVIDIA driver files there): where the libraries and programs go, and what the
+ * driver is asked to expose.
+ */
+export const HOST_GPU = {
+  libDir: '/run/opengl-driver/lib',
+  binDir: '/run/opengl-driver/bin',
+  capabilities: 'compute,utility',
+} as const;

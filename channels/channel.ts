@@ -9,6 +9,7 @@ import { gunzipSync } from 'node:zlib';
 import * as openpgp from 'openpgp';
 import { xz } from '@napi-rs/lzma';
 import { StrataError } from '../errors.ts';
+import { sha256Hex as sha256 } from '../util/bytes.ts';
 import { parseParagraphs, parseParagraphStream, field } from '../debian/deb822.ts';
 import { httpGet, type Store } from '../store/store.ts';
 import { channelUrls, defaultKeyring } from './mirror.ts';
@@ -158,9 +159,6 @@ async function fetchRelease(
   return result;
 }
 
-function sha256(b: Buffer): string {
-  return createHash('sha256').update(b).digest('hex');
-}
 
 /** Loads one channel: verified Release, verified indexes, parsed candidates for `arch` and `all`. */
 export async function loadChannel(

@@ -3,15 +3,9 @@ import { closureHashes, environmentClosure } from './closure.ts';
 import { LOCK_VERSION } from './lockfile.ts';
 import { lockProblem } from './verify.ts';
 import { StrataError } from '../errors.ts';
-import type { LockedChannel, LockedPackage, Lockfile, Manifest, Candidate, HostProvided } from '../model.ts';
+import type { LockedChannel, LockedPackage, Lockfile, Manifest, HostProvided, SolvedPackage } from '../model.ts';
 
-export interface SolvedNode {
-  candidate: Candidate;
-  root: boolean;
-  depends: string[];
-}
-
-export function lockFromSolution(manifest: Manifest, channels: LockedChannel[], nodes: SolvedNode[], hostProvided: HostProvided[]): Lockfile {
+export function lockFromSolution(manifest: Manifest, channels: LockedChannel[], nodes: SolvedPackage[], hostProvided: HostProvided[]): Lockfile {
   const closures = closureHashes(nodes.map((n) => ({ name: n.candidate.name, sha256: n.candidate.sha256, depends: n.depends })));
   const packages: LockedPackage[] = nodes.map((n) => ({
     name: n.candidate.name,

@@ -6,6 +6,7 @@ import { readFile, writeFile, rename } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative } from 'node:path';
 import TOML from '@iarna/toml';
 import { StrataError } from '../errors.ts';
+import { cmp } from '../util/order.ts';
 import { verifyLock } from './verify.ts';
 import type { HostProvided, ImageSettings, LockedChannel, LockedPackage, Lockfile } from '../model.ts';
 
@@ -29,7 +30,6 @@ function blockArray(xs: string[]): string {
   return `[\n${xs.map((x) => `  ${str(x)},\n`).join('')}]`;
 }
 
-const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 export function serializeLock(lock: Lockfile): string {
   const out: string[] = [];

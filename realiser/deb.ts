@@ -19,12 +19,14 @@ import { createHash } from 'node:crypto';
 import { constants as fsConstants, createReadStream } from 'node:fs';
 import { mkdir, open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Transform } from 'node:stream';
 import { createGunzip, createZstdDecompress } from 'node:zlib';
 import tarStream from 'tar-stream';
 import { StrataError } from '../errors.ts';
+import type { TarHeader } from '../util/tarHeader.ts';
+import { parentOf } from './layertar.ts';
 
 export interface UnpackedEntry {
   /** Normalized relative path: no leading `./` or `/`, no trailing `/`, e.g. `usr/bin/hello`. */
@@ -176,19 +178,6 @@ async function readArLayout(fh: FileHandle, fail: Fail): Promise<{ control: ArMe
   return { control, data };
 }
 
-/** A tar member header as tar-stream decodes it (its published type leaves out the cases handled here). */
-interface TarHeader {
-  name: string;
-  type: string | null;
-  mode: number;
-  uid: number;
-  gid: number;
-  uname: string;
-  gname: string;
-  size: number;
-  linkname: string | null;
-  pax?: Record<string, string> | null;
-}
 
 /** One member's content: must be fully consumed (or resumed) before the next member arrives. */
 type TarBody = AsyncIterable<Buffer> & { resume(): unknown };
@@ -485,10 +474,6 @@ async function extractData(
   return { entries, dropped };
 }
 
-function parentOf(path: string): string {
-  const d = dirname(path);
-  return d === '.' ? '' : d;
-}
 
 /** Streams a member's content to `file` (never following a symlink there), hashing it on the way. */
 async function writeFileEntry(file: string, mode: number, body: AsyncIterable<Buffer>): Promise<{ size: number; sha256: string }> {

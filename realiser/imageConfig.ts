@@ -6,7 +6,7 @@ import { GPU_DRIVER_DIR } from './tree.ts';
 import { platformForDebianArch } from './oci/spec.ts';
 import type { ImageInput, LayerBlob } from './oci/image.ts';
 import type { LayerJob } from './layers.ts';
-import type { Lockfile } from '../model.ts';
+import { HOST_GPU, type Lockfile } from '../model.ts';
 
 /** The default image name:tag of a lock: `<project>:<first 12 hex of the closure>`. */
 export function defaultTag(lock: Lockfile): string {
@@ -20,7 +20,7 @@ export function imageInput(lock: Lockfile, jobs: Pick<LayerJob, 'label' | 'comme
   const env: Record<string, string> = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' };
   if (gpu) {
     env.LD_LIBRARY_PATH = GPU_DRIVER_DIR;
-    env.NVIDIA_DRIVER_CAPABILITIES = 'compute,utility';
+    env.NVIDIA_DRIVER_CAPABILITIES = HOST_GPU.capabilities;
   }
   Object.assign(env, lock.image.env);
   const platform = platformForDebianArch(lock.project.arch);

@@ -149,7 +149,8 @@ function checkPath(path: string): void {
   }
 }
 
-function parentOf(path: string): string {
+/** The parent of a relative member path (`a/b/c` -> `a/b`, `a` -> ``). */
+export function parentOf(path: string): string {
   const i = path.lastIndexOf('/');
   return i < 0 ? '' : path.slice(0, i);
 }

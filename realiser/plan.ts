@@ -11,6 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Graph, alg } from '@dagrejs/graphlib';
+import { cmp } from '../util/order.ts';
 import type { LockedPackage, Lockfile } from '../model.ts';
 
 export interface LayerGroup {
@@ -25,9 +26,6 @@ export const MAX_PACKAGE_LAYERS = 96;
 /** A source group this large gets a layer of its own. */
 const LARGE_GROUP = 64 * 1024 * 1024;
 
-function cmp(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
 
 function labelOf(sources: string[]): string {
   return sources.length <= 3 ? sources.join(' ') : `${sources.slice(0, 3).join(' ')} and ${sources.length - 3} more`;

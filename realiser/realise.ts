@@ -2,11 +2,11 @@
  * realise: lock -> verified .debs in the store -> unpacked trees (cached per .deb) -> deterministic layers
  * (cached per input) -> an OCI image (config + manifest). Reads only the lock; never the resolver.
  */
-import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import PQueue from 'p-queue';
+import { sha256Hex } from '../util/bytes.ts';
 import { channelUrls } from '../channels/mirror.ts';
 import { unpackDeb, type UnpackedDeb } from './deb.ts';
 import type { LayerEntry } from './layertar.ts';
@@ -215,7 +215,7 @@ function installedStateJob(lock: Lockfile, unpacked: Map<string, UnpackedMeta>, 
   const top = [...alternativesEntries(chosen), ...dpkgEntries(installed)];
   return {
     label: 'strata config: update-alternatives links, dpkg database',
-    key: layerKey('top', mtime, top.map((e) => entryKey(e, (b) => createHash('sha256').update(b).digest('hex')))),
+    key: layerKey('top', mtime, top.map((e) => entryKey(e, sha256Hex))),
     entries: () => top,
     comment: `${chosen.length} alternatives, ${installed.length} packages registered`,
   };

@@ -4,6 +4,7 @@
  * database describing the installed packages.
  */
 import { StrataError } from '../errors.ts';
+import { HOST_GPU } from '../model.ts';
 import type { LayerEntry } from './layertar.ts';
 
 /** Debian's multiarch triplets. */
@@ -47,7 +48,7 @@ function symlink(path: string, target: string): LayerEntry {
   return { path, type: 'symlink', mode: 0o777, uid: 0, gid: 0, linkname: target };
 }
 
-export const GPU_DRIVER_DIR = '/run/opengl-driver/lib';
+export const GPU_DRIVER_DIR = HOST_GPU.libDir;
 
 /** The lowest layer: skeleton, users, and the GPU driver mount point. Depends only on arch and settings. */
 export function baseEntries(arch: string, usedTops: Set<string>, gpu: boolean): LayerEntry[] {
@@ -202,8 +203,8 @@ export function chooseAlternatives(all: Alternative[], exists: (absPath: string)
       const found = list.find((a) => a.path === want);
       if (!found) {
         throw new StrataError(
-          'E_LOCK',
-          `[alternatives] "${key}" = "${want}": that path is not a registered alternative for ${name}`,
+          'E_MANIFEST',
+          `strata.toml: [alternatives] "${key}" = "${want}": that path is not a registered alternative for ${name}`,
           `registered: ${list.map((a) => `${a.path} (priority ${a.priority}, from ${a.package})`).join(', ')}`,
         );
       }
@@ -214,7 +215,7 @@ export function chooseAlternatives(all: Alternative[], exists: (absPath: string)
   for (const k of Object.keys(overrides)) {
     if (!used.has(k)) {
       const known = [...byName.keys()].sort();
-      throw new StrataError('E_LOCK', `[alternatives] "${k}" names no alternative registered by the environment's packages`, known.length ? `known alternatives: ${known.join(', ')}` : 'no package in the environment registers alternatives');
+      throw new StrataError('E_MANIFEST', `strata.toml: [alternatives] "${k}" names no alternative registered by the environment's packages`, known.length ? `known alternatives: ${known.join(', ')}` : 'no package in the environment registers alternatives');
     }
   }
   return out;

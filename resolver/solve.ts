@@ -16,10 +16,11 @@ import Logic from 'logic-solver';
 import { StrataError } from '../errors.ts';
 import { formatConstraint, strongerRequirement, type Relation, type VersionConstraint } from '../debian/relation.ts';
 import { compareVersions } from '../debian/version.ts';
-import { Universe, cmp } from './universe.ts';
+import { Universe } from './universe.ts';
+import { cmp } from '../util/order.ts';
 import { explainUnsatisfiable, type Constraint } from './explain.ts';
 import { suggestNames } from './suggest.ts';
-import type { Candidate, HostProvided, PackageRequest } from '../model.ts';
+import type { Candidate, HostProvided, PackageRequest, SolvedPackage } from '../model.ts';
 
 export interface SolveRequest {
   universe: Universe;
@@ -36,12 +37,7 @@ export interface SolveRequest {
   withEssential?: boolean;
 }
 
-export interface SolvedPackage {
-  candidate: Candidate;
-  root: boolean;
-  /** Names of chosen packages this one depends on, sorted. */
-  depends: string[];
-}
+export type { SolvedPackage } from '../model.ts';
 
 export interface Solution {
   packages: SolvedPackage[];

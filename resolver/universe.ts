@@ -4,6 +4,7 @@
  */
 import { parseRelations, parseProvides, satisfiesVersion, type Relation } from '../debian/relation.ts';
 import { compareVersions } from '../debian/version.ts';
+import { cmp } from '../util/order.ts';
 import type { Candidate } from '../model.ts';
 
 export interface Provided {
@@ -95,9 +96,6 @@ export class Universe {
   }
 }
 
-export function cmp(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
 
 export function describeCandidate(c: Candidate): string {
   return `${c.name} ${c.version} (${c.channel})`;

@@ -19,12 +19,12 @@ import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSyn
 import { basename, dirname, join, posix } from 'node:path';
 import { StrataError } from '../errors.ts';
 import { parseConstraint, satisfiesVersion } from '../debian/relation.ts';
-import type { Lockfile } from '../model.ts';
+import { HOST_GPU, type Lockfile } from '../model.ts';
 
 /** Where driver libraries go inside an environment (the image's mount point, NixOS's convention). */
-export const DRIVER_LIB_DIR = '/run/opengl-driver/lib';
+export const DRIVER_LIB_DIR = HOST_GPU.libDir;
 /** nvidia-smi goes beside the libraries (its directory is put on PATH): binding it into the image's /usr/bin would need a mount point there. */
-export const DRIVER_BIN_DIR = '/run/opengl-driver/bin';
+export const DRIVER_BIN_DIR = HOST_GPU.binDir;
 export const NVIDIA_SMI_TARGET = '/run/opengl-driver/bin/nvidia-smi';
 
 /** The compute and utility libraries of the driver's user-space half, by file-name stem. */
@@ -363,7 +363,7 @@ export function gpuMounts(host: HostGpu, selection: Exclude<GpuSelection, 'none'
     binaries,
     env: {
       NVIDIA_VISIBLE_DEVICES: selection === 'all' ? 'all' : selection.join(','),
-      NVIDIA_DRIVER_CAPABILITIES: 'compute,utility',
+      NVIDIA_DRIVER_CAPABILITIES: HOST_GPU.capabilities,
       LD_LIBRARY_PATH: DRIVER_LIB_DIR,
     },
   };

@@ -18,6 +18,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import { StrataError } from '../errors.ts';
+import type { TarHeader } from '../util/tarHeader.ts';
 import type { DerivedCache } from '../store/store.ts';
 import type { Reporter } from '../report/reporter.ts';
 
@@ -85,15 +86,6 @@ function memberPath(layer: string, name: string): string | undefined {
   return rel;
 }
 
-interface TarHeader {
-  name: string;
-  type: string | null;
-  mode?: number;
-  mtime?: Date;
-  uid?: number;
-  gid?: number;
-  linkname?: string | null;
-}
 
 class Tree {
   readonly root: string;
@@ -159,7 +151,7 @@ class Tree {
     try {
       for await (const entry of ex) {
         try {
-          await this.member(layerPath, entry.header, entry as unknown as AsyncIterable<Buffer>);
+          await this.member(layerPath, entry.header as unknown as TarHeader, entry as unknown as AsyncIterable<Buffer>);
         } finally {
           entry.resume();
         }

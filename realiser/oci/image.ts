@@ -3,7 +3,7 @@
  * so the same layers and config always give the same digests. Pure; the sinks (layout.ts, archive.ts,
  * dockerLoad.ts, sinks.ts) write what this builds.
  */
-import { createHash } from 'node:crypto';
+import { sha256Digest } from '../../util/bytes.ts';
 import { ANNOTATION_REF_NAME, MEDIA_TYPE_IMAGE_CONFIG, MEDIA_TYPE_IMAGE_MANIFEST, canonicalJson } from './spec.ts';
 import type { Descriptor, ImageConfig, ImageManifest, Platform } from './spec.ts';
 
@@ -46,9 +46,6 @@ export interface BuiltImage {
 
 const SHA256_DIGEST = /^sha256:[0-9a-f]{64}$/;
 
-function sha256Digest(bytes: Buffer): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-}
 
 export function hexOf(digest: string): string {
   return digest.slice('sha256:'.length);
