@@ -13,6 +13,8 @@ import { xz } from '@napi-rs/lzma';
 import { StrataError } from '../errors.ts';
 import { parseParagraphs, parseParagraphStream, field } from '../debian/deb822.ts';
 import { httpGet, type Store } from '../store/store.ts';
+import { readBounded } from '../store/readBounded.ts';
+import { MAX_KEYRING_BYTES } from '../limits.ts';
 import { channelUrls, defaultKeyring } from './mirror.ts';
 import type { Reporter } from '../report/reporter.ts';
 import type { Candidate, ChannelSpec, LockedChannel } from '../model.ts';
@@ -55,9 +57,9 @@ export function parseRelease(text: string): ReleaseFile {
 async function readKeyring(path: string): Promise<openpgp.PublicKey[]> {
   let bytes: Buffer;
   try {
-    bytes = await readFile(path);
+    bytes = await readBounded(path, MAX_KEYRING_BYTES);
   } catch (e) {
-    throw new StrataError('E_SIGNATURE', `cannot read keyring ${path}: ${(e as Error).message}`);
+    throw new StrataError('E_SIGNATURE', `cannot read keyring ${path}: ${(e as Error).message}`, 'signed-by must name an OpenPGP keyring file (binary or armored)');
   }
   const text = bytes.toString('latin1');
   try {

@@ -5,6 +5,8 @@
 import { readFile, writeFile, rename } from 'node:fs/promises';
 import TOML from '@iarna/toml';
 import { StrataError } from '../errors.ts';
+import { MAX_LOCK_BYTES } from '../limits.ts';
+import { readBounded } from '../store/readBounded.ts';
 import type { HostProvided, ImageSettings, LockedChannel, LockedPackage, Lockfile } from '../model.ts';
 
 export const LOCK_VERSION = 1;
@@ -174,7 +176,7 @@ export function parseLock(text: string, path = 'strata.lock'): Lockfile {
 export async function readLock(path: string): Promise<Lockfile | undefined> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = (await readBounded(path, MAX_LOCK_BYTES)).toString('utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new StrataError('E_LOCK', `cannot read ${path}: ${(e as Error).message}`);

@@ -1,13 +1,14 @@
 /**
  * Reads and validates `strata.toml`. Every mistake is reported as `file:line:column: message`.
  */
-import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { arch as nodeArch } from 'node:os';
 import TOML from '@iarna/toml';
 import { StrataError } from '../errors.ts';
 import { parseConstraint } from '../debian/relation.ts';
+import { MAX_MANIFEST_BYTES } from '../limits.ts';
+import { readBoundedSync } from '../store/readBounded.ts';
 import type { ChannelSpec, ImageSettings, Manifest, PackageRequest } from '../model.ts';
 
 type Table = Record<string, unknown>;
@@ -115,7 +116,7 @@ export function loadManifest(file: string): Manifest {
   const path = resolve(file);
   let bytes: Buffer;
   try {
-    bytes = readFileSync(path);
+    bytes = readBoundedSync(path, MAX_MANIFEST_BYTES);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new StrataError(

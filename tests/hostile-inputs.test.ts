@@ -1,0 +1,234 @@
+/**
+ * Hostile and broken inputs, end to end: the real CLI against the real signed fixture archive on loopback (or a
+ * loopback server that misbehaves on purpose). Each case checks what the user sees: the exit code, one message
+ * naming the thing, no stack trace, and nothing left behind.
+ */
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve, sep } from 'node:path';
+import { StrataError } from '../errors.ts';
+import { openStore } from '../store/store.ts';
+import { parseLock } from '../lock/lockfile.ts';
+import { closeSharedMirror, manifestFor, project, type CliResult, type Project } from './helpers/project.ts';
+import { serveMirror, standardMirror, type FixtureMirror } from './helpers/mirror.ts';
+
+test.after.always(closeSharedMirror);
+
+/** The user-visible shape of every refusal here: an `error:` line, and no stack trace or internal error. */
+function assertCleanRefusal(t: { notRegex(s: string, r: RegExp, m?: string): void; regex(s: string, r: RegExp, m?: string): void }, r: CliResult): void {
+  t.regex(r.stderr, /^error: /m);
+  t.notRegex(r.stderr, /internal error|^\s+at .*[.:]\d+/m, 'no stack trace');
+}
+
+/** Temp downloads and scratch dirs left in the store by a failed run (there must be none). */
+function leftovers(cache: string): string[] {
+  const dir = join(cache, 'tmp');
+  return existsSync(dir) ? readdirSync(dir) : [];
+}
+
+function blobExists(cache: string, sha256: string): boolean {
+  return existsSync(join(cache, 'blobs', 'sha256', sha256));
+}
+
+/** A private copy of the standard archive (its own files and server), for tests that change what is served. */
+async function ownMirror(t: { teardown(fn: () => Promise<void> | void): void }): Promise<{ mirror: FixtureMirror; url: string; tamper(path: string, b: Buffer | null): void }> {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-hostile-mirror-'));
+  const mirror = await standardMirror(dir);
+  const served = await serveMirror(mirror.root);
+  t.teardown(async () => {
+    await served.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { mirror, url: served.url, tamper: (p, b) => served.tamper(p, b) };
+}
+
+function oneChannel(url: string, keyring: string, suite: string, extra = '', packages = 'busybox-fixture = "*"'): string {
+  return `[project]\nname = "fixture"\narch = "amd64"\n\n[channels.main]\nurl = "${url}"\nsuite = "${suite}"\ncomponents = ["main"]\nsigned-by = "${keyring}"\n${extra}\n[packages]\n${packages}\n`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Item 6: a trickling mirror
+
+interface Dir {
+  url: string;
+  requests: string[];
+  close(): Promise<void>;
+}
+
+/**
+ * Serves the archive at `root` like a mirror, except that paths for which `trickle` is true get headers announcing
+ * the file's true size (a megabyte when there is no file) and then one byte every 100 ms.
+ */
+async function serveTrickling(root: string, trickle: (path: string) => boolean): Promise<Dir> {
+  const base = resolve(root);
+  const requests: string[] = [];
+  const server = http.createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://fixture').pathname);
+    requests.push(path);
+    void (async () => {
+      const file = resolve(base, `.${path}`);
+      const st = file.startsWith(base + sep) ? await stat(file).catch(() => undefined) : undefined;
+      if (trickle(path)) {
+        res.writeHead(200, { 'content-length': st?.isFile() ? st.size : 1 << 20 });
+        const timer = setInterval(() => res.write('x'), 100);
+        res.on('close', () => clearInterval(timer));
+        return;
+      }
+      if (!st?.isFile()) return void res.writeHead(404, { 'content-length': 0 }).end();
+      const body = await readFile(file);
+      res.writeHead(200, { 'content-length': body.length }).end(body);
+    })();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** A short low-speed window for the CLI, so that four attempts take seconds, not minutes. */
+const lowSpeed = { STRATA_HTTP_LOW_SPEED_LIMIT: '100', STRATA_HTTP_LOW_SPEED_TIME: '1' };
+
+test('a mirror trickling a byte every 100 ms is cut off by the low-speed limit: lock fails in seconds, retried, with a message', async (t) => {
+  const p = await project();
+  const srv = await serveTrickling(p.mirror.root, () => true);
+  t.teardown(() => srv.close());
+  p.writeManifest(oneChannel(srv.url, p.mirror.keyring, 'stable'));
+  const started = Date.now();
+  // The idle timeout (30 s) never fires on a trickle; without the low-speed check this would run until killed.
+  const r = await p.strata(['lock'], { env: lowSpeed, timeoutMs: 60_000 });
+  const took = Date.now() - started;
+  t.is(r.code, 1, r.stderr);
+  t.regex(r.stderr, /error: could not download dists\/stable\/InRelease: .*: slower than 100 bytes\/s \(\d+ bytes in the last 1\.\d s\)/);
+  assertCleanRefusal(t, r);
+  t.is(srv.requests.filter((x) => x === '/dists/stable/InRelease').length, 4, 'the first attempt and 3 retries');
+  t.true(took < 30_000, `took ${took} ms`);
+  t.false(existsSync(join(p.dir, 'strata.lock')));
+});
+
+test('a .deb trickled by the mirror fails realise after the retries, with nothing left in the store', async (t) => {
+  const p = await project();
+  const srv = await serveTrickling(p.mirror.root, (path) => path.includes('/busybox-fixture_'));
+  t.teardown(() => srv.close());
+  p.writeManifest(oneChannel(srv.url, p.mirror.keyring, 'stable'));
+  t.is((await p.strata(['lock'])).code, 0);
+  const r = await p.strata(['realise', '--locked', '--oci', join(p.dir, 'oci')], { env: lowSpeed, timeoutMs: 60_000 });
+  t.is(r.code, 1, r.stderr);
+  t.regex(r.stderr, /error: could not download busybox-fixture 1\.35\.0-4: .*slower than 100 bytes\/s/);
+  assertCleanRefusal(t, r);
+  t.deepEqual(leftovers(p.cache), []);
+  t.false(blobExists(p.cache, p.mirror.debs.find((d) => d.name === 'busybox-fixture')!.sha256));
+  t.false(existsSync(join(p.dir, 'oci')));
+});
+
+test('headers trickled a byte at a time are cut off too (the check starts at connect)', async (t) => {
+  const server = net.createServer((sock) => {
+    sock.write('HTTP/1.1 200 OK\r\nX-Pad: ');
+    const timer = setInterval(() => sock.write('a'), 100);
+    sock.on('close', () => clearInterval(timer));
+    sock.on('error', () => {});
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const root = mkdtempSync(join(tmpdir(), 'strata-hostile-store-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const store = await openStore(root, { retries: 0, lowSpeedLimit: 100, lowSpeedTimeMs: 500 });
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/x`;
+  const err = await t.throwsAsync(store.fetch({ urls: [url], sha256: 'a'.repeat(64), label: 'x 1.0' }), { instanceOf: StrataError });
+  t.is(err.code, 'E_FETCH');
+  t.regex(err.message, /could not download x 1\.0: .*slower than 100 bytes\/s/);
+  t.deepEqual(readdirSync(join(root, 'tmp')), []);
+});
+
+test('a bad low-speed override is a usage error, not a crash', async (t) => {
+  const p = await project();
+  p.writeManifest(manifestFor(p, 'busybox-fixture = "*"'));
+  const r = await p.strata(['lock'], { env: { STRATA_HTTP_LOW_SPEED_TIME: 'soon' } });
+  t.is(r.code, 64, r.stderr);
+  t.regex(r.stderr, /error: STRATA_HTTP_LOW_SPEED_TIME="soon" is not a number/);
+  assertCleanRefusal(t, r);
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// Item 7: bounded reads of the manifest, the keyring, the lockfile
+
+function fifo(path: string): string {
+  execFileSync('mkfifo', [path]);
+  return path;
+}
+
+test('lock -m /dev/zero and a FIFO manifest are refused at once', async (t) => {
+  const p = await project();
+  const zero = await p.strata(['lock', '-m', '/dev/zero'], { timeoutMs: 20_000 });
+  t.is(zero.code, 1, zero.stderr);
+  t.regex(zero.stderr, /error: cannot read \/dev\/zero: it is a character device, not a regular file/);
+  assertCleanRefusal(t, zero);
+
+  const pipe = fifo(join(p.dir, 'strata.toml'));
+  const r = await p.strata(['lock'], { timeoutMs: 20_000 });
+  t.is(r.code, 1, r.stderr);
+  t.regex(r.stderr, new RegExp(`error: cannot read ${pipe.replaceAll('/', '\\/')}: it is a FIFO \\(named pipe\\), not a regular file`));
+  assertCleanRefusal(t, r);
+  t.false(existsSync(join(p.dir, 'strata.lock')));
+});
+
+test('a manifest over the size limit is refused, naming the limit', async (t) => {
+  const p = await project();
+  const big = join(p.dir, 'big.toml');
+  writeFileSync(big, '');
+  truncateSync(big, (1 << 20) + 1); // sparse: costs no disk
+  const r = await p.strata(['lock', '-m', big], { timeoutMs: 20_000 });
+  t.is(r.code, 1, r.stderr);
+  t.regex(r.stderr, /error: cannot read .*big\.toml: it is 1048577 bytes, over the limit of 1 MiB/);
+  assertCleanRefusal(t, r);
+});
+
+test('signed-by = "/dev/zero", a FIFO or an oversized keyring is refused at once, naming it', async (t) => {
+  const p = await project();
+  const sparse = join(p.dir, 'huge.gpg');
+  writeFileSync(sparse, '');
+  truncateSync(sparse, 64 << 20);
+  const cases: [string, RegExp][] = [
+    ['/dev/zero', /error: cannot read keyring \/dev\/zero: it is a character device, not a regular file/],
+    [fifo(join(p.dir, 'keyring.fifo')), /error: cannot read keyring .*keyring\.fifo: it is a FIFO \(named pipe\), not a regular file/],
+    [sparse, /error: cannot read keyring .*huge\.gpg: it is 67108864 bytes, over the limit of 8 MiB/],
+  ];
+  for (const [keyring, message] of cases) {
+    p.writeManifest(oneChannel(p.served.url, keyring, 'stable'));
+    const r = await p.strata(['lock'], { timeoutMs: 20_000 });
+    t.is(r.code, 1, `${keyring}: ${r.stderr}`);
+    t.regex(r.stderr, message);
+    assertCleanRefusal(t, r);
+    t.false(existsSync(join(p.dir, 'strata.lock')));
+  }
+});
+
+test('a FIFO or /dev/zero as strata.lock is refused by lock --check and realise, not read forever', async (t) => {
+  const p = await project();
+  p.writeManifest(manifestFor(p, 'busybox-fixture = "*"'));
+  const lockPath = fifo(join(p.dir, 'strata.lock'));
+  for (const args of [['lock', '--check'], ['realise', '--locked']]) {
+    const r = await p.strata(args, { timeoutMs: 20_000 });
+    t.is(r.code, 3, `${args.join(' ')}: ${r.stderr}`);
+    t.regex(r.stderr, new RegExp(`error: cannot read ${lockPath.replaceAll('/', '\\/')}: it is a FIFO \\(named pipe\\), not a regular file`));
+    assertCleanRefusal(t, r);
+  }
+  rmSync(lockPath);
+  symlinkSync('/dev/zero', lockPath);
+  const zero = await p.strata(['lock', '--check'], { timeoutMs: 20_000 });
+  t.is(zero.code, 3, zero.stderr);
+  t.regex(zero.stderr, /strata\.lock: it is a character device, not a regular file/);
+});
+
