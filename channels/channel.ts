@@ -70,37 +70,107 @@ async function readKeyring(path: string): Promise<openpgp.PublicKey[]> {
   }
 }
 
-async function anyVerified(signatures: Awaited<ReturnType<typeof openpgp.verify>>['signatures']): Promise<string | undefined> {
-  let lastError = 'no signature';
+/**
+ * Why a Release did not verify, in the cases that call for different actions: `damaged` (not a whole signed
+ * file: cut short, corrupt, or not an OpenPGP file at all), `unknown-key` (well formed, signed by a key the keyring
+ * does not hold), `mismatch` (signed by a key the keyring holds, but the bytes are not the ones signed: altered or
+ * corrupt), `rejected` (a signature by a key the keyring holds that OpenPGP.js refuses for another reason: an
+ * expired or revoked key, an algorithm no longer accepted), and `unsigned` (no InRelease and no Release.gpg).
+ */
+type VerifyFailure = 'damaged' | 'unknown-key' | 'mismatch' | 'rejected' | 'unsigned';
+
+export class ReleaseVerifyError extends Error {
+  readonly kind: VerifyFailure;
+  constructor(kind: VerifyFailure, message: string) {
+    super(message);
+    this.name = 'ReleaseVerifyError';
+    this.kind = kind;
+  }
+}
+
+async function anyVerified(signatures: Awaited<ReturnType<typeof openpgp.verify>>['signatures']): Promise<void> {
+  if (signatures.length === 0) throw new ReleaseVerifyError('damaged', 'it holds no signature');
+  const seen = new Map<VerifyFailure, string>();
   for (const s of signatures) {
     try {
       await s.verified;
-      return undefined;
+      return;
     } catch (e) {
-      lastError = (e as Error).message;
+      const msg = (e as Error).message;
+      const kind = /could not find signing key/i.test(msg) ? 'unknown-key' : /digest did not match/i.test(msg) ? 'mismatch' : 'rejected';
+      if (!seen.has(kind)) seen.set(kind, msg);
     }
   }
-  return lastError;
+  // A signature by a key we hold that fails says more than one by a key we lack.
+  const kind = (['mismatch', 'rejected', 'unknown-key'] as const).find((k) => seen.has(k))!;
+  throw new ReleaseVerifyError(kind, seen.get(kind)!);
 }
 
-/** Verifies a clearsigned InRelease; returns the signed text. */
+async function parsed<T>(what: string, read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (e) {
+    throw new ReleaseVerifyError('damaged', `${what} is not a complete OpenPGP file (${(e as Error).message})`);
+  }
+}
+
+/** Verifies a clearsigned InRelease; returns the signed text. Throws ReleaseVerifyError. */
 export async function verifyInRelease(bytes: Buffer, keys: openpgp.PublicKey[]): Promise<string> {
-  const message = await openpgp.readCleartextMessage({ cleartextMessage: bytes.toString('utf8') });
+  const message = await parsed('it', () => openpgp.readCleartextMessage({ cleartextMessage: bytes.toString('utf8') }));
   const result = await openpgp.verify({ message, verificationKeys: keys });
-  const err = await anyVerified(result.signatures);
-  if (err !== undefined) throw new Error(err);
+  await anyVerified(result.signatures);
   return result.data as string;
 }
 
+/** Verifies a Release against its detached Release.gpg. Throws ReleaseVerifyError. */
 export async function verifyDetached(data: Buffer, signature: Buffer, keys: openpgp.PublicKey[]): Promise<void> {
   const text = signature.toString('latin1');
-  const sig = text.includes('-----BEGIN PGP SIGNATURE-----')
-    ? await openpgp.readSignature({ armoredSignature: signature.toString('utf8') })
-    : await openpgp.readSignature({ binarySignature: new Uint8Array(signature) });
+  const sig = await parsed('its Release.gpg', () =>
+    text.includes('-----BEGIN PGP SIGNATURE-----')
+      ? openpgp.readSignature({ armoredSignature: signature.toString('utf8') })
+      : openpgp.readSignature({ binarySignature: new Uint8Array(signature) }),
+  );
   const message = await openpgp.createMessage({ binary: new Uint8Array(data) });
   const result = await openpgp.verify({ message, signature: sig, verificationKeys: keys });
-  const err = await anyVerified(result.signatures);
-  if (err !== undefined) throw new Error(err);
+  await anyVerified(result.signatures);
+}
+
+/** The StrataError for a Release that did not verify: only a well-formed file signed by another key is the keyring's matter. */
+function releaseRefusal(spec: ChannelSpec, kind: 'InRelease' | 'Release', keyring: string, e: unknown): StrataError {
+  const what = `channel "${spec.name}": the ${kind} of suite "${spec.suite}"`;
+  const err = e instanceof ReleaseVerifyError ? e : new ReleaseVerifyError('damaged', (e as Error).message);
+  switch (err.kind) {
+    case 'unknown-key':
+      return new StrataError(
+        'E_SIGNATURE',
+        `${what} is not signed by a key in ${keyring}: ${err.message}`,
+        'if the archive is signed by another key, point signed-by at its keyring; trusted = true skips the check (not recommended)',
+      );
+    case 'mismatch':
+      return new StrataError(
+        'E_SIGNATURE',
+        `${what} does not match its signature (a key in ${keyring} made it, but for other bytes: the file was altered or damaged): ${err.message}`,
+        'the mirror serves a corrupt or tampered-with file; try again later or use another mirror',
+      );
+    case 'rejected':
+      return new StrataError(
+        'E_SIGNATURE',
+        `${what} has a signature by a key in ${keyring} that is not accepted: ${err.message}`,
+        'the key may have expired or been revoked, or the signature uses an algorithm no longer accepted: update the keyring, or ask the archive\'s maintainers',
+      );
+    case 'unsigned':
+      return new StrataError(
+        'E_SIGNATURE',
+        `${what} is not signed: the suite has no InRelease and no Release.gpg`,
+        'if the archive is unsigned by design, trusted = true skips the check (not recommended)',
+      );
+    case 'damaged':
+      return new StrataError(
+        'E_SIGNATURE',
+        `${what} is damaged: ${err.message}`,
+        'the mirror served an incomplete or corrupt file (cut short, mid-sync, or an error page); try again later or use another mirror',
+      );
+  }
 }
 
 /** A small pointer file per (urls, suite) naming the last InRelease seen, for `--offline`. */
@@ -198,16 +268,12 @@ export async function loadChannel(
       if (fetched.kind === 'InRelease') {
         releaseText = await verifyInRelease(fetched.bytes, keys);
       } else {
-        if (!fetched.signature) throw new Error('the suite has no InRelease and no Release.gpg');
+        if (!fetched.signature) throw new ReleaseVerifyError('unsigned', 'the suite has no InRelease and no Release.gpg');
         await verifyDetached(fetched.bytes, fetched.signature, keys);
         releaseText = fetched.bytes.toString('utf8');
       }
     } catch (e) {
-      throw new StrataError(
-        'E_SIGNATURE',
-        `channel "${spec.name}": the ${fetched.kind} of suite "${spec.suite}" is not signed by a key in ${keyring}: ${(e as Error).message}`,
-        `if the archive is signed by another key, point signed-by at its keyring; trusted = true skips the check (not recommended)`,
-      );
+      throw releaseRefusal(spec, fetched.kind, keyring, e);
     }
   }
   const release = parseRelease(releaseText);

@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import type Dockerode from 'dockerode';
-import { loadManifest } from '../manifest/manifest.ts';
+import { loadManifest, parseEnvAssignments } from '../manifest/manifest.ts';
 import { readLock } from '../lock/lockfile.ts';
 import { defaultCacheDir } from '../store/store.ts';
 import { StrataError } from '../errors.ts';
@@ -92,13 +92,7 @@ function invoker(env: NodeJS.ProcessEnv = process.env): { uid: number; gid: numb
 }
 
 function parseEnvOptions(list: string[] | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const kv of list ?? []) {
-    const i = kv.indexOf('=');
-    if (i <= 0) throw new StrataError('E_USAGE', `--env takes KEY=VALUE, not "${kv}"`);
-    out[kv.slice(0, i)] = kv.slice(i + 1);
-  }
-  return out;
+  return parseEnvAssignments(list ?? []);
 }
 
 function envList(list: string[]): Record<string, string> {

@@ -14,6 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve, sep } from 'node:path';
 import { StrataError } from '../errors.ts';
+import { parseEnvAssignments } from '../manifest/manifest.ts';
 import { openStore } from '../store/store.ts';
 import { parseLock } from '../lock/lockfile.ts';
 import { closeSharedMirror, manifestFor, project, type CliResult, type Project } from './helpers/project.ts';
@@ -232,3 +233,152 @@ test('a FIFO or /dev/zero as strata.lock is refused by lock --check and realise,
   t.regex(zero.stderr, /strata\.lock: it is a character device, not a regular file/);
 });
 
+// ---------------------------------------------------------------------------------------------------------------
+// Item 12: messages that name the right cause
+
+test('a hand-edited package hash in strata.lock is reported as a mismatch with the lock, not blamed on the mirror', async (t) => {
+  const p = await project();
+  p.writeManifest(manifestFor(p, 'busybox-fixture = "*"'));
+  t.is((await p.strata(['lock'])).code, 0);
+  const lockPath = join(p.dir, 'strata.lock');
+  const real = p.mirror.debs.find((d) => d.name === 'busybox-fixture')!.sha256;
+  const edited = createHash('sha256').update('edited by hand').digest('hex');
+  writeFileSync(lockPath, readFileSync(lockPath, 'utf8').replace(real, edited));
+  const r = await p.strata(['realise', '--locked', '--oci', join(p.dir, 'oci')]);
+  t.is(r.code, 1, r.stderr);
+  t.regex(r.stderr, new RegExp(`error: busybox-fixture 1\\.35\\.0-4: the bytes from \\S+ do not match the sha256 strata\\.lock records for it: the lock has ${edited}, the mirror sent ${real}`));
+  t.regex(r.stderr, /hint: either strata\.lock was edited .*`strata lock`.*or the mirror now serves other bytes/);
+  t.notRegex(r.stderr, /signed index does not vouch/);
+  assertCleanRefusal(t, r);
+  t.deepEqual(leftovers(p.cache), []);
+  t.false(blobExists(p.cache, edited));
+  t.false(blobExists(p.cache, real));
+  t.false(existsSync(join(p.dir, 'oci')));
+});
+
+test('a locked version the mirror has dropped (404) says so and suggests re-locking or a snapshot, not "run again"', async (t) => {
+  const p = await project();
+  const own = await ownMirror(t);
+  p.writeManifest(oneChannel(own.url, own.mirror.keyring, 'stable'));
+  t.is((await p.strata(['lock'])).code, 0);
+  rmSync(own.mirror.debPath('busybox-fixture', '1.35.0-4'));
+  const r = await p.strata(['realise', '--locked', '--oci', join(p.dir, 'oci')]);
+  t.is(r.code, 1, r.stderr);
+  t.regex(r.stderr, /error: could not download busybox-fixture 1\.35\.0-4: the mirror no longer has it \(.*busybox-fixture_1\.35\.0-4_amd64\.deb: HTTP 404\)/);
+  t.regex(r.stderr, /hint: .*run `strata lock` to lock the versions the mirror has now, or point the channel's url at a snapshot archive/);
+  t.notRegex(r.stderr, /run the command again/);
+  assertCleanRefusal(t, r);
+  t.deepEqual(leftovers(p.cache), []);
+  t.false(existsSync(join(p.dir, 'oci')));
+});
+
+test('a truncated or altered InRelease is reported as damaged, never with a hint to set trusted = true', async (t) => {
+  const p = await project();
+  const own = await ownMirror(t);
+  const path = 'dists/stable/InRelease';
+  const real = readFileSync(join(own.mirror.root, path));
+  p.writeManifest(oneChannel(own.url, own.mirror.keyring, 'stable'));
+
+  own.tamper(path, real.subarray(0, real.length >> 1));
+  const cut = await p.strata(['lock']);
+  t.is(cut.code, 1, cut.stderr);
+  t.regex(cut.stderr, /error: channel "main": the InRelease of suite "stable" is damaged: it is not a complete OpenPGP file/);
+  t.regex(cut.stderr, /hint: the mirror served an incomplete or corrupt file/);
+  t.notRegex(cut.stderr, /trusted/);
+  assertCleanRefusal(t, cut);
+
+  own.tamper(path, Buffer.from(real.toString('utf8').replace(/^Date: .*$/m, 'Date: Sun, 01 Jun 2025 12:00:00 UTC')));
+  const altered = await p.strata(['lock']);
+  t.is(altered.code, 1, altered.stderr);
+  t.regex(altered.stderr, /error: channel "main": the InRelease of suite "stable" does not match its signature/);
+  t.notRegex(altered.stderr, /trusted/);
+  assertCleanRefusal(t, altered);
+
+  // A well-formed file signed by a key the keyring lacks is the one case where the keyring, and trusted, are the question.
+  own.tamper(path, null);
+  p.writeManifest(oneChannel(own.url, own.mirror.otherKeyring, 'stable'));
+  const other = await p.strata(['lock']);
+  t.is(other.code, 1, other.stderr);
+  t.regex(other.stderr, /is not signed by a key in .*other\.gpg/);
+
+  // The same for a suite served as Release + Release.gpg, with the signature cut short.
+  p.writeManifest(oneChannel(own.url, own.mirror.keyring, 'stable'));
+  rmSync(join(own.mirror.root, 'dists', 'strata-stable', 'InRelease'));
+  const gpg = readFileSync(join(own.mirror.root, 'dists/stable/Release.gpg'));
+  own.tamper('dists/stable/Release.gpg', gpg.subarray(0, gpg.length >> 1));
+  const detached = await p.strata(['lock']);
+  t.is(detached.code, 1, detached.stderr);
+  t.regex(detached.stderr, /error: channel "main": the Release of suite "stable" is damaged: its Release\.gpg is not a complete OpenPGP file/);
+  t.notRegex(detached.stderr, /trusted/);
+  assertCleanRefusal(t, detached);
+  t.false(existsSync(join(p.dir, 'strata.lock')));
+});
+
+test('run -e refuses what the manifest\'s [env] refuses, naming the entry, before any work', async (t) => {
+  const p = await project();
+  p.writeManifest(manifestFor(p, 'busybox-fixture = "*"'));
+  t.is((await p.strata(['lock'])).code, 0);
+  // --frozen with nothing realised: a valid -e gets as far as "not realised yet" (exit 1), a bad one stops before.
+  const base = ['run', '--frozen', '--backend', 'sandbox'];
+  const good = await p.strata([...base, '-e', 'A_B=1 2', '--', 'true']);
+  t.is(good.code, 1, good.stderr);
+  t.regex(good.stderr, /not realised yet/);
+  for (const [entry, message] of [
+    ['A B=1', /error: --env "A B=1": "A B" is not a valid environment variable name/],
+    ['1A=x', /error: --env "1A=x": "1A" is not a valid environment variable name/],
+    ['=x', /error: --env "=x": "" is not a valid environment variable name/],
+    ['NOVALUE', /error: --env takes KEY=VALUE, not "NOVALUE"/],
+  ] as const) {
+    const r = await p.strata([...base, '-e', entry, '--', 'true']);
+    t.is(r.code, 64, `${entry}: ${r.stderr}`);
+    t.regex(r.stderr, message);
+    assertCleanRefusal(t, r);
+  }
+});
+
+test('parseEnvAssignments keeps values whole and refuses NUL', (t) => {
+  t.deepEqual(parseEnvAssignments(['A=1', '_x=a=b', 'EMPTY=']), { A: '1', _x: 'a=b', EMPTY: '' });
+  const err = t.throws(() => parseEnvAssignments(['A=x\0y']), { instanceOf: StrataError });
+  t.is(err.code, 'E_USAGE');
+  t.regex(err.message, /NUL/);
+});
+
+test('empty or NUL entrypoint and cmd in [image] are refused with strata.toml:LINE:COL', async (t) => {
+  const p = await project();
+  const body = (image: string) => manifestFor(p, 'busybox-fixture = "*"', `\n[image]\n${image}\n`);
+  const lineOf = (text: string, needle: string) => text.split('\n').findIndex((l) => l.startsWith(needle)) + 1;
+  const cases: [string, string, RegExp][] = [
+    ['entrypoint = []', 'entrypoint', /image\.entrypoint is empty/],
+    ['entrypoint = [""]', 'entrypoint', /image\.entrypoint starts with an empty string: the program to run has no name/],
+    ['entrypoint = ""', 'entrypoint', /image\.entrypoint starts with an empty string/],
+    ['entrypoint = ["python3\\u0000-i"]', 'entrypoint', /image\.entrypoint\[0\] contains a NUL character/],
+    ['cmd = []', 'cmd', /image\.cmd is empty/],
+    ['cmd = ["", "-i"]', 'cmd', /image\.cmd starts with an empty string/],
+    ['entrypoint = ["sh"]\ncmd = ["-c", "a\\u0000b"]', 'cmd', /image\.cmd\[1\] contains a NUL character/],
+  ];
+  for (const [image, key, message] of cases) {
+    const text = body(image);
+    p.writeManifest(text);
+    const r = await p.strata(['lock']);
+    t.is(r.code, 1, `${image}: ${r.stderr}`);
+    t.regex(r.stderr, new RegExp(`error: ${join(p.dir, 'strata.toml').replaceAll('/', '\\/')}:${lineOf(text, `${key} =`)}:1: ${message.source}`), image);
+    assertCleanRefusal(t, r);
+    t.false(existsSync(join(p.dir, 'strata.lock')));
+  }
+  // An empty argument after the program is an argument like any other.
+  p.writeManifest(body('entrypoint = ["sh", "-c"]\ncmd = [""]'));
+  const ok = await p.strata(['lock']);
+  t.is(ok.code, 0, ok.stderr);
+  t.deepEqual(parseLock(readFileSync(join(p.dir, 'strata.lock'), 'utf8')).image.cmd, ['']);
+});
+
+test('a NUL in an [env] value is refused with strata.toml:LINE:COL', async (t) => {
+  const p: Project = await project();
+  const text = manifestFor(p, 'busybox-fixture = "*"', '\n[env]\nGREETING = "a\\u0000b"\n');
+  p.writeManifest(text);
+  const r = await p.strata(['lock']);
+  t.is(r.code, 1, r.stderr);
+  const line = text.split('\n').findIndex((l) => l.startsWith('GREETING')) + 1;
+  t.regex(r.stderr, new RegExp(`strata\\.toml:${line}:1: env\\.GREETING contains a NUL character`));
+  assertCleanRefusal(t, r);
+});
