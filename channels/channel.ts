@@ -36,8 +36,8 @@ export interface LoadedChannel {
 }
 
 export function parseRelease(text: string): ReleaseFile {
-  const para = parseParagraphs(text)[0];
-  if (!para) throw new Error('empty Release file');
+  // An empty Release names no suite: checkSuite refuses it.
+  const para = parseParagraphs(text)[0] ?? new Map<string, string>();
   const files = new Map<string, { sha256: string; size: number }>();
   for (const line of (field(para, 'SHA256') ?? '').split('\n')) {
     const parts = line.trim().split(/\s+/);
@@ -173,6 +173,25 @@ function releaseRefusal(spec: ChannelSpec, kind: 'InRelease' | 'Release', keyrin
   }
 }
 
+/**
+ * The suite asked for must be the Release's Suite or its Codename: the test of apt's metaIndex::CheckDist (including
+ * its reading of `buster/updates` as `buster`), which apt reports as a "Conflicting distribution" warning and strata
+ * refuses. A mirror serving another suite's validly signed Release under dists/<suite>/ (bookworm's as trixie, an
+ * old one as stable) would otherwise pass every signature check. Returns which field matched.
+ */
+export function checkSuite(spec: ChannelSpec, kind: 'InRelease' | 'Release', release: ReleaseFile): 'Suite' | 'Codename' {
+  const slash = spec.suite.lastIndexOf('/');
+  const asked = slash > 0 ? [spec.suite, spec.suite.slice(0, slash)] : [spec.suite];
+  if (release.suite !== '' && asked.includes(release.suite)) return 'Suite';
+  if (release.codename !== '' && asked.includes(release.codename)) return 'Codename';
+  const is = [release.suite && `Suite "${release.suite}"`, release.codename && `Codename "${release.codename}"`].filter(Boolean).join(', ');
+  throw new StrataError(
+    'E_SIGNATURE',
+    `channel "${spec.name}": dists/${spec.suite}/${kind} is the Release of ${is || 'no named suite (it has no Suite and no Codename)'}, not of "${spec.suite}": the mirror serves another suite in its place (a substituted or downgraded suite)`,
+    `if you meant that suite, write suite = "${release.codename || release.suite || spec.suite}"; otherwise use another mirror`,
+  );
+}
+
 /** A small pointer file per (urls, suite) naming the last InRelease seen, for `--offline`. */
 function pointerPath(store: Store, urls: string[], suite: string): string {
   const key = createHash('sha256').update(`${urls.join(' ')}\n${suite}`).digest('hex').slice(0, 32);
@@ -277,6 +296,7 @@ export async function loadChannel(
     }
   }
   const release = parseRelease(releaseText);
+  checkSuite(spec, fetched.kind, release);
   if (release.validUntil && !spec.trusted && !opts.offline) {
     const until = Date.parse(release.validUntil);
     if (!Number.isNaN(until) && until < Date.now()) {

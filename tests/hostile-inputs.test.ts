@@ -55,6 +55,42 @@ function oneChannel(url: string, keyring: string, suite: string, extra = '', pac
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Item 2: a substituted suite
+
+test('a mirror serving another suite\'s validly signed Release under dists/<suite>/ is refused, naming both', async (t) => {
+  const p = await project();
+  const own = await ownMirror(t);
+  // dists/current now holds stable's signed InRelease and its indexes: every signature and hash checks out.
+  rmSync(join(own.mirror.root, 'dists', 'current'));
+  symlinkSync('strata-stable', join(own.mirror.root, 'dists', 'current'));
+
+  p.writeManifest(oneChannel(own.url, own.mirror.keyring, 'current'));
+  const r = await p.strata(['lock']);
+  t.is(r.code, 1, r.stderr);
+  t.regex(r.stderr, /error: channel "main": dists\/current\/InRelease is the Release of Suite "stable", Codename "strata-stable", not of "current"/);
+  t.regex(r.stderr, /substituted or downgraded suite/);
+  assertCleanRefusal(t, r);
+  t.false(existsSync(join(p.dir, 'strata.lock')), 'no lock written');
+
+  // trusted = true skips the signature, not the question of which suite this is.
+  p.writeManifest(oneChannel(own.url, own.mirror.keyring, 'current', 'trusted = true\n'));
+  const trusted = await p.strata(['lock']);
+  t.is(trusted.code, 1, trusted.stderr);
+  t.regex(trusted.stderr, /is the Release of Suite "stable", Codename "strata-stable", not of "current"/);
+  t.false(existsSync(join(p.dir, 'strata.lock')));
+
+  // Asking for what the Release is, by Suite or by Codename, is accepted; the lock keeps what was asked and the
+  // Release's Codename, so `suite` differs from `codename` exactly when the Suite matched.
+  for (const [suite, codename] of [['stable', 'strata-stable'], ['strata-stable', 'strata-stable']] as const) {
+    p.writeManifest(oneChannel(own.url, own.mirror.keyring, suite));
+    const ok = await p.strata(['lock']);
+    t.is(ok.code, 0, ok.stderr);
+    const lock = parseLock(readFileSync(join(p.dir, 'strata.lock'), 'utf8'));
+    t.like(lock.channels[0], { suite, codename });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------------------
 // Item 6: a trickling mirror
 
 interface Dir {
