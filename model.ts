@@ -107,7 +107,9 @@ export interface Candidate {
 /** A channel as it was locked: what was read and verified. */
 export interface LockedChannel {
   name: string;
+  /** The suite as the manifest asks for it; `lock` checked that it is the Release's Suite or its Codename. */
   suite: string;
+  /** The Release's Codename: equal to `suite` when the Codename is what matched, else the Suite matched. */
   codename: string;
   components: string[];
   /** `Date` field of the Release file. */

@@ -12,6 +12,8 @@ import { StrataError } from '../errors.ts';
 import { sha256Hex as sha256 } from '../util/bytes.ts';
 import { parseParagraphs, parseParagraphStream, field } from '../debian/deb822.ts';
 import { httpGet, type Store } from '../store/store.ts';
+import { readBounded } from '../store/readBounded.ts';
+import { MAX_KEYRING_BYTES } from '../limits.ts';
 import { channelUrls, defaultKeyring } from './mirror.ts';
 import type { Reporter } from '../report/reporter.ts';
 import type { Candidate, ChannelSpec, LockedChannel } from '../model.ts';
@@ -33,8 +35,8 @@ export interface LoadedChannel {
 }
 
 export function parseRelease(text: string): ReleaseFile {
-  const para = parseParagraphs(text)[0];
-  if (!para) throw new Error('empty Release file');
+  // An empty Release names no suite: checkSuite refuses it.
+  const para = parseParagraphs(text)[0] ?? new Map<string, string>();
   const files = new Map<string, { sha256: string; size: number }>();
   for (const line of (field(para, 'SHA256') ?? '').split('\n')) {
     const parts = line.trim().split(/\s+/);
@@ -54,9 +56,9 @@ export function parseRelease(text: string): ReleaseFile {
 async function readKeyring(path: string): Promise<openpgp.PublicKey[]> {
   let bytes: Buffer;
   try {
-    bytes = await readFile(path);
+    bytes = await readBounded(path, MAX_KEYRING_BYTES);
   } catch (e) {
-    throw new StrataError('E_SIGNATURE', `cannot read keyring ${path}: ${(e as Error).message}`);
+    throw new StrataError('E_SIGNATURE', `cannot read keyring ${path}: ${(e as Error).message}`, 'signed-by must name an OpenPGP keyring file (binary or armored)');
   }
   const text = bytes.toString('latin1');
   try {
@@ -67,37 +69,126 @@ async function readKeyring(path: string): Promise<openpgp.PublicKey[]> {
   }
 }
 
-async function anyVerified(signatures: Awaited<ReturnType<typeof openpgp.verify>>['signatures']): Promise<string | undefined> {
-  let lastError = 'no signature';
+/**
+ * Why a Release did not verify, in the cases that call for different actions: `damaged` (not a whole signed
+ * file: cut short, corrupt, or not an OpenPGP file at all), `unknown-key` (well formed, signed by a key the keyring
+ * does not hold), `mismatch` (signed by a key the keyring holds, but the bytes are not the ones signed: altered or
+ * corrupt), `rejected` (a signature by a key the keyring holds that OpenPGP.js refuses for another reason: an
+ * expired or revoked key, an algorithm no longer accepted), and `unsigned` (no InRelease and no Release.gpg).
+ */
+type VerifyFailure = 'damaged' | 'unknown-key' | 'mismatch' | 'rejected' | 'unsigned';
+
+export class ReleaseVerifyError extends Error {
+  readonly kind: VerifyFailure;
+  constructor(kind: VerifyFailure, message: string) {
+    super(message);
+    this.name = 'ReleaseVerifyError';
+    this.kind = kind;
+  }
+}
+
+async function anyVerified(signatures: Awaited<ReturnType<typeof openpgp.verify>>['signatures']): Promise<void> {
+  if (signatures.length === 0) throw new ReleaseVerifyError('damaged', 'it holds no signature');
+  const seen = new Map<VerifyFailure, string>();
   for (const s of signatures) {
     try {
       await s.verified;
-      return undefined;
+      return;
     } catch (e) {
-      lastError = (e as Error).message;
+      const msg = (e as Error).message;
+      const kind = /could not find signing key/i.test(msg) ? 'unknown-key' : /digest did not match/i.test(msg) ? 'mismatch' : 'rejected';
+      if (!seen.has(kind)) seen.set(kind, msg);
     }
   }
-  return lastError;
+  // A signature by a key we hold that fails says more than one by a key we lack.
+  const kind = (['mismatch', 'rejected', 'unknown-key'] as const).find((k) => seen.has(k))!;
+  throw new ReleaseVerifyError(kind, seen.get(kind)!);
 }
 
-/** Verifies a clearsigned InRelease; returns the signed text. */
+async function parsed<T>(what: string, read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (e) {
+    throw new ReleaseVerifyError('damaged', `${what} is not a complete OpenPGP file (${(e as Error).message})`);
+  }
+}
+
+/** Verifies a clearsigned InRelease; returns the signed text. Throws ReleaseVerifyError. */
 export async function verifyInRelease(bytes: Buffer, keys: openpgp.PublicKey[]): Promise<string> {
-  const message = await openpgp.readCleartextMessage({ cleartextMessage: bytes.toString('utf8') });
+  const message = await parsed('it', () => openpgp.readCleartextMessage({ cleartextMessage: bytes.toString('utf8') }));
   const result = await openpgp.verify({ message, verificationKeys: keys });
-  const err = await anyVerified(result.signatures);
-  if (err !== undefined) throw new Error(err);
+  await anyVerified(result.signatures);
   return result.data as string;
 }
 
+/** Verifies a Release against its detached Release.gpg. Throws ReleaseVerifyError. */
 export async function verifyDetached(data: Buffer, signature: Buffer, keys: openpgp.PublicKey[]): Promise<void> {
   const text = signature.toString('latin1');
-  const sig = text.includes('-----BEGIN PGP SIGNATURE-----')
-    ? await openpgp.readSignature({ armoredSignature: signature.toString('utf8') })
-    : await openpgp.readSignature({ binarySignature: new Uint8Array(signature) });
+  const sig = await parsed('its Release.gpg', () =>
+    text.includes('-----BEGIN PGP SIGNATURE-----')
+      ? openpgp.readSignature({ armoredSignature: signature.toString('utf8') })
+      : openpgp.readSignature({ binarySignature: new Uint8Array(signature) }),
+  );
   const message = await openpgp.createMessage({ binary: new Uint8Array(data) });
   const result = await openpgp.verify({ message, signature: sig, verificationKeys: keys });
-  const err = await anyVerified(result.signatures);
-  if (err !== undefined) throw new Error(err);
+  await anyVerified(result.signatures);
+}
+
+/** The StrataError for a Release that did not verify: only a well-formed file signed by another key is the keyring's matter. */
+function releaseRefusal(spec: ChannelSpec, kind: 'InRelease' | 'Release', keyring: string, e: unknown): StrataError {
+  const what = `channel "${spec.name}": the ${kind} of suite "${spec.suite}"`;
+  const err = e instanceof ReleaseVerifyError ? e : new ReleaseVerifyError('damaged', (e as Error).message);
+  switch (err.kind) {
+    case 'unknown-key':
+      return new StrataError(
+        'E_SIGNATURE',
+        `${what} is not signed by a key in ${keyring}: ${err.message}`,
+        'if the archive is signed by another key, point signed-by at its keyring; trusted = true skips the check (not recommended)',
+      );
+    case 'mismatch':
+      return new StrataError(
+        'E_SIGNATURE',
+        `${what} does not match its signature (a key in ${keyring} made it, but for other bytes: the file was altered or damaged): ${err.message}`,
+        'the mirror serves a corrupt or tampered-with file; try again later or use another mirror',
+      );
+    case 'rejected':
+      return new StrataError(
+        'E_SIGNATURE',
+        `${what} has a signature by a key in ${keyring} that is not accepted: ${err.message}`,
+        'the key may have expired or been revoked, or the signature uses an algorithm no longer accepted: update the keyring, or ask the archive\'s maintainers',
+      );
+    case 'unsigned':
+      return new StrataError(
+        'E_SIGNATURE',
+        `${what} is not signed: the suite has no InRelease and no Release.gpg`,
+        'if the archive is unsigned by design, trusted = true skips the check (not recommended)',
+      );
+    case 'damaged':
+      return new StrataError(
+        'E_SIGNATURE',
+        `${what} is damaged: ${err.message}`,
+        'the mirror served an incomplete or corrupt file (cut short, mid-sync, or an error page); try again later or use another mirror',
+      );
+  }
+}
+
+/**
+ * The suite asked for must be the Release's Suite or its Codename: the test of apt's metaIndex::CheckDist (including
+ * its reading of `buster/updates` as `buster`), which apt reports as a "Conflicting distribution" warning and strata
+ * refuses. A mirror serving another suite's validly signed Release under dists/<suite>/ (bookworm's as trixie, an
+ * old one as stable) would otherwise pass every signature check. Returns which field matched.
+ */
+export function checkSuite(spec: ChannelSpec, kind: 'InRelease' | 'Release', release: ReleaseFile): 'Suite' | 'Codename' {
+  const slash = spec.suite.lastIndexOf('/');
+  const asked = slash > 0 ? [spec.suite, spec.suite.slice(0, slash)] : [spec.suite];
+  if (release.suite !== '' && asked.includes(release.suite)) return 'Suite';
+  if (release.codename !== '' && asked.includes(release.codename)) return 'Codename';
+  const is = [release.suite && `Suite "${release.suite}"`, release.codename && `Codename "${release.codename}"`].filter(Boolean).join(', ');
+  throw new StrataError(
+    'E_SIGNATURE',
+    `channel "${spec.name}": dists/${spec.suite}/${kind} is the Release of ${is || 'no named suite (it has no Suite and no Codename)'}, not of "${spec.suite}": the mirror serves another suite in its place (a substituted or downgraded suite)`,
+    `if you meant that suite, write suite = "${release.codename || release.suite || spec.suite}"; otherwise use another mirror`,
+  );
 }
 
 /** The key of the small pointer per (urls, suite) naming the last InRelease seen, for `--offline`. */
@@ -189,19 +280,16 @@ export async function loadChannel(
       if (fetched.kind === 'InRelease') {
         releaseText = await verifyInRelease(fetched.bytes, keys);
       } else {
-        if (!fetched.signature) throw new Error('the suite has no InRelease and no Release.gpg');
+        if (!fetched.signature) throw new ReleaseVerifyError('unsigned', 'the suite has no InRelease and no Release.gpg');
         await verifyDetached(fetched.bytes, fetched.signature, keys);
         releaseText = fetched.bytes.toString('utf8');
       }
     } catch (e) {
-      throw new StrataError(
-        'E_SIGNATURE',
-        `channel "${spec.name}": the ${fetched.kind} of suite "${spec.suite}" is not signed by a key in ${keyring}: ${(e as Error).message}`,
-        `if the archive is signed by another key, point signed-by at its keyring; trusted = true skips the check (not recommended)`,
-      );
+      throw releaseRefusal(spec, fetched.kind, keyring, e);
     }
   }
   const release = parseRelease(releaseText);
+  checkSuite(spec, fetched.kind, release);
   if (release.validUntil && !spec.trusted && !opts.offline) {
     const until = Date.parse(release.validUntil);
     if (!Number.isNaN(until) && until < Date.now()) {

@@ -8,6 +8,8 @@ import TOML from '@iarna/toml';
 import { StrataError } from '../errors.ts';
 import { cmp } from '../util/order.ts';
 import { verifyLock } from './verify.ts';
+import { MAX_LOCK_BYTES } from '../limits.ts';
+import { readBounded } from '../store/readBounded.ts';
 import type { HostProvided, ImageSettings, LockedChannel, LockedPackage, Lockfile } from '../model.ts';
 
 export const LOCK_VERSION = 1;
@@ -190,7 +192,7 @@ export function lockPathFor(manifestPath: string): string {
 export async function readLock(path: string): Promise<Lockfile | undefined> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = (await readBounded(path, MAX_LOCK_BYTES)).toString('utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new StrataError('E_LOCK', `cannot read ${path}: ${(e as Error).message}`);
@@ -203,7 +205,7 @@ export async function readLock(path: string): Promise<Lockfile | undefined> {
 export async function writeLock(path: string, lock: Lockfile): Promise<boolean> {
   const text = serializeLock(lock);
   try {
-    if ((await readFile(path, 'utf8')) === text) return false;
+    if ((await readBounded(path, MAX_LOCK_BYTES)).toString('utf8') === text) return false;
   } catch {
     // absent: write it
   }

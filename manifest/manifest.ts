@@ -1,13 +1,14 @@
 /**
  * Reads and validates `strata.toml`. Every mistake is reported as `file:line:column: message`.
  */
-import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { arch as nodeArch } from 'node:os';
 import TOML from '@iarna/toml';
 import { StrataError } from '../errors.ts';
 import { parseConstraint } from '../debian/relation.ts';
+import { MAX_MANIFEST_BYTES } from '../limits.ts';
+import { readBoundedSync } from '../store/readBounded.ts';
 import type { ChannelSpec, ImageSettings, Manifest, PackageRequest } from '../model.ts';
 
 type Table = Record<string, unknown>;
@@ -111,11 +112,34 @@ function describe(v: unknown): string {
 
 const PACKAGE_NAME = /^[a-z0-9][a-z0-9+.-]+$/;
 
+/** The names `[env]` and `run -e` accept: what a POSIX shell can export. */
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const ENV_NAME_RULE = 'letters, digits and _, not starting with a digit';
+
+/**
+ * `KEY=VALUE` assignments from the command line (`strata run -e`), held to the same rule as the manifest's `[env]`:
+ * a valid name, and no NUL (which no environment can carry). Throws E_USAGE naming the entry.
+ */
+export function parseEnvAssignments(list: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of list) {
+    const i = kv.indexOf('=');
+    if (i < 0) throw new StrataError('E_USAGE', `--env takes KEY=VALUE, not ${JSON.stringify(kv)}`);
+    const name = kv.slice(0, i);
+    if (!ENV_NAME.test(name)) {
+      throw new StrataError('E_USAGE', `--env ${JSON.stringify(kv)}: ${JSON.stringify(name)} is not a valid environment variable name (${ENV_NAME_RULE})`);
+    }
+    if (kv.includes('\0')) throw new StrataError('E_USAGE', `--env ${JSON.stringify(kv)}: the value contains a NUL character`);
+    out[name] = kv.slice(i + 1);
+  }
+  return out;
+}
+
 export function loadManifest(file: string): Manifest {
   const path = resolve(file);
   let bytes: Buffer;
   try {
-    bytes = readFileSync(path);
+    bytes = readBoundedSync(path, MAX_MANIFEST_BYTES);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new StrataError(
@@ -220,7 +244,8 @@ export function parseManifest(source: string, path: string, sha256: string): Man
   if (env) {
     for (const k of Object.keys(env)) {
       const v = r.string(env, ['env'], k)!;
-      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) r.fail(['env'], k, `"${k}" is not a valid environment variable name`);
+      if (!ENV_NAME.test(k)) r.fail(['env'], k, `"${k}" is not a valid environment variable name (${ENV_NAME_RULE})`);
+      if (v.includes('\0')) r.fail(['env'], k, `env.${k} contains a NUL character, which no environment variable can hold`);
       image.env[k] = v;
     }
   }
@@ -228,8 +253,18 @@ export function parseManifest(source: string, path: string, sha256: string): Man
   if (imageT) {
     r.onlyKeys(imageT, ['image'], ['entrypoint', 'cmd']);
     const ep = r.strings(imageT, ['image'], 'entrypoint');
-    if (ep) image.entrypoint = ep;
     const cmd = r.strings(imageT, ['image'], 'cmd');
+    // What runs is entrypoint + cmd: its first word names the program, so it cannot be empty.
+    for (const [key, list] of [['entrypoint', ep], ['cmd', cmd]] as const) {
+      if (list === undefined) continue;
+      if (list.length === 0) r.fail(['image'], key, `image.${key} is empty`, `leave ${key} out for none, or name a program: ${key} = ["python3"]`);
+      const nul = list.findIndex((a) => a.includes('\0'));
+      if (nul >= 0) r.fail(['image'], key, `image.${key}[${nul}] contains a NUL character, which no program argument can hold`);
+      if (list[0] === '' && (key === 'entrypoint' || ep === undefined)) {
+        r.fail(['image'], key, `image.${key} starts with an empty string: the program to run has no name`);
+      }
+    }
+    if (ep) image.entrypoint = ep;
     if (cmd) image.cmd = cmd;
   }
   const alts = r.table(doc, [], 'alternatives');

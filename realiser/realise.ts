@@ -96,7 +96,7 @@ export async function fetchDebs(lock: Lockfile, opts: RealiseOptions): Promise<M
       missing.map((p) =>
         queue.add(async () => {
           const urls = bases.get(p.channel)!.map((b) => `${b}/${p.filename}`);
-          const path = await store.fetch({ urls, sha256: p.sha256, size: p.size, label: `${p.name} ${p.version}`, onBytes: (n) => bytes.tick(n, `${done}/${missing.length} packages, ${p.name}`) });
+          const path = await store.fetch({ urls, sha256: p.sha256, size: p.size, label: `${p.name} ${p.version}`, vouchedBy: 'lock', onBytes: (n) => bytes.tick(n, `${done}/${missing.length} packages, ${p.name}`) });
           paths.set(p.name, path);
           done++;
           bytes.tick(0, `${done}/${missing.length} packages`);

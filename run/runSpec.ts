@@ -5,7 +5,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { relative } from 'node:path';
-import { StrataError } from '../errors.ts';
+import { parseEnvAssignments } from '../manifest/manifest.ts';
 import { DRIVER_BIN_DIR, type GpuMounts } from './gpu.ts';
 import type { Bind } from './sandbox/rootSteps.ts';
 import type { Lockfile } from '../model.ts';
@@ -104,17 +104,6 @@ export function runSpecFor(lock: Lockfile, projectDir: string, host: HostFacts, 
     sudo: host.sudo,
     shell,
   };
-}
-
-/** `--env KEY=VALUE` entries as a map; E_USAGE names a malformed one. */
-export function parseEnvAssignments(list: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const kv of list) {
-    const i = kv.indexOf('=');
-    if (i <= 0) throw new StrataError('E_USAGE', `--env takes KEY=VALUE, not "${kv}"`);
-    out[kv.slice(0, i)] = kv.slice(i + 1);
-  }
-  return out;
 }
 
 /** `K=V` entries (an image config's Env) as a map. */

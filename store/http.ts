@@ -4,7 +4,7 @@
  *
  * Failure classes, shared by `httpGet` and the store's verified fetch:
  * - transient (retried on the same URL with exponential backoff): connection errors, connect or idle
- *   timeouts, a body cut short, HTTP 5xx and 429;
+ *   timeouts, a transfer slower than the low-speed limit, a body cut short, HTTP 5xx and 429;
  * - final for this URL (the next URL is tried at once): any other non-2xx status (404, 403, 410...),
  *   an unknown host, a TLS certificate error, an unsupported URL scheme.
  */
@@ -12,9 +12,11 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import * as http from 'node:http';
 import * as https from 'node:https';
+import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { StrataError } from '../errors.ts';
+import { BACKOFF_MS, CONNECT_TIMEOUT_MS, IDLE_TIMEOUT_MS, lowSpeedFromEnv, MAX_REDIRECTS, MAX_UNVERIFIED_BYTES, RETRIES } from '../limits.ts';
 
 export interface RetryPolicy {
   /** Extra attempts per URL after the first, for transient failures. */
@@ -25,9 +27,18 @@ export interface RetryPolicy {
   connectTimeoutMs: number;
   /** Time allowed without any byte arriving (headers or body). */
   idleTimeoutMs: number;
+  /** Fewest bytes per second accepted, averaged over any `lowSpeedTimeMs` window of a request; 0: no check. */
+  lowSpeedLimit: number;
+  lowSpeedTimeMs: number;
 }
 
-export const defaultRetryPolicy: RetryPolicy = { retries: 3, backoffMs: 200, connectTimeoutMs: 15_000, idleTimeoutMs: 30_000 };
+export const defaultRetryPolicy: RetryPolicy = {
+  retries: RETRIES,
+  backoffMs: BACKOFF_MS,
+  connectTimeoutMs: CONNECT_TIMEOUT_MS,
+  idleTimeoutMs: IDLE_TIMEOUT_MS,
+  ...lowSpeedFromEnv(),
+};
 
 /** An answer whose body is still to be read. `body` must be consumed or destroyed. */
 export interface OpenResponse {
@@ -48,8 +59,6 @@ export class NetworkError extends Error {
     this.transient = transient;
   }
 }
-
-const MAX_REDIRECTS = 5;
 
 function isPermanentNetworkCode(code: string | undefined): boolean {
   if (code === undefined) return false;
@@ -112,11 +121,17 @@ function openHttp(url: URL, headers: Record<string, string>, policy: RetryPolicy
       }, policy.connectTimeoutMs);
       socket.once('connect', () => clearTimeout(connectTimer));
     });
-    // The socket's idle timer stays armed while the body is read, so a stalled body fails too.
-    req.setTimeout(policy.idleTimeoutMs, () => {
-      const err = new NetworkError(`${redact(url.toString())}: nothing received for ${policy.idleTimeoutMs} ms`, true);
+    const abort = (err: NetworkError): void => {
       if (response) response.destroy(err);
       req.destroy(err);
+    };
+    // The socket's idle timer stays armed while the body is read, so a stalled body fails too.
+    req.setTimeout(policy.idleTimeoutMs, () => abort(new NetworkError(`${redact(url.toString())}: nothing received for ${policy.idleTimeoutMs} ms`, true)));
+    // A trickle resets the idle timer with every byte: the low-speed check bounds the rate as well.
+    req.on('socket', (socket) => {
+      const watch = (): void => watchSpeed(socket, policy, abort, url.toString(), req);
+      if (socket.connecting) socket.once('connect', watch);
+      else watch();
     });
     req.on('error', fail);
     req.on('response', (res) => {
@@ -147,6 +162,38 @@ function openHttp(url: URL, headers: Record<string, string>, policy: RetryPolicy
       resolve({ status, headers: h, body: res, url: url.toString() });
     });
   });
+}
+
+/**
+ * Fails the request (through `abort`) when fewer than `policy.lowSpeedLimit` bytes a second arrive on `socket`,
+ * averaged over the last `policy.lowSpeedTimeMs`, as curl's --speed-limit/--speed-time do. Counts every byte the
+ * socket reads (headers and body) from the moment it is connected, until the request closes.
+ */
+function watchSpeed(socket: Socket, policy: RetryPolicy, abort: (e: NetworkError) => void, url: string, req: http.ClientRequest): void {
+  const limit = policy.lowSpeedLimit;
+  const windowMs = policy.lowSpeedTimeMs;
+  if (!(limit > 0) || !(windowMs > 0) || req.destroyed) return;
+  const base = socket.bytesRead;
+  const t0 = Date.now();
+  // (time, bytes read) samples; the oldest one kept is at or before the start of the window.
+  const samples: [number, number][] = [[t0, 0]];
+  const tick = Math.max(25, Math.min(1000, windowMs / 10));
+  const timer = setInterval(() => {
+    const now = Date.now();
+    const read = socket.bytesRead - base;
+    samples.push([now, read]);
+    while (samples.length > 1 && samples[1]![0] <= now - windowMs) samples.shift();
+    if (now - t0 < windowMs) return;
+    const [since, then] = samples[0]!;
+    const got = read - then;
+    const seconds = (now - since) / 1000;
+    if (got < limit * seconds) {
+      clearInterval(timer);
+      abort(new NetworkError(`${redact(url)}: slower than ${limit} bytes/s (${got} bytes in the last ${seconds.toFixed(1)} s)`, true));
+    }
+  }, tick);
+  timer.unref();
+  req.once('close', () => clearInterval(timer));
 }
 
 /** file:// answers like a plain HTTP server: 404 when absent, 403 when unreadable, 206 for a Range. */
@@ -239,7 +286,7 @@ export async function httpGet(
     ...(opts.timeoutMs !== undefined && { idleTimeoutMs: opts.timeoutMs }),
     ...(opts.backoffMs !== undefined && { backoffMs: opts.backoffMs }),
   };
-  const maxBytes = opts.maxBytes ?? 256 << 20;
+  const maxBytes = opts.maxBytes ?? MAX_UNVERIFIED_BYTES;
   const failures: string[] = [];
   let finalStatus: number | undefined;
   for (const base of urls) {

@@ -51,6 +51,12 @@ export interface FetchRequest {
   onBytes?: (n: number) => void;
   /** Request headers sent with every attempt (a registry's Authorization, Accept); Range and If-Range are the store's. */
   headers?: Record<string, string>;
+  /**
+   * What vouches for `sha256` and `size`, for the messages when the bytes differ or are gone: `index` (default), a
+   * signed Release or Packages index; `lock`, strata.lock, which may have been edited and names versions a mirror
+   * may since have dropped.
+   */
+  vouchedBy?: 'index' | 'lock';
 }
 
 export interface Store {
@@ -258,9 +264,10 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
     const fh = await onDisk(root, req.label, () => open(tmpPath, 'w', 0o644));
     const sink = new Sink(fh, root, req);
     const failures: string[] = [];
+    const gone = new Set<string>();
     try {
       for (const url of req.urls) {
-        const failure = await fromUrl(url, sink, req, hex);
+        const failure = await fromUrl(url, sink, req, hex, gone);
         if (failure === undefined) return await commit(fh, tmpPath, hex, req.label);
         failures.push(failure);
         await sink.reset();
@@ -268,6 +275,13 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
     } finally {
       await fh.close().catch(() => {});
       await rm(tmpPath, { force: true });
+    }
+    if (req.vouchedBy === 'lock' && gone.size === req.urls.length) {
+      throw new StrataError(
+        'E_FETCH',
+        `could not download ${req.label}: the mirror no longer has it (${failures.join('; ')})`,
+        'mirrors drop superseded versions: run `strata lock` to lock the versions the mirror has now, or point the channel\'s url at a snapshot archive that keeps this one',
+      );
     }
     throw new StrataError(
       'E_FETCH',
@@ -278,9 +292,9 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
 
   /**
    * Tries one URL with retries. Resolves undefined when the sink holds the whole verified blob, or the
-   * reason this URL failed; throws for fatal errors (E_HASH, E_DISK).
+   * reason this URL failed (adding it to `gone` when it answered 404 or 410); throws for fatal errors (E_HASH, E_DISK).
    */
-  async function fromUrl(url: string, sink: Sink, req: FetchRequest, hex: string): Promise<string | undefined> {
+  async function fromUrl(url: string, sink: Sink, req: FetchRequest, hex: string, gone: Set<string>): Promise<string | undefined> {
     let last = '';
     let validator: string | undefined;
     for (let attempt = 0; attempt <= policy.retries; attempt++) {
@@ -309,6 +323,7 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
           continue;
         }
         last = `${redact(url)}: HTTP ${res.status}`;
+        if (res.status === 404 || res.status === 410) gone.add(url);
         if (!isTransientStatus(res.status)) return last;
         if (attempt < policy.retries) await sleep(backoffDelay(policy, attempt + 1, res.headers['retry-after']));
         continue;
@@ -334,6 +349,9 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
       }
       const got = sink.digest();
       if (got !== hex) {
+        if (req.vouchedBy === 'lock') {
+          throw new StrataError('E_HASH', `${req.label}: the bytes from ${redact(url)} do not match the sha256 strata.lock records for it: the lock has ${hex}, the mirror sent ${got}`, LOCK_MISMATCH_HINT);
+        }
         throw new StrataError(
           'E_HASH',
           `${req.label}: sha256 mismatch for ${redact(url)}: expected ${hex}, received ${got}`,
@@ -364,7 +382,14 @@ function strongValidator(h: Record<string, string | undefined>): string | undefi
   return h['last-modified'];
 }
 
+/** A lock's hash or size that the bytes contradict: the lock may have been edited, or the mirror changed the file. */
+const LOCK_MISMATCH_HINT =
+  'either strata.lock was edited (restore it from version control, or run `strata lock` to write it again from the signed indexes), or the mirror now serves other bytes for this file (mid-sync or tampered with: try again later or use another mirror); if `strata lock` records the same value again, the mirror is at fault';
+
 function sizeMismatch(req: FetchRequest, url: string, got: string): StrataError {
+  if (req.vouchedBy === 'lock') {
+    return new StrataError('E_HASH', `${req.label}: the size of ${redact(url)} does not match strata.lock: the lock records ${req.size} bytes, the server sends ${got}`, LOCK_MISMATCH_HINT);
+  }
   return new StrataError(
     'E_HASH',
     `${req.label}: size mismatch for ${redact(url)}: expected ${req.size} bytes, the server sends ${got}`,

@@ -16,7 +16,7 @@ export interface Project {
   mirror: FixtureMirror;
   served: ServedMirror;
   writeManifest(body: string): string;
-  strata(args: string[], opts?: { env?: NodeJS.ProcessEnv; input?: string; cwd?: string }): Promise<CliResult>;
+  strata(args: string[], opts?: { env?: NodeJS.ProcessEnv; input?: string; cwd?: string; timeoutMs?: number }): Promise<CliResult>;
 }
 
 export interface CliOptions {
@@ -32,6 +32,8 @@ export interface CliOptions {
    * system or a terminal does); stdin is then left open.
    */
   signal?: { after: string; sig: NodeJS.Signals; group?: boolean };
+  /** Kill the CLI (SIGKILL) if it runs longer than this: a test of a hang then fails instead of hanging. */
+  timeoutMs?: number;
 }
 
 export interface CliResult {
@@ -52,7 +54,7 @@ export function runCli(args: string[], opts: CliOptions): Promise<CliResult> {
     : [STRATA, args];
   return new Promise((res, rej) => {
     const sig = opts.signal;
-    const child = spawn(file as string, argv as string[], { cwd: opts.cwd, env: opts.user ? { PATH: process.env.PATH } : env, stdio: ['pipe', 'pipe', 'pipe'], detached: Boolean(sig?.group) });
+    const child = spawn(file as string, argv as string[], { cwd: opts.cwd, env: opts.user ? { PATH: process.env.PATH } : env, stdio: ['pipe', 'pipe', 'pipe'], detached: Boolean(sig?.group), ...(opts.timeoutMs !== undefined && { timeout: opts.timeoutMs, killSignal: 'SIGKILL' as const }) });
     let stdout = '';
     let stderr = '';
     let sent = false;
@@ -107,7 +109,7 @@ export async function project(): Promise<Project> {
       return f;
     },
     strata(args, opts = {}) {
-      return runCli(args, { cwd: opts.cwd ?? dir, env: { STRATA_CACHE_DIR: cache, ...opts.env }, input: opts.input ?? '' });
+      return runCli(args, { cwd: opts.cwd ?? dir, env: { STRATA_CACHE_DIR: cache, ...opts.env }, input: opts.input ?? '', ...(opts.timeoutMs !== undefined && { timeoutMs: opts.timeoutMs }) });
     },
   };
 }
