@@ -58,7 +58,7 @@ export function openCache(base: string, onDisk: <T>(what: string, op: () => Prom
       }
     },
     async writeJson(key, value) {
-      await onDisk(`cache entry ${key}`, async () => {
+      await onDisk(key, async () => {
         await mkdir(base, { recursive: true });
         const tmp = tmpName(key);
         try {
@@ -90,7 +90,7 @@ export function openCache(base: string, onDisk: <T>(what: string, op: () => Prom
       if (existsSync(dest)) return dest;
       const tmp = tmpName(key);
       try {
-        await onDisk(`cache entry ${key}`, async () => {
+        await onDisk(key, async () => {
           await mkdir(tmp, { recursive: true, mode: 0o755 });
           await fill(tmp);
           try {
@@ -124,7 +124,7 @@ export function openCache(base: string, onDisk: <T>(what: string, op: () => Prom
     },
     async ensureDir(name) {
       const d = join(base, name);
-      await onDisk(`directory ${name}`, () => mkdir(d, { recursive: true }));
+      await onDisk(name, () => mkdir(d, { recursive: true }));
       return d;
     },
   };

@@ -233,7 +233,7 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
   function cache(ns: CacheNamespace): DerivedCache {
     let c = caches.get(ns);
     if (!c) {
-      c = openCache(join(root, ns), (what, op) => onDisk(root, what, op));
+      c = openCache(join(root, ns), (what, op) => onDisk(root, `${ns}/${what}`, op));
       caches.set(ns, c);
     }
     return c;

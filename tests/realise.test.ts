@@ -270,3 +270,35 @@ test('a full disk ends in one clear message, and the store works once there is r
     execFileSync('umount', [small]);
   }
 });
+
+test('a full disk at any point of lock and realise ends in E_DISK (exit 1), never an internal error', async (t) => {
+  if (process.getuid?.() !== 0) {
+    t.log('skipped: mounting a small tmpfs needs root');
+    t.pass();
+    return;
+  }
+  const p = await locked();
+  // Each size runs out at another writer: index cache, channel pointer, .deb download, unpacked tree and its
+  // meta.json, layer tar, layer record, rootfs.
+  for (const size of ['40k', '600k', '2000k', '3000k', '4000k', '5000k', '7000k']) {
+    const small = join(p.dir, `small-${size}`);
+    mkdirSync(small);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', small]);
+    try {
+      const env = { STRATA_CACHE_DIR: small };
+      for (const args of [['lock'], ['realise'], ['run', '--backend', 'sandbox', '--', 'sh', '-c', 'exit 0']]) {
+        const r = await p.strata(args, { env });
+        t.notRegex(r.stderr, /internal error/, `${size} ${args[0]}: ${r.stderr}`);
+        if (r.code !== 0) {
+          t.is(r.code, 1, `${size} ${args[0]}: ${r.stderr}`);
+          t.regex(r.stderr, /error: no space left on the device holding the store/, `${size} ${args[0]}`);
+          t.log(`${size}: ${args[0]}: ${/while writing (.*)/.exec(r.stderr)?.[1]}`);
+          break;
+        }
+      }
+    } finally {
+      execFileSync('umount', [small]);
+    }
+  }
+});
+
