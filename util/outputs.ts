@@ -75,11 +75,6 @@ export async function removeStaleTemps(dir: string, only?: string, match?: (name
   }
 }
 
-/** Whether `name` is a temp file `tempName` made (of any run). */
-export function isTempName(name: string): boolean {
-  return TEMP.test(name);
-}
-
 const REASONS: Record<string, string> = {
   EACCES: 'permission denied',
   EPERM: 'the operation is not permitted there',
@@ -138,7 +133,7 @@ export async function onOutput<T>(out: Output, op: () => Promise<T>): Promise<T>
   }
 }
 
-/** The first existing ancestor of `path` (or `path` itself) and whether it is a directory; null past the root. */
+/** The first existing ancestor of `path` (or `path` itself) and whether it is a directory. */
 async function nearestExisting(path: string): Promise<{ path: string; dir: boolean }> {
   for (let p = path; ; p = dirname(p)) {
     const st = await statOrNull(p).catch(() => null);

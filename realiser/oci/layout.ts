@@ -115,7 +115,7 @@ export async function checkOciLayoutTarget(dir: string, option?: string): Promis
  * layout, an entry with the same ref name (or, without one, the same manifest digest and no ref name) is
  * replaced and every other entry is kept; blobs only the replaced entry used are left in place (an OCI
  * garbage collection, e.g. `umoci gc`, removes them). Two processes writing the same layout at the same
- * time can lose one's index update.
+ * time can lose one's index update, and one that fails can take back a blob the other found in place.
  */
 export async function writeOciLayout(dir: string, img: BuiltImage, option?: string): Promise<void> {
   const out = outputOf(dir, option);
