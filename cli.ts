@@ -4,7 +4,7 @@
  * exit codes. A StrataError is the user's to fix (message + hint, no stack); anything else is a bug.
  */
 import { Command, CommanderError } from 'commander';
-import { isStrataError, exitCodeFor } from './errors.ts';
+import { StrataError, isStrataError, exitCodeFor } from './errors.ts';
 
 const program = new Command();
 program
@@ -80,4 +80,31 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-process.exitCode = await main(process.argv);
+// Standard output going away must not take the work with it. Node writes a pipe asynchronously, so a reader that
+// has gone (`strata realise ... | head -1`) shows up as an 'error' event on process.stdout, later; a full device
+// (`> /dev/full`) the same way. Either way strata stops printing and finishes what it was writing (an image
+// layout, an archive, the lock), so an output is complete or as it was, never half-written. Then: a closed pipe
+// ends quietly with 141, as a tool killed by SIGPIPE does (git, coreutils); any other failure is reported and
+// ends with 1. A failing command's own error and exit code come first.
+let stdoutError: NodeJS.ErrnoException | undefined;
+let result: number | undefined;
+async function finalCode(code: number): Promise<number> {
+  if (code !== 0 || stdoutError === undefined) return code;
+  if (stdoutError.code === 'EPIPE') return 141;
+  const { diskFullAt, isDiskFull } = await import('./store/store.ts');
+  const e = isDiskFull(stdoutError)
+    ? diskFullAt('standard output', "strata's report")
+    : new StrataError('E_OUTPUT', `cannot write to standard output: ${stdoutError.message}`);
+  process.stderr.write(`error: ${e.message}\n`);
+  return exitCodeFor(e.code);
+}
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (stdoutError !== undefined) return;
+  stdoutError = e;
+  if (result !== undefined) void finalCode(result).then((c) => (process.exitCode = c));
+});
+// A closed stderr (`2>&1 | head -1`) leaves nothing to tell; it must not end the run either.
+process.stderr.on('error', () => {});
+
+result = await main(process.argv);
+process.exitCode = await finalCode(result);

@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'E_RUN' // an environment cannot be entered
   | 'E_GPU' // GPU passthrough impossible (no driver, too old)
   | 'E_DISK' // out of disk space
+  | 'E_OUTPUT' // an output (image layout or archive, strata.lock, standard output) cannot be written there
   | 'E_USAGE'; // bad command line
 
 export class StrataError extends Error {
@@ -44,6 +45,9 @@ export function exitCodeFor(code: ErrorCode): number {
     case 'E_UNSATISFIABLE':
     case 'E_UNKNOWN_PACKAGE':
       return 4;
+    case 'E_DISK':
+    case 'E_OUTPUT':
+      return 1; // the filesystem refused a good target: fixable, but not by changing the command line
     default:
       return 1;
   }

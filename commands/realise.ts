@@ -27,13 +27,6 @@ export async function realiseCommand(opts: RealiseCommandOptions): Promise<Reali
   if (given?.digest) throw new StrataError('E_USAGE', `--tag ${opts.tag} has a digest; give name:tag`);
   const ctx = await openCtx();
   const { store, reporter } = ctx;
-  const lock = await ensureLock(manifest, ctx, opts.locked ? 'locked' : 'relock');
-  const started = Date.now();
-  const result = await realise(lock, { store, reporter, jobs, gzip: opts.gzip ?? false });
-  const ref = given ?? parseReference(defaultTag(lock));
-  const out = (s: string) => process.stdout.write(`${s}\n`);
-  out(`image ${result.image.manifestDigest}`);
-  out(`  ${lock.packages.length} packages in ${result.layerCount} layers (${result.builtLayers} built, ${result.layerCount - result.builtLayers} cached), ${formatBytes(result.image.layers.reduce((n, l) => n + l.size, 0))}, ${((Date.now() - started) / 1000).toFixed(1)} s`);
   const sinks: ImageSink[] = [];
   if (opts.oci) sinks.push(ociLayoutSink(opts.oci));
   if (opts.dockerArchive) sinks.push(dockerArchiveSink(opts.dockerArchive));
@@ -41,7 +34,16 @@ export async function realiseCommand(opts: RealiseCommandOptions): Promise<Reali
     const { dockerFromEnv } = await import('../docker/engine.ts');
     sinks.push(dockerLoadSink(dockerFromEnv(), reporter));
   }
-  for (const sink of sinks) out(await sink(result, ref));
+  // A destination that cannot take the image fails now, not after the build.
+  for (const sink of sinks) await sink.check();
+  const lock = await ensureLock(manifest, ctx, opts.locked ? 'locked' : 'relock');
+  const started = Date.now();
+  const result = await realise(lock, { store, reporter, jobs, gzip: opts.gzip ?? false });
+  const ref = given ?? parseReference(defaultTag(lock));
+  const out = (s: string) => process.stdout.write(`${s}\n`);
+  out(`image ${result.image.manifestDigest}`);
+  out(`  ${lock.packages.length} packages in ${result.layerCount} layers (${result.builtLayers} built, ${result.layerCount - result.builtLayers} cached), ${formatBytes(result.image.layers.reduce((n, l) => n + l.size, 0))}, ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  for (const sink of sinks) out(await sink.write(result, ref));
   if (sinks.length === 0) out('(nothing written: add --oci DIR, --docker-archive FILE or --load)');
   return result;
 }

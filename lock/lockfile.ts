@@ -2,14 +2,15 @@
  * `strata.lock`: the one serializer and parser of the lockfile. The writer is deterministic to the byte: fixed key
  * order, packages sorted by name then arch, one array element per line where arrays grow, a trailing newline.
  */
-import { readFile, writeFile, rename } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative } from 'node:path';
+import { readFile, writeFile, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative } from 'node:path';
 import TOML from '@iarna/toml';
 import { StrataError } from '../errors.ts';
 import { cmp } from '../util/order.ts';
 import { verifyLock } from './verify.ts';
 import { MAX_LOCK_BYTES } from '../limits.ts';
 import { readBounded } from '../store/readBounded.ts';
+import { onOutput, removeStaleTemps, tempName } from '../util/outputs.ts';
 import type { HostProvided, ImageSettings, LockedChannel, LockedPackage, Lockfile } from '../model.ts';
 
 export const LOCK_VERSION = 1;
@@ -201,17 +202,35 @@ export async function readLock(path: string): Promise<Lockfile | undefined> {
   return parseLock(text, shown && !shown.startsWith('..') && !isAbsolute(shown) ? shown : path);
 }
 
-/** Writes the lock atomically; returns false (and writes nothing) when the bytes would not change. */
+/** The temp name older versions wrote the lock through (`strata.lock.<pid>.tmp`): its pid, to clean it up. */
+function legacyTempPid(name: string): number | undefined {
+  const m = /^strata\.lock\.(\d+)\.tmp$/.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * Writes the lock atomically (a unique temp file beside it, then a rename); returns false (and writes nothing) when
+ * the bytes would not change. On failure the temp file goes and the previous lock is untouched; temp files that
+ * killed runs left beside it are removed first, written or not. A full disk is E_DISK, any other refusal E_OUTPUT, naming the lock.
+ */
 export async function writeLock(path: string, lock: Lockfile): Promise<boolean> {
   const text = serializeLock(lock);
+  await removeStaleTemps(dirname(path), basename(path), legacyTempPid);
   try {
     if ((await readBounded(path, MAX_LOCK_BYTES)).toString('utf8') === text) return false;
   } catch {
     // absent: write it
   }
-  const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, text);
-  await rename(tmp, path);
+  const tmp = tempName(path);
+  await onOutput({ what: 'the lock', path }, async () => {
+    try {
+      await writeFile(tmp, text, { flag: 'wx' });
+      await rename(tmp, path);
+    } catch (e) {
+      await unlink(tmp).catch(() => {});
+      throw e;
+    }
+  });
   return true;
 }
 

@@ -118,6 +118,18 @@ function diskFull(root: string, what: string): StrataError {
   );
 }
 
+/**
+ * The same message for a write outside the store (an image layout or archive, strata.lock, standard output): E_DISK
+ * naming where it was written. Callers undo what they wrote, so the hint can say nothing half-written is left.
+ */
+export function diskFullAt(where: string, what: string): StrataError {
+  return new StrataError(
+    'E_DISK',
+    `no space left on the device holding ${where} while writing ${what}`,
+    'free some space (or write to a larger filesystem) and run again; nothing half-written was left there',
+  );
+}
+
 /** Runs a filesystem operation, turning a full disk (ENOSPC, EDQUOT) into E_DISK naming the store and what was written. */
 export async function onDisk<T>(root: string, what: string, op: () => Promise<T>): Promise<T> {
   try {

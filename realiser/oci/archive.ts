@@ -6,6 +6,7 @@
  */
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, unlink } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack } from 'tar-stream';
@@ -13,7 +14,8 @@ import type { Pack } from 'tar-stream';
 import { IMAGE_LAYOUT_FILE, IMAGE_LAYOUT_VERSION, MEDIA_TYPE_IMAGE_INDEX, canonicalJson } from './spec.ts';
 import type { ImageIndex, ImageLayout } from './spec.ts';
 import { hexOf, manifestDescriptor, type BuiltImage } from './image.ts';
-import { statOrNull, tempName } from './files.ts';
+import { statOrNull } from './files.ts';
+import { outputError, probeFile, removeStaleTemps, tempName, type Output } from '../../util/outputs.ts';
 
 /** The docker-archive `manifest.json` that `docker load` reads. */
 export interface DockerArchiveManifestEntry {
@@ -48,6 +50,9 @@ function addDir(pack: Pack, name: string): Promise<void> {
 function addFile(pack: Pack, name: string, path: string, size: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const entry = pack.entry(fileHeader(name, size), (err) => (err ? reject(err) : resolve()));
+    // Without a listener of its own, an entry destroyed with the pack (the archive's disk filled up, say) would
+    // emit an unhandled 'error' through the pipe and end the process.
+    entry.on('error', reject);
     const source = createReadStream(path, { highWaterMark: 1 << 20 });
     source.on('error', (err) => {
       entry.destroy(err);
@@ -105,21 +110,43 @@ export function dockerArchiveStream(img: BuiltImage, repoTag: string): Readable 
     await addBuffer(pack, IMAGE_LAYOUT_FILE, canonicalJson(layout));
     pack.finalize();
   };
-  write().catch((err: unknown) => pack.destroy(err instanceof Error ? err : new Error(String(err))));
+  // Once the consumer has gone (and destroyed the pack), a failing write has no one left to tell: the error the
+  // consumer saw is the one that counts, and a second one must not surface as an unhandled 'error' event.
+  pack.on('error', () => {});
+  write().catch((err: unknown) => {
+    if (!pack.destroyed) pack.destroy(err instanceof Error ? err : new Error(String(err)));
+  });
   return Readable.from(pack, { objectMode: false });
+}
+
+function outputOf(file: string, option: string | undefined): Output {
+  return option === undefined ? { what: 'the docker archive', path: file } : { what: 'the docker archive', path: file, option };
+}
+
+/**
+ * Checks, before anything is built, that an archive can be written at `file`: not a directory, in a directory
+ * that exists, where a file can be created. Leaves nothing behind.
+ */
+export async function checkDockerArchiveTarget(file: string, option?: string): Promise<void> {
+  await probeFile(file, outputOf(file, option));
 }
 
 /**
  * Writes the image as one tar (see `dockerArchiveStream`) to `file`, through a temp file beside it and a
- * rename, so `file` is either absent, the previous archive, or the complete new one.
+ * rename, so `file` is either absent, the previous archive, or the complete new one; the temp file goes on
+ * failure, and temp files of killed runs go before the next write. Filesystem errors become the user's error
+ * naming `file` (`option`, e.g. `--docker-archive`, marks it as given on the command line).
  */
-export async function writeDockerArchive(file: string, img: BuiltImage, repoTag: string): Promise<void> {
+export async function writeDockerArchive(file: string, img: BuiltImage, repoTag: string, option?: string): Promise<void> {
+  const out = outputOf(file, option);
+  await removeStaleTemps(dirname(file), basename(file));
+  await probeFile(file, out);
   const tmp = tempName(file);
   try {
-    await pipeline(dockerArchiveStream(img, repoTag), createWriteStream(tmp));
+    await pipeline(dockerArchiveStream(img, repoTag), createWriteStream(tmp, { flags: 'wx' }));
     await rename(tmp, file);
   } catch (e) {
     await unlink(tmp).catch(() => {});
-    throw e;
+    throw await outputError(out, e);
   }
 }

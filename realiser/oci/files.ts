@@ -1,22 +1,10 @@
 /** Writing output files whole: through a temp name beside the target and a rename. */
-import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { copyFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { copyFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { statOrNull, tempName } from '../../util/outputs.ts';
 import type { LayerBlob } from './image.ts';
 
-export function tempName(path: string): string {
-  return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-}
-
-export async function statOrNull(path: string): Promise<{ size: number } | null> {
-  try {
-    return await stat(path);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw e;
-  }
-}
+export { statOrNull, tempName } from '../../util/outputs.ts';
 
 /** Writes `bytes` to `path` through a temp file and a rename, so readers never see a partial file. */
 export async function writeAtomically(path: string, bytes: Buffer): Promise<void> {
