@@ -63,6 +63,23 @@ runOptions(program.command('shell').description('open an interactive shell in th
   (await import('./commands/run.ts')).shellCommand(opts),
 );
 
+program
+  .command('why')
+  .description('show why a package is in the environment: the dependency paths from the requested packages, read from strata.lock')
+  .argument('<package>', 'a package in strata.lock')
+  .option('-m, --manifest <path>', 'the manifest whose strata.lock to read', 'strata.toml')
+  .option('--json', 'print the paths as JSON')
+  .action(async (pkg: string, opts) => (await import('./commands/why.ts')).whyCommand(pkg, opts));
+
+program
+  .command('diff')
+  .description('show what changed between two locks, package by package (default: git HEAD\'s strata.lock and the working one)')
+  .argument('[old]', 'a lock file, or a git revision of the project\'s strata.lock (default HEAD)')
+  .argument('[new]', 'a lock file, or a git revision (default: the working strata.lock)')
+  .option('-m, --manifest <path>', 'the manifest whose strata.lock to compare', 'strata.toml')
+  .option('--json', 'print the differences as JSON')
+  .action(async (oldSide: string | undefined, newSide: string | undefined, opts) => (await import('./commands/diff.ts')).diffCommand(oldSide, newSide, opts));
+
 async function main(argv: string[]): Promise<number> {
   try {
     await program.parseAsync(argv);
