@@ -33,6 +33,11 @@ export interface ChannelSpec {
   signedBy?: string;
   /** Skip signature checks (warned about). */
   trusted: boolean;
+  /**
+   * false accepts a Release past its Valid-Until (a lagging mirror, a snapshot), warning once per lock; the
+   * signature is still checked. apt's `check-valid-until=no`.
+   */
+  checkValidUntil: boolean;
 }
 
 /** A package request from the manifest's `[packages]` table. */

@@ -24,7 +24,7 @@ const strata = join(root, 'bin/strata');
 const dir = resolve(process.env.BENCH_DIR ?? '/tmp/strata-bench');
 const suite = process.env.BENCH_SUITE ?? 'trixie';
 const pkgs = (process.env.BENCH_PACKAGES ?? 'git libhdf5-dev intel-mkl libmagma-dev nvidia-cuda-toolkit python3 python3-numpy python3-scipy python3-sklearn python3-gdal python3-pip python3-wheel python3-pycuda').split(/\s+/).filter(Boolean);
-const mirror = channelUrls({ name: 'bench', urls: [], suite, components: ['main'], trusted: false })[0]!;
+const mirror = channelUrls({ name: 'bench', urls: [] })[0]!;
 const keyring = defaultKeyring()!;
 
 interface Timed {

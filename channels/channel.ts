@@ -293,7 +293,15 @@ export async function loadChannel(
   if (release.validUntil && !spec.trusted && !opts.offline) {
     const until = Date.parse(release.validUntil);
     if (!Number.isNaN(until) && until < Date.now()) {
-      throw new StrataError('E_SIGNATURE', `channel "${spec.name}": the Release of "${spec.suite}" expired on ${release.validUntil} (Valid-Until)`, 'the mirror is stale or replaying an old Release; use another mirror');
+      if (spec.checkValidUntil === false) {
+        reporter.warn(`channel "${spec.name}": the Release of "${spec.suite}" expired on ${release.validUntil} (Valid-Until); accepted because check-valid-until = false (its signature was verified)`);
+      } else {
+        throw new StrataError(
+          'E_SIGNATURE',
+          `channel "${spec.name}": the Release of "${spec.suite}" expired on ${release.validUntil} (Valid-Until)`,
+          'the mirror is stale or replaying an old Release: use another mirror, or, when you know it lags (or it is a snapshot archive), set check-valid-until = false on the channel (the signature is still checked)',
+        );
+      }
     }
   }
 

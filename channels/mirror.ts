@@ -65,7 +65,7 @@ export function hostDebianMirror(root = '/'): string | undefined {
 }
 
 /** The URLs to try for a channel, in order. */
-export function channelUrls(channel: ChannelSpec, env: NodeJS.ProcessEnv = process.env, hostRoot = '/'): string[] {
+export function channelUrls(channel: Pick<ChannelSpec, 'name' | 'urls'>, env: NodeJS.ProcessEnv = process.env, hostRoot = '/'): string[] {
   if (channel.urls.length > 0) return channel.urls;
   const fromEnv = env.STRATA_DEBIAN_MIRROR?.split(/[\s,]+/).filter(Boolean);
   if (fromEnv && fromEnv.length > 0) return fromEnv.map((u) => u.replace(/\/+$/, ''));

@@ -178,7 +178,7 @@ export function parseManifest(source: string, path: string, sha256: string): Man
   for (const cname of Object.keys(channelsTable)) {
     const c = r.table(channelsTable, ['channels'], cname)!;
     const p = ['channels', cname];
-    r.onlyKeys(c, p, ['url', 'urls', 'suite', 'components', 'signed-by', 'trusted']);
+    r.onlyKeys(c, p, ['url', 'urls', 'suite', 'components', 'signed-by', 'trusted', 'check-valid-until']);
     const suite = r.string(c, p, 'suite');
     if (!suite) r.fail(p, undefined, `channel "${cname}" needs a suite (e.g. suite = "trixie")`);
     const urls = [...(r.strings(c, p, 'url') ?? []), ...(r.strings(c, p, 'urls') ?? [])];
@@ -191,6 +191,7 @@ export function parseManifest(source: string, path: string, sha256: string): Man
       suite,
       components: r.strings(c, p, 'components') ?? ['main'],
       trusted: r.bool(c, p, 'trusted') ?? false,
+      checkValidUntil: r.bool(c, p, 'check-valid-until') ?? true,
     };
     const signedBy = r.string(c, p, 'signed-by');
     if (signedBy !== undefined) spec.signedBy = resolve(path, '..', signedBy);

@@ -76,7 +76,7 @@ export async function fetchDebs(lock: Lockfile, opts: RealiseOptions): Promise<M
   const { store, reporter } = opts;
   const bases = new Map<string, string[]>();
   for (const c of lock.channels) {
-    bases.set(c.name, channelUrls({ name: c.name, urls: c.urls, suite: c.suite, components: c.components, trusted: false }, opts.env));
+    bases.set(c.name, channelUrls({ name: c.name, urls: c.urls }, opts.env));
   }
   const paths = new Map<string, string>();
   const missing: LockedPackage[] = [];

@@ -8,7 +8,7 @@ import { httpGet } from '../../store/store.ts';
 export async function reachableDebianMirror(suite = 'trixie'): Promise<{ url: string; keyring: string } | { skip: string }> {
   let urls: string[];
   try {
-    urls = channelUrls({ name: 'debian', urls: [], suite, components: ['main'], trusted: false });
+    urls = channelUrls({ name: 'debian', urls: [] });
   } catch {
     return { skip: 'no Debian mirror configured (set STRATA_DEBIAN_MIRROR)' };
   }

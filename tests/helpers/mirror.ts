@@ -83,6 +83,8 @@ export interface FixtureSuite {
   components: Record<string, FixturePackage[]>;
   /** Release `Date`; default `Sat, 01 Jun 2024 12:00:00 UTC`. */
   date?: string;
+  /** Release `Valid-Until`; none by default. */
+  validUntil?: string;
 }
 
 /** One .deb in the pool. */
@@ -470,6 +472,7 @@ async function writeSuite(
     ['Suite', suite.suite],
     ['Codename', suite.codename],
     ['Date', suite.date ?? DEFAULT_DATE],
+    ...(suite.validUntil ? [['Valid-Until', suite.validUntil] as [string, string]] : []),
     ['Acquire-By-Hash', 'no'],
     ['No-Support-for-Architecture-all', 'Packages'],
     ['Architectures', indexArches.join(' ')],
