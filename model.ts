@@ -38,6 +38,18 @@ export interface ChannelSpec {
    * signature is still checked. apt's `check-valid-until=no`.
    */
   checkValidUntil: boolean;
+  /** Read the channel from a snapshot archive at this point in time instead of a live mirror. */
+  snapshot?: SnapshotSpec;
+}
+
+/** A point in a snapshot archive (laid out as Debian's: `<base>/archive/<archive>/<YYYYMMDDTHHMMSSZ>/`). */
+export interface SnapshotSpec {
+  /** `YYYYMMDDTHHMMSSZ`, or `latest` (the time of locking, which the lock records). */
+  timestamp: string;
+  /** Snapshot bases written in the manifest (`snapshot-url`); empty: STRATA_DEBIAN_SNAPSHOT. */
+  urls: string[];
+  /** The archive's name in the snapshot service; default `debian`. */
+  archive: string;
 }
 
 /** A package request from the manifest's `[packages]` table. */
@@ -123,6 +135,8 @@ export interface LockedChannel {
   releaseSha256: string;
   /** Mirror URLs written in the manifest (never discovered ones). */
   urls: string[];
+  /** For a channel read from a snapshot archive: the concrete timestamp, archive and the bases the manifest wrote. */
+  snapshot?: { timestamp: string; archive: string; urls: string[] };
 }
 
 export interface LockedPackage {

@@ -14,7 +14,7 @@ import { parseParagraphs, parseParagraphStream, field } from '../debian/deb822.t
 import { httpGet, type Store } from '../store/store.ts';
 import { readBounded } from '../store/readBounded.ts';
 import { MAX_KEYRING_BYTES } from '../limits.ts';
-import { channelUrls, defaultKeyring } from './mirror.ts';
+import { channelUrls, defaultKeyring, snapshotBases, snapshotTimestamp, snapshotUrl } from './mirror.ts';
 import type { Reporter } from '../report/reporter.ts';
 import type { Candidate, ChannelSpec, LockedChannel } from '../model.ts';
 
@@ -260,7 +260,15 @@ export async function loadChannel(
   reporter: Reporter,
   opts: { offline?: boolean; env?: NodeJS.ProcessEnv } = {},
 ): Promise<LoadedChannel> {
-  const urls = channelUrls(spec, opts.env);
+  const snapshot = spec.snapshot ? { ...spec.snapshot, timestamp: spec.snapshot.timestamp === 'latest' ? snapshotTimestamp(new Date()) : spec.snapshot.timestamp } : undefined;
+  let urls: string[];
+  if (snapshot) {
+    const bases = snapshotBases(snapshot.urls, opts.env);
+    if (bases.length === 0) {
+      throw new StrataError('E_MIRROR', `channel "${spec.name}" reads a snapshot, but it has no snapshot-url and STRATA_DEBIAN_SNAPSHOT is not set`, `set snapshot-url = "http://<a snapshot archive>" in [channels.${spec.name}], or export STRATA_DEBIAN_SNAPSHOT`);
+    }
+    urls = bases.map((b) => snapshotUrl(b, snapshot.archive, snapshot.timestamp));
+  } else urls = channelUrls(spec, opts.env);
   const fetched = await fetchRelease(spec, urls, store, opts.offline ?? false);
   let releaseText: string;
   if (spec.trusted) {
@@ -293,8 +301,8 @@ export async function loadChannel(
   if (release.validUntil && !spec.trusted && !opts.offline) {
     const until = Date.parse(release.validUntil);
     if (!Number.isNaN(until) && until < Date.now()) {
-      if (spec.checkValidUntil === false) {
-        reporter.warn(`channel "${spec.name}": the Release of "${spec.suite}" expired on ${release.validUntil} (Valid-Until); accepted because check-valid-until = false (its signature was verified)`);
+      if (spec.checkValidUntil === false || snapshot) {
+        reporter.warn(`channel "${spec.name}": the Release of "${spec.suite}" expired on ${release.validUntil} (Valid-Until); accepted because ${snapshot ? 'the channel reads a snapshot' : 'check-valid-until = false'} (its signature was verified)`);
       } else {
         throw new StrataError(
           'E_SIGNATURE',
@@ -334,6 +342,7 @@ export async function loadChannel(
       date: release.date,
       releaseSha256: sha256(fetched.bytes),
       urls: [...spec.urls],
+      ...(snapshot ? { snapshot: { timestamp: snapshot.timestamp, archive: snapshot.archive, urls: [...snapshot.urls] } } : {}),
     },
   };
 }

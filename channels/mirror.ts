@@ -86,3 +86,33 @@ export function defaultKeyring(root = '/'): string | undefined {
   }
   return undefined;
 }
+
+/** A snapshot archive's timestamp form, `YYYYMMDDTHHMMSSZ`. */
+export const SNAPSHOT_TIMESTAMP = /^\d{8}T\d{6}Z$/;
+
+/** `when` as a snapshot timestamp. */
+export function snapshotTimestamp(when: Date): string {
+  return when.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z');
+}
+
+/**
+ * The snapshot time at which a channel locked from a live mirror still had its files: half a day after its Release's
+ * Date. A snapshot service imports the archive a few times a day, so the import that holds that Release comes within
+ * hours of its Date; the files of a suite leave it only at a later point release.
+ */
+export function snapshotTimeOfRelease(date: string): string | undefined {
+  const t = Date.parse(date);
+  return Number.isNaN(t) ? undefined : snapshotTimestamp(new Date(t + 12 * 3600 * 1000));
+}
+
+/** The snapshot bases for a channel: its `snapshot-url`s, else STRATA_DEBIAN_SNAPSHOT (space- or comma-separated), else none. */
+export function snapshotBases(urls: string[], env: NodeJS.ProcessEnv = process.env): string[] {
+  if (urls.length > 0) return urls;
+  return (env.STRATA_DEBIAN_SNAPSHOT?.split(/[\s,]+/).filter(Boolean) ?? []).map((u) => u.replace(/\/+$/, ''));
+}
+
+/** The archive root at one point in time, as Debian's snapshot service and apt's snapshot support lay it out. */
+export function snapshotUrl(base: string, archive: string, timestamp: string): string {
+  return `${base}/archive/${archive}/${timestamp}`;
+}
+

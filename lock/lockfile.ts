@@ -54,6 +54,11 @@ export function serializeLock(lock: Lockfile): string {
     out.push(`date = ${str(c.date)}`);
     out.push(`release-sha256 = ${str(c.releaseSha256)}`);
     if (c.urls.length > 0) out.push(`urls = ${inlineArray(c.urls)}`);
+    if (c.snapshot) {
+      out.push(`snapshot = ${str(c.snapshot.timestamp)}`);
+      out.push(`snapshot-archive = ${str(c.snapshot.archive)}`);
+      if (c.snapshot.urls.length > 0) out.push(`snapshot-urls = ${inlineArray(c.snapshot.urls)}`);
+    }
   }
   const img = lock.image;
   out.push('');
@@ -145,6 +150,15 @@ export function parseLock(text: string, path = 'strata.lock'): Lockfile {
       date: need<string>(c.date, `channel[${i}].date`, isStr),
       releaseSha256: need<string>(c['release-sha256'], `channel[${i}].release-sha256`, isStr),
       urls: c.urls === undefined ? [] : need<string[]>(c.urls, `channel[${i}].urls`, isStrs),
+      ...(c.snapshot === undefined
+        ? {}
+        : {
+            snapshot: {
+              timestamp: need<string>(c.snapshot, `channel[${i}].snapshot`, (v): v is string => isStr(v) && /^\d{8}T\d{6}Z$/.test(v)),
+              archive: need<string>(c['snapshot-archive'], `channel[${i}].snapshot-archive`, isStr),
+              urls: c['snapshot-urls'] === undefined ? [] : need<string[]>(c['snapshot-urls'], `channel[${i}].snapshot-urls`, isStrs),
+            },
+          }),
     }));
     const hostProvided: HostProvided[] = tables(doc['host-provided'], '[[host-provided]]').map((h, i) => ({
       name: need<string>(h.name, `host-provided[${i}].name`, isStr),

@@ -178,7 +178,7 @@ export function parseManifest(source: string, path: string, sha256: string): Man
   for (const cname of Object.keys(channelsTable)) {
     const c = r.table(channelsTable, ['channels'], cname)!;
     const p = ['channels', cname];
-    r.onlyKeys(c, p, ['url', 'urls', 'suite', 'components', 'signed-by', 'trusted', 'check-valid-until']);
+    r.onlyKeys(c, p, ['url', 'urls', 'suite', 'components', 'signed-by', 'trusted', 'check-valid-until', 'snapshot', 'snapshot-url', 'snapshot-archive']);
     const suite = r.string(c, p, 'suite');
     if (!suite) r.fail(p, undefined, `channel "${cname}" needs a suite (e.g. suite = "trixie")`);
     const urls = [...(r.strings(c, p, 'url') ?? []), ...(r.strings(c, p, 'urls') ?? [])];
@@ -193,6 +193,17 @@ export function parseManifest(source: string, path: string, sha256: string): Man
       trusted: r.bool(c, p, 'trusted') ?? false,
       checkValidUntil: r.bool(c, p, 'check-valid-until') ?? true,
     };
+    const snapshot = r.string(c, p, 'snapshot');
+    const snapshotUrls = r.strings(c, p, 'snapshot-url') ?? [];
+    const snapshotArchive = r.string(c, p, 'snapshot-archive');
+    if (snapshot !== undefined) {
+      if (snapshot !== 'latest' && !/^\d{8}T\d{6}Z$/.test(snapshot)) r.fail(p, 'snapshot', `channel "${cname}": snapshot = "${snapshot}" is not a time like "20261121T091544Z" (UTC) or "latest"`);
+      for (const u of snapshotUrls) if (!/^(https?|file):\/\//.test(u)) r.fail(p, 'snapshot-url', `channel "${cname}": "${u}" is not an http(s):// or file:// URL`);
+      if (snapshotArchive !== undefined && !/^[a-z0-9][a-z0-9._-]*$/.test(snapshotArchive)) r.fail(p, 'snapshot-archive', `channel "${cname}": "${snapshotArchive}" is not an archive name like "debian"`);
+      spec.snapshot = { timestamp: snapshot, urls: snapshotUrls.map((u) => u.replace(/\/+$/, '')), archive: snapshotArchive ?? 'debian' };
+    } else if (snapshotUrls.length > 0 || snapshotArchive !== undefined) {
+      r.fail(p, snapshotUrls.length > 0 ? 'snapshot-url' : 'snapshot-archive', `channel "${cname}": snapshot-url and snapshot-archive go with snapshot = "<time>"`);
+    }
     const signedBy = r.string(c, p, 'signed-by');
     if (signedBy !== undefined) spec.signedBy = resolve(path, '..', signedBy);
     channels.push(spec);

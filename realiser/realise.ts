@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import PQueue from 'p-queue';
 import { sha256Hex } from '../util/bytes.ts';
-import { channelUrls } from '../channels/mirror.ts';
+import { channelUrls, snapshotBases, snapshotTimeOfRelease, snapshotUrl } from '../channels/mirror.ts';
+import { StrataError } from '../errors.ts';
 import { unpackDeb, type UnpackedDeb } from './deb.ts';
 import type { LayerEntry } from './layertar.ts';
 import { planLayers, type LayerGroup } from './plan.ts';
@@ -26,7 +27,7 @@ import { buildLayer, layerBlobs, layerKey, type LayerJob, type LayerRecord } fro
 import { imageInput } from './imageConfig.ts';
 import type { Store } from '../store/store.ts';
 import type { Reporter } from '../report/reporter.ts';
-import type { LockedPackage, Lockfile } from '../model.ts';
+import type { LockedChannel, LockedPackage, Lockfile } from '../model.ts';
 
 export { defaultTag } from './imageConfig.ts';
 
@@ -71,13 +72,34 @@ export function layerMtime(lock: Lockfile, env: NodeJS.ProcessEnv = process.env)
   return dates.length > 0 ? Math.floor(Math.max(...dates) / 1000) : 0;
 }
 
+/**
+ * Where a channel's .debs are fetched from, in order: the live mirrors, then the snapshot archive at the time the
+ * lock was made from (when STRATA_DEBIAN_SNAPSHOT names one), for the files a mirror has dropped since. A channel
+ * locked from a snapshot reads only that snapshot. The sha256 in the lock stays the only judge of the bytes.
+ */
+export function channelSources(c: LockedChannel, env: NodeJS.ProcessEnv = process.env): { live: string[]; snapshot: string[] } {
+  if (c.snapshot) {
+    const bases = snapshotBases(c.snapshot.urls, env);
+    if (bases.length === 0) {
+      throw new StrataError('E_MIRROR', `channel "${c.name}" was locked from a snapshot (${c.snapshot.timestamp}), but strata.lock records no snapshot-url and STRATA_DEBIAN_SNAPSHOT is not set`, 'export STRATA_DEBIAN_SNAPSHOT=http://<a snapshot archive>');
+    }
+    return { live: [], snapshot: bases.map((b) => snapshotUrl(b, c.snapshot!.archive, c.snapshot!.timestamp)) };
+  }
+  const when = snapshotTimeOfRelease(c.date);
+  const snapshot = when ? snapshotBases([], env).map((b) => snapshotUrl(b, 'debian', when)) : [];
+  try {
+    return { live: channelUrls({ name: c.name, urls: c.urls }, env), snapshot };
+  } catch (e) {
+    if (snapshot.length > 0 && e instanceof StrataError && e.code === 'E_MIRROR') return { live: [], snapshot };
+    throw e;
+  }
+}
+
 /** Downloads every locked .deb (verified by the store) and returns name -> path. */
 export async function fetchDebs(lock: Lockfile, opts: RealiseOptions): Promise<Map<string, string>> {
   const { store, reporter } = opts;
-  const bases = new Map<string, string[]>();
-  for (const c of lock.channels) {
-    bases.set(c.name, channelUrls({ name: c.name, urls: c.urls }, opts.env));
-  }
+  const sources = new Map(lock.channels.map((c) => [c.name, channelSources(c, opts.env)]));
+  const fromSnapshot: string[] = [];
   const paths = new Map<string, string>();
   const missing: LockedPackage[] = [];
   for (const p of lock.packages) {
@@ -95,8 +117,20 @@ export async function fetchDebs(lock: Lockfile, opts: RealiseOptions): Promise<M
     await Promise.all(
       missing.map((p) =>
         queue.add(async () => {
-          const urls = bases.get(p.channel)!.map((b) => `${b}/${p.filename}`);
-          const path = await store.fetch({ urls, sha256: p.sha256, size: p.size, label: `${p.name} ${p.version}`, vouchedBy: 'lock', onBytes: (n) => bytes.tick(n, `${done}/${missing.length} packages, ${p.name}`) });
+          const src = sources.get(p.channel)!;
+          const snapshotUrls = new Set(src.snapshot.map((b) => `${b}/${p.filename}`));
+          const urls = [...src.live.map((b) => `${b}/${p.filename}`), ...snapshotUrls];
+          const path = await store.fetch({
+            urls,
+            sha256: p.sha256,
+            size: p.size,
+            label: `${p.name} ${p.version}`,
+            vouchedBy: 'lock',
+            onBytes: (n) => bytes.tick(n, `${done}/${missing.length} packages, ${p.name}`),
+            onServedBy: (url) => {
+              if (snapshotUrls.has(url) && src.live.length > 0) fromSnapshot.push(p.name);
+            },
+          });
           paths.set(p.name, path);
           done++;
           bytes.tick(0, `${done}/${missing.length} packages`);
@@ -105,6 +139,10 @@ export async function fetchDebs(lock: Lockfile, opts: RealiseOptions): Promise<M
     );
   } finally {
     bytes.done();
+  }
+  if (fromSnapshot.length > 0) {
+    fromSnapshot.sort();
+    reporter.info(`${fromSnapshot.length} packages the mirror no longer has came from the snapshot archive: ${fromSnapshot.slice(0, 10).join(', ')}${fromSnapshot.length > 10 ? `, and ${fromSnapshot.length - 10} more` : ''}`);
   }
   return paths;
 }

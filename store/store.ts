@@ -49,6 +49,8 @@ export interface FetchRequest {
   label: string;
   /** Called with each increment of new bytes; the increments sum to the blob's size. Not called for a blob already present. */
   onBytes?: (n: number) => void;
+  /** Called once with the URL that served the bytes (not called for a blob already present). */
+  onServedBy?: (url: string) => void;
   /** Request headers sent with every attempt (a registry's Authorization, Accept); Range and If-Range are the store's. */
   headers?: Record<string, string>;
   /**
@@ -280,7 +282,11 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
     try {
       for (const url of req.urls) {
         const failure = await fromUrl(url, sink, req, hex, gone);
-        if (failure === undefined) return await commit(fh, tmpPath, hex, req.label);
+        if (failure === undefined) {
+          const path = await commit(fh, tmpPath, hex, req.label);
+          req.onServedBy?.(url);
+          return path;
+        }
         failures.push(failure);
         await sink.reset();
       }
