@@ -63,6 +63,14 @@ runOptions(program.command('shell').description('open an interactive shell in th
   (await import('./commands/run.ts')).shellCommand(opts),
 );
 
+program
+  .command('verify')
+  .description('re-hash every blob and check every cached layer, unpacked package and root filesystem; drop what is damaged')
+  .option('--dry-run', 'report damaged entries but leave them in place')
+  .action(async (opts) => {
+    await (await import('./commands/verify.ts')).verifyCommand(opts);
+  });
+
 async function main(argv: string[]): Promise<number> {
   try {
     await program.parseAsync(argv);
