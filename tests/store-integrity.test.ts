@@ -310,3 +310,23 @@ test('strata verify re-checks the whole store: a clean store passes; every kind 
   t.is(last.code, 0, last.stdout);
   everyBlobWhole(t, join(p.cache, 'blobs/sha256'));
 });
+
+test('a damaged cached Packages index is found when the lock reads it again, fetched again, and the lock is the same', async (t) => {
+  const p = await project();
+  p.writeManifest(manifestFor(p, PACKAGES));
+  t.is((await p.strata(['lock'])).code, 0);
+  const lockBytes = readFileSync(join(p.dir, 'strata.lock'), 'utf8');
+  // The index the stable channel's signed Release names for main (the only .xz blobs in the store are indexes).
+  const xz = readdirSync(join(p.cache, 'blobs/sha256')).filter((b) => readFileSync(join(p.cache, 'blobs/sha256', b)).subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])));
+  t.true(xz.length >= 1);
+  const victim = xz[0]!;
+  flip(join(p.cache, 'blobs/sha256', victim), 40);
+  execFileSync('rm', ['-rf', join(p.cache, 'indexes')]); // the parsed form is gone too, so the blob is read again
+  const r = await p.strata(['lock']);
+  t.is(r.code, 0, r.stderr);
+  const w = warnings(r.stderr);
+  t.is(w.length, 1, r.stderr);
+  t.regex(w[0]!, /^warning: the cached (stable|current) (stable|current)\/(main|contrib)\/binary-amd64\/Packages\.xz was damaged \(its bytes hash to [0-9a-f]{12}…\); fetching it again$/);
+  t.is(sha256(readFileSync(join(p.cache, 'blobs/sha256', victim))), victim);
+  t.is(readFileSync(join(p.dir, 'strata.lock'), 'utf8'), lockBytes);
+});
