@@ -32,7 +32,7 @@ import { lstat, mkdir, mkdtemp, open, readdir, rename, rm, stat, type FileHandle
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { StrataError } from '../errors.ts';
-import { CACHE_NAMESPACES, openCache, type CacheNamespace, type DerivedCache } from './cache.ts';
+import { CACHE_NAMESPACES, openCache, removeAll, type CacheNamespace, type DerivedCache } from './cache.ts';
 import { isLeftover, ownerTag } from './leftovers.ts';
 import {
   backoffDelay,
@@ -48,7 +48,6 @@ import {
 
 export { httpGet, type RetryPolicy } from './http.ts';
 export type { CacheNamespace, DerivedCache, JsonEntry } from './cache.ts';
-export { CACHE_NAMESPACES, removeAll } from './cache.ts';
 
 /** What `check` found: a whole blob, no blob, or a damaged one (now dropped from the store). */
 export type BlobCheck = { state: 'ok'; path: string } | { state: 'missing' } | { state: 'damaged'; reason: string };
@@ -234,7 +233,7 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
   async function drop(sha256: string): Promise<void> {
     const hex = checkHex(sha256);
     verifiedHere.delete(hex);
-    await rm(blobPath(hex), { force: true });
+    await removeAll(blobPath(hex));
     await stamps.remove(hex);
   }
 
