@@ -80,6 +80,14 @@ program
   .option('--json', 'print the differences as JSON')
   .action(async (oldSide: string | undefined, newSide: string | undefined, opts) => (await import('./commands/diff.ts')).diffCommand(oldSide, newSide, opts));
 
+program
+  .command('verify')
+  .description('re-hash every blob and check every cached layer, unpacked package and root filesystem; drop what is damaged')
+  .option('--dry-run', 'report damaged entries but leave them in place')
+  .action(async (opts) => {
+    await (await import('./commands/verify.ts')).verifyCommand(opts);
+  });
+
 async function main(argv: string[]): Promise<number> {
   try {
     await program.parseAsync(argv);

@@ -322,7 +322,10 @@ export async function loadChannel(
     }
     const { sha256: want, size } = release.files.get(variant)!;
     const label = `${spec.name} ${spec.suite}/${variant}`;
-    let path = await store.has(want);
+    // Checked on the way out of the store (its verified stamp, else a re-hash): a damaged index is fetched again.
+    const cached = await store.check(want, size);
+    if (cached.state === 'damaged') reporter.warn(`the cached ${label} was damaged (${cached.reason}); fetching it again`);
+    let path = cached.state === 'ok' ? cached.path : undefined;
     if (!path) {
       if (opts.offline) throw new StrataError('E_OFFLINE', `--offline: ${label} is not cached`, 'run `strata lock` once with network access');
       reporter.info(`fetching ${label}`);

@@ -6,6 +6,10 @@
  * realised: manifest digest, config digest and environment. When that pointer and the unpacked rootfs exist, the
  * sandbox starts without loading the realiser at all. Heavy modules (the realiser, dockerode) are imported only on
  * the paths that need them.
+ *
+ * A layer found damaged while it is unpacked into a root filesystem (its bytes do not hash to its diffId) is dropped
+ * from the store and the image realised again, which builds that layer anew, once, with one warning. A damaged run
+ * pointer is said and made again.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -41,7 +45,7 @@ function pointerKey(lock: Lockfile): string {
 }
 
 /** Realises the lock (cached) and records the run pointer. */
-async function realiseAndPoint(lock: Lockfile, ctx: Ctx): Promise<{ pointer: ImagePointer; plainLayers: { path: string; size: number }[]; image: BuiltImage }> {
+async function realiseAndPoint(lock: Lockfile, ctx: Ctx): Promise<{ pointer: ImagePointer; plainLayers: { path: string; size: number; diffId: string }[]; image: BuiltImage }> {
   const { realise } = await import('../realiser/realise.ts');
   const result = await realise(lock, ctx);
   const image = result.plain;
@@ -56,19 +60,41 @@ async function sandboxEnvironment(ctx: Ctx, pointer: ImagePointer): Promise<Sand
   return { pointer, rootfs: rootfs.path(rootfsKey(pointer.manifestDigest)), stage: await rootfs.ensureDir('.stage'), skeletons: ctx.store.cache('skeletons') };
 }
 
+function pointerProblem(v: unknown): string | undefined {
+  const p = v as Partial<ImagePointer> | null;
+  if (typeof p !== 'object' || p === null) return 'not an object';
+  if (typeof p.manifestDigest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(p.manifestDigest) || typeof p.configDigest !== 'string' || !Array.isArray(p.env)) return 'fields missing';
+  return undefined;
+}
+
+/** The run pointer of a lock, saying so when a damaged one is to be made again. */
+async function readPointer(lock: Lockfile, ctx: Ctx): Promise<ImagePointer | undefined> {
+  const read = await ctx.store.cache('run').readEntry<ImagePointer>(pointerKey(lock), pointerProblem);
+  if (read.state === 'damaged') ctx.reporter.warn(`the run pointer of this lock in the store was damaged (${read.reason}); finding the image again`);
+  return read.state === 'ok' ? read.value : undefined;
+}
+
 /** The unpacked root filesystem of the lock's image, realising and unpacking it first when needed. */
 export async function ensureRootfs(lock: Lockfile, ctx: Ctx, o: { frozen: boolean }): Promise<SandboxEnvironment> {
   const rootfs = ctx.store.cache('rootfs');
-  const known = await ctx.store.cache('run').readJson<ImagePointer>(pointerKey(lock));
+  const known = await readPointer(lock, ctx);
   if (known && existsSync(rootfs.path(rootfsKey(known.manifestDigest)))) return sandboxEnvironment(ctx, known);
   if (o.frozen) {
     throw new StrataError('E_RUN', 'the environment is not realised yet and --frozen forbids realising it', 'run `strata realise` first, or drop --frozen');
   }
   ctx.reporter.info(known ? 'unpacking the environment for the sandbox' : 'preparing the environment: realising it (cached layers are reused) and unpacking it for the sandbox');
-  const { pointer, plainLayers } = await realiseAndPoint(lock, ctx);
-  const { unpackRootfs } = await import('../run/rootfs.ts');
-  await unpackRootfs(rootfs, pointer.manifestDigest, plainLayers, ctx.reporter);
-  return sandboxEnvironment(ctx, pointer);
+  const { unpackRootfs, DamagedLayer } = await import('../run/rootfs.ts');
+  for (let attempt = 0; ; attempt++) {
+    const { pointer, plainLayers } = await realiseAndPoint(lock, ctx);
+    try {
+      await unpackRootfs(rootfs, pointer.manifestDigest, plainLayers, ctx.reporter);
+      return sandboxEnvironment(ctx, pointer);
+    } catch (e) {
+      if (!(e instanceof DamagedLayer) || attempt > 0) throw e;
+      ctx.reporter.warn(`the cached layer ${e.diffId.slice(0, 19)}… was damaged (${e.reason}); building it again`);
+      await ctx.store.drop(e.diffId);
+    }
+  }
 }
 
 /** The engine's ID of the image `tag`, or undefined when it has none. */
@@ -84,7 +110,7 @@ function imageId(docker: Dockerode, tag: string): Promise<string | undefined> {
 export async function ensureDockerImage(lock: Lockfile, ctx: Ctx, o: { docker: Dockerode; frozen: boolean }): Promise<ImagePointer & { tag: string }> {
   const { defaultTag } = await import('../realiser/realise.ts');
   const tag = defaultTag(lock);
-  const known = await ctx.store.cache('run').readJson<ImagePointer>(pointerKey(lock));
+  const known = await readPointer(lock, ctx);
   const id = known || o.frozen ? await imageId(o.docker, tag) : undefined;
   if (known && id === known.configDigest) return { ...known, tag };
   if (o.frozen) {

@@ -40,6 +40,11 @@ export interface LayerEntry {
   linkname?: string;
   /** Absolute path of a file's content on disk (streamed). */
   source?: string;
+  /**
+   * Hex sha256 the content at `source` must have (recorded when it was written there). When given, the content is
+   * hashed while it is copied into the tar and a mismatch throws `DamagedSource`.
+   */
+  sha256?: string;
   /** Small in-memory content (generated files). */
   content?: Buffer;
 }
@@ -58,6 +63,21 @@ export interface LayerResult {
  * blobs are mostly loaded locally, where speed matters more than size.
  */
 export const LAYER_GZIP_LEVEL = 1;
+
+/**
+ * A file a layer is built from is not what was recorded of it (its size or its hash differ, or it is gone): the
+ * cache it lives in was damaged. Its owner drops that entry and makes it again.
+ */
+export class DamagedSource extends Error {
+  readonly source: string;
+  readonly reason: string;
+  constructor(source: string, reason: string) {
+    super(`${source}: ${reason}`);
+    this.name = 'DamagedSource';
+    this.source = source;
+    this.reason = reason;
+  }
+}
 
 const BLOCK = 512;
 const STAGE = 1 << 20;
@@ -190,6 +210,7 @@ function canonicalizeHardlinks(byPath: Map<string, PlannedEntry>): void {
         delete link.source;
         delete link.content;
         delete link.size;
+        delete link.sha256;
         byPath.set(path, link);
       }
     }
@@ -200,9 +221,16 @@ async function contentSize(e: PlannedEntry): Promise<number> {
   if (e.type !== 'file') return 0;
   let actual: number;
   if (e.content !== undefined) actual = e.content.length;
-  else if (e.source !== undefined) actual = (await stat(e.source)).size;
-  else actual = 0;
+  else if (e.source !== undefined) {
+    try {
+      actual = (await stat(e.source)).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new DamagedSource(e.source, 'the file is gone');
+      throw err;
+    }
+  } else actual = 0;
   if (e.size !== undefined && e.size !== actual) {
+    if (e.source !== undefined) throw new DamagedSource(e.source, `${actual} bytes, ${e.size} recorded`);
     throw new Error(`layer file '${e.path}' declares ${e.size} bytes but its content has ${actual}`);
   }
   return actual;
@@ -214,12 +242,18 @@ async function writeContent(e: PlannedEntry, size: number, sink: StagedSink): Pr
     return;
   }
   let n = 0;
+  const hash = e.sha256 !== undefined ? createHash('sha256') : undefined;
   for await (const chunk of createReadStream(e.source!, { highWaterMark: STAGE }) as AsyncIterable<Buffer>) {
     n += chunk.length;
     if (n > size) break;
+    hash?.update(chunk);
     await sink.write(chunk);
   }
-  if (n !== size) throw new Error(`layer file '${e.path}' changed while it was written (${size} bytes expected)`);
+  if (n !== size) throw new DamagedSource(e.source!, `changed while it was written into a layer (${size} bytes expected)`);
+  if (hash) {
+    const got = hash.digest('hex');
+    if (got !== e.sha256) throw new DamagedSource(e.source!, `its content hashes to ${got.slice(0, 12)}…, ${e.sha256!.slice(0, 12)}… recorded`);
+  }
 }
 
 // ---- headers --------------------------------------------------------------------------------------

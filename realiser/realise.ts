@@ -1,16 +1,22 @@
 /**
  * realise: lock -> verified .debs in the store -> unpacked trees (cached per .deb) -> deterministic layers
  * (cached per input) -> an OCI image (config + manifest). Reads only the lock; never the resolver.
+ *
+ * What comes out of the store is checked before it is used, and a damaged entry is made again with one warning
+ * naming it: a cached .deb is re-hashed before it is unpacked (re-fetched when damaged); an unpacked tree's
+ * meta.json must parse and describe a tree, and a tree unpacked by an earlier run has each file hashed while it is
+ * copied into a layer, against the sha256 recorded when it was unpacked (unpacked again when one differs); layer
+ * records and blobs are checked by `buildLayer`.
  */
-import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { writeFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
 import { availableParallelism } from 'node:os';
 import PQueue from 'p-queue';
 import { sha256Hex } from '../util/bytes.ts';
 import { channelUrls, snapshotBases, snapshotTimeOfRelease, snapshotUrl } from '../channels/mirror.ts';
 import { StrataError } from '../errors.ts';
 import { unpackDeb, type UnpackedDeb } from './deb.ts';
-import type { LayerEntry } from './layertar.ts';
+import { DamagedSource, type LayerEntry } from './layertar.ts';
 import { planLayers, type LayerGroup } from './plan.ts';
 import {
   baseEntries,
@@ -25,7 +31,7 @@ import {
 import { buildImage, type BuiltImage } from './oci/image.ts';
 import { buildLayer, layerBlobs, layerKey, type LayerJob, type LayerRecord } from './layers.ts';
 import { imageInput } from './imageConfig.ts';
-import type { Store } from '../store/store.ts';
+import type { FetchRequest, Store } from '../store/store.ts';
 import type { Reporter } from '../report/reporter.ts';
 import type { LockedChannel, LockedPackage, Lockfile } from '../model.ts';
 
@@ -62,6 +68,27 @@ export interface RealisedImage {
 interface UnpackedMeta extends UnpackedDeb {
   /** Directory holding the unpacked regular files, by their shipped path. */
   root: string;
+  /** Unpacked by this process (its files were hashed as they were written, moments ago). */
+  fresh: boolean;
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+const ENTRY_TYPES = new Set(['file', 'dir', 'symlink', 'hardlink']);
+
+/** Why a parsed unpacked/<sha>/meta.json is not one `unpackDeb` wrote, or undefined when it is. */
+export function unpackedMetaProblem(v: unknown): string | undefined {
+  const m = v as Partial<UnpackedDeb> | null;
+  if (typeof m !== 'object' || m === null) return 'not an object';
+  if (typeof m.control !== 'string' || !Array.isArray(m.conffiles) || typeof m.scripts !== 'object' || m.scripts === null || !Array.isArray(m.entries)) {
+    return 'fields missing';
+  }
+  for (const e of m.entries as unknown[]) {
+    const x = e as Partial<UnpackedDeb['entries'][number]> | null;
+    if (typeof x !== 'object' || x === null || typeof x.path !== 'string' || !ENTRY_TYPES.has(x.type as string) || typeof x.mode !== 'number') return 'a malformed entry';
+    if (x.type === 'file' && (typeof x.size !== 'number' || typeof x.sha256 !== 'string' || !HEX64.test(x.sha256))) return `file ${x.path} has no size or sha256`;
+    if ((x.type === 'symlink' || x.type === 'hardlink') && typeof x.linkname !== 'string') return `link ${x.path} has no target`;
+  }
+  return undefined;
 }
 
 /** A fixed timestamp for every entry: SOURCE_DATE_EPOCH, else the newest Release date among the locked channels. */
@@ -95,11 +122,33 @@ export function channelSources(c: LockedChannel, env: NodeJS.ProcessEnv = proces
   }
 }
 
+/**
+ * The store request for a locked .deb: its URLs (live mirrors, then the snapshot), its hash and size, vouched for by
+ * the lock. `servedBy` collects the packages that came from a snapshot although a live mirror was configured.
+ */
+function debRequests(lock: Lockfile, env: NodeJS.ProcessEnv | undefined, fromSnapshot: string[]): (p: LockedPackage) => FetchRequest {
+  const sources = new Map(lock.channels.map((c) => [c.name, channelSources(c, env)]));
+  return (p) => {
+    const src = sources.get(p.channel)!;
+    const snapshotUrls = new Set(src.snapshot.map((b) => `${b}/${p.filename}`));
+    return {
+      urls: [...src.live.map((b) => `${b}/${p.filename}`), ...snapshotUrls],
+      sha256: p.sha256,
+      size: p.size,
+      label: `${p.name} ${p.version}`,
+      vouchedBy: 'lock',
+      onServedBy: (url) => {
+        if (snapshotUrls.has(url) && src.live.length > 0) fromSnapshot.push(p.name);
+      },
+    };
+  };
+}
+
 /** Downloads every locked .deb (verified by the store) and returns name -> path. */
 export async function fetchDebs(lock: Lockfile, opts: RealiseOptions): Promise<Map<string, string>> {
   const { store, reporter } = opts;
-  const sources = new Map(lock.channels.map((c) => [c.name, channelSources(c, opts.env)]));
   const fromSnapshot: string[] = [];
+  const request = debRequests(lock, opts.env, fromSnapshot);
   const paths = new Map<string, string>();
   const missing: LockedPackage[] = [];
   for (const p of lock.packages) {
@@ -117,20 +166,7 @@ export async function fetchDebs(lock: Lockfile, opts: RealiseOptions): Promise<M
     await Promise.all(
       missing.map((p) =>
         queue.add(async () => {
-          const src = sources.get(p.channel)!;
-          const snapshotUrls = new Set(src.snapshot.map((b) => `${b}/${p.filename}`));
-          const urls = [...src.live.map((b) => `${b}/${p.filename}`), ...snapshotUrls];
-          const path = await store.fetch({
-            urls,
-            sha256: p.sha256,
-            size: p.size,
-            label: `${p.name} ${p.version}`,
-            vouchedBy: 'lock',
-            onBytes: (n) => bytes.tick(n, `${done}/${missing.length} packages, ${p.name}`),
-            onServedBy: (url) => {
-              if (snapshotUrls.has(url) && src.live.length > 0) fromSnapshot.push(p.name);
-            },
-          });
+          const path = await store.fetch({ ...request(p), onBytes: (n) => bytes.tick(n, `${done}/${missing.length} packages, ${p.name}`) });
           paths.set(p.name, path);
           done++;
           bytes.tick(0, `${done}/${missing.length} packages`);
@@ -147,15 +183,40 @@ export async function fetchDebs(lock: Lockfile, opts: RealiseOptions): Promise<M
   return paths;
 }
 
-/** Unpacks a verified .deb into the store once; later calls read the cached result. */
-async function ensureUnpacked(store: Store, p: LockedPackage, debPath: string): Promise<UnpackedMeta> {
+interface UnpackCtx {
+  store: Store;
+  reporter: Reporter;
+  request: (p: LockedPackage) => FetchRequest;
+}
+
+/**
+ * Unpacks a verified .deb into the store once; later calls read the cached result. Before unpacking, the .deb is
+ * re-hashed (unless this process fetched it) and fetched again when damaged; a cached result whose meta.json is
+ * damaged is dropped and made again.
+ */
+async function ensureUnpacked(u: UnpackCtx, p: LockedPackage): Promise<UnpackedMeta> {
+  const { store, reporter } = u;
   const unpacked = store.cache('unpacked');
-  const dir = await unpacked.dir(p.sha256, async (tmp) => {
-    const meta = await unpackDeb(debPath, join(tmp, 'root'), { packageName: `${p.name} ${p.version}` });
-    await writeFile(join(tmp, 'meta.json'), JSON.stringify(meta));
-  });
-  const meta = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as UnpackedDeb;
-  return { ...meta, root: join(dir, 'root') };
+  for (let attempt = 0; ; attempt++) {
+    let fresh = false;
+    const dir = await unpacked.dir(p.sha256, async (tmp) => {
+      fresh = true;
+      const deb = await store.check(p.sha256, p.size, { rehash: true });
+      let debPath: string;
+      if (deb.state === 'ok') debPath = deb.path;
+      else {
+        if (deb.state === 'damaged') reporter.warn(`the cached ${p.name} ${p.version} was damaged (${deb.reason}); fetching it again`);
+        debPath = await store.fetch(u.request(p));
+      }
+      const meta = await unpackDeb(debPath, join(tmp, 'root'), { packageName: `${p.name} ${p.version}` });
+      await writeFile(join(tmp, 'meta.json'), JSON.stringify(meta));
+    });
+    const read = await unpacked.readEntry<UnpackedDeb>(join(p.sha256, 'meta'), unpackedMetaProblem);
+    if (read.state === 'ok') return { ...read.value, root: join(dir, 'root'), fresh };
+    if (attempt > 0) throw new Error(`the unpacked ${p.name} ${p.version} is unreadable right after unpacking it (${read.state})`);
+    reporter.warn(`the unpacked ${p.name} ${p.version} in the store was damaged (meta.json ${read.state === 'damaged' ? read.reason : 'missing'}); unpacking it again`);
+    await unpacked.remove(p.sha256);
+  }
 }
 
 /** The layer entries for a group of unpacked packages, paths mapped onto merged /usr. */
@@ -170,6 +231,8 @@ function packageEntries(group: { pkg: LockedPackage; meta: UnpackedMeta }[], rep
       if (e.type === 'file') {
         entry.size = e.size;
         entry.source = join(meta.root, e.path);
+        // A tree an earlier run unpacked is checked file by file as it is copied into the layer.
+        if (!meta.fresh && e.sha256) entry.sha256 = e.sha256;
       } else if (e.type === 'symlink') {
         entry.linkname = e.linkname!;
       } else if (e.type === 'hardlink') {
@@ -189,15 +252,15 @@ function packageEntries(group: { pkg: LockedPackage; meta: UnpackedMeta }[], rep
 }
 
 /** Unpacks every locked .deb (once per .deb, in the store), a few at a time; name -> its unpacked tree. */
-function unpackAll(lock: Lockfile, debs: Map<string, string>, store: Store, reporter: Reporter, queue: PQueue): { unpacking: Map<string, Promise<UnpackedMeta>>; unpacked: Map<string, UnpackedMeta>; done: () => void } {
-  const up = reporter.progress('unpack', lock.packages.length);
+function unpackAll(lock: Lockfile, u: UnpackCtx, queue: PQueue): { unpacking: Map<string, Promise<UnpackedMeta>>; unpacked: Map<string, UnpackedMeta>; done: () => void } {
+  const up = u.reporter.progress('unpack', lock.packages.length);
   const unpacking = new Map<string, Promise<UnpackedMeta>>();
   const unpacked = new Map<string, UnpackedMeta>();
   for (const p of lock.packages) {
     unpacking.set(
       p.name,
       queue.add(async () => {
-        const meta = await ensureUnpacked(store, p, debs.get(p.name)!);
+        const meta = await ensureUnpacked(u, p);
         unpacked.set(p.name, meta);
         up.tick(1, p.name);
         return meta;
@@ -275,21 +338,40 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
   const { store, reporter } = opts;
   const mtime = layerMtime(lock, opts.env);
   const gzip = opts.gzip ?? false;
-  const debs = await fetchDebs(lock, opts);
+  await fetchDebs(lock, opts);
+  const u: UnpackCtx = { store, reporter, request: debRequests(lock, opts.env, []) };
 
   // Unpacking (xz in a child process) and layer writing (hashing, disk) overlap: a package layer is written as
   // soon as its own packages are unpacked. The skeleton and the installed state need every package and come last.
   const cores = Math.max(1, Math.min(4, availableParallelism()));
   const layerQueue = new PQueue({ concurrency: cores });
-  const unpackedAll = unpackAll(lock, debs, store, reporter, new PQueue({ concurrency: cores }));
+  const unpackedAll = unpackAll(lock, u, new PQueue({ concurrency: cores }));
   const { unpacked } = unpackedAll;
   const plan = planLayers(lock);
   const extra = opts.extraJobs ?? [];
   let builtLayers = 0;
   const lp = reporter.progress('layers', plan.length + extra.length + 2);
-  const run = (j: LayerJob): Promise<LayerRecord> =>
+
+  /** Builds a layer; a damaged file in a cached unpacked tree of `group` drops that tree and unpacks it again (once per package). */
+  async function buildRepairing(j: LayerJob, group: LockedPackage[]): Promise<{ record: LayerRecord; built: boolean }> {
+    const repaired = new Set<string>();
+    for (;;) {
+      try {
+        return await buildLayer(j, { store, mtime, gzip, reporter });
+      } catch (e) {
+        if (!(e instanceof DamagedSource)) throw e;
+        const hit = group.find((p) => e.source.startsWith(`${unpacked.get(p.name)?.root}/`));
+        if (!hit || repaired.has(hit.name)) throw e;
+        repaired.add(hit.name);
+        reporter.warn(`the unpacked ${hit.name} ${hit.version} in the store was damaged (${relative(unpacked.get(hit.name)!.root, e.source)}: ${e.reason}); unpacking it again`);
+        await store.cache('unpacked').remove(hit.sha256);
+        unpacked.set(hit.name, await ensureUnpacked(u, hit));
+      }
+    }
+  }
+  const run = (j: LayerJob, group: LockedPackage[] = []): Promise<LayerRecord> =>
     layerQueue.add(async () => {
-      const { record, built } = await buildLayer(j, { store, mtime, gzip });
+      const { record, built } = await buildRepairing(j, group);
       if (built) builtLayers++;
       lp.tick(1);
       return record;
@@ -301,10 +383,10 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
   try {
     let middle: LayerRecord[];
     try {
-      const waits = plan.map((g, i) => Promise.all(g.packages.map((p) => unpackedAll.unpacking.get(p.name)!)).then(() => run(pkgJobs[i]!)));
+      const waits = plan.map((g, i) => Promise.all(g.packages.map((p) => unpackedAll.unpacking.get(p.name)!)).then(() => run(pkgJobs[i]!, g.packages)));
       const [pkgRecords, extraRecords] = await Promise.all([
         allOrFirstError<unknown>([...unpackedAll.unpacking.values(), ...waits]).then(() => Promise.all(waits)),
-        allOrFirstError(extra.map(run)),
+        allOrFirstError(extra.map((j) => run(j))),
       ]);
       middle = [...pkgRecords, ...extraRecords];
     } finally {

@@ -10,9 +10,14 @@
  * must point at a regular file inside the tree; device nodes and fifos are skipped. OCI whiteouts (`.wh.NAME`,
  * `.wh..wh..opq`) remove what lower layers put there. Ownership is kept when unpacking as root; otherwise
  * everything belongs to the unpacking user, which is what a rootless sandbox maps to.
+ *
+ * Each layer tar is hashed while it is read and must give its diffId, so a layer damaged in the store never becomes
+ * a root filesystem (`DamagedLayer`; the caller drops the blob and builds the layer again). A record of the layers
+ * (`<key>.json` beside the tree) lets `strata verify` check the tree against them later (`checkRootfs`).
  */
+import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { chmod, lchown, link, lstat, lutimes, mkdir, readdir, rename, rm, symlink, unlink, utimes } from 'node:fs/promises';
+import { chmod, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, unlink, utimes } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
@@ -26,6 +31,31 @@ export interface RootfsLayer {
   /** Path of an uncompressed layer tar. */
   path: string;
   size: number;
+  /** `sha256:<hex>` the tar must hash to. */
+  diffId?: string;
+}
+
+/** What the rootfs cache records beside a tree: the layers it was unpacked from, base first. */
+export interface RootfsRecord {
+  layers: { diffId: string; size: number }[];
+}
+
+/** A layer tar whose bytes do not hash to its diffId: the store's copy is damaged. */
+export class DamagedLayer extends StrataError {
+  readonly diffId: string;
+  readonly reason: string;
+  constructor(diffId: string, got: string) {
+    const reason = `its bytes hash to sha256:${got.slice(0, 12)}…`;
+    super('E_RUN', `the cached layer ${diffId} is damaged (${reason})`, 'run `strata verify` to check the whole store; if damage keeps appearing, check the disk');
+    this.diffId = diffId;
+    this.reason = reason;
+  }
+}
+
+async function hashFile(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) h.update(c);
+  return h.digest('hex');
 }
 
 /** The key of the rootfs of the image with manifest digest `sha256:<hex>` in the store's `rootfs` cache. */
@@ -43,8 +73,12 @@ export async function unpackRootfs(cache: DerivedCache, manifestDigest: string, 
       async (tmp) => {
         progress = reporter.progress('unpacking the root filesystem', total, 'bytes');
         const tree = new Tree(tmp, process.getuid?.() === 0);
-        for (const l of layers) await tree.apply(l.path, (n) => progress!.tick(n));
+        for (const l of layers) await tree.apply(l.path, (n) => progress!.tick(n), l.diffId);
         await tree.finish();
+        if (layers.every((l) => l.diffId !== undefined)) {
+          const record: RootfsRecord = { layers: layers.map((l) => ({ diffId: l.diffId!, size: l.size })) };
+          await cache.writeJson(rootfsKey(manifestDigest), record);
+        }
       },
       { remove: removeTree },
     );
@@ -142,25 +176,43 @@ class Tree {
     }
   }
 
-  async apply(layerPath: string, onBytes: (n: number) => void): Promise<void> {
+  /** Applies one layer tar; with `diffId`, its bytes must hash to it (else `DamagedLayer`, whatever else failed first). */
+  async apply(layerPath: string, onBytes: (n: number) => void, diffId?: string): Promise<void> {
     const ex = tarStream.extract();
     const input = createReadStream(layerPath);
-    input.on('data', (c) => onBytes(c.length));
+    const hash = createHash('sha256');
+    input.on('data', (c) => {
+      hash.update(c as Buffer);
+      onBytes(c.length);
+    });
     const feeding = pipeline(input, ex);
     feeding.catch(() => {}); // awaited below; a member's failure ends the loop first
     try {
-      for await (const entry of ex) {
-        try {
-          await this.member(layerPath, entry.header as unknown as TarHeader, entry as unknown as AsyncIterable<Buffer>);
-        } finally {
-          entry.resume();
+      try {
+        for await (const entry of ex) {
+          try {
+            await this.member(layerPath, entry.header as unknown as TarHeader, entry as unknown as AsyncIterable<Buffer>);
+          } finally {
+            entry.resume();
+          }
         }
+      } catch (e) {
+        input.destroy();
+        throw e;
       }
+      await feeding;
     } catch (e) {
-      input.destroy();
+      // A damaged tar often fails as a tar first: the hash of the whole file says which it is.
+      if (diffId !== undefined) {
+        const got = await hashFile(layerPath).catch(() => undefined);
+        if (got !== undefined && `sha256:${got}` !== diffId) throw new DamagedLayer(diffId, got);
+      }
       throw e;
     }
-    await feeding;
+    if (diffId !== undefined) {
+      const got = hash.digest('hex');
+      if (`sha256:${got}` !== diffId) throw new DamagedLayer(diffId, got);
+    }
   }
 
   private async member(layer: string, h: TarHeader, body: AsyncIterable<Buffer>): Promise<void> {
@@ -248,4 +300,103 @@ class Tree {
       await utimes(abs, m.mtime, m.mtime);
     }
   }
+}
+
+/** What a tree holds at one path, as its layers make it. */
+type Expected = { type: 'dir' } | { type: 'file'; size: number; sha256: string; mode: number } | { type: 'symlink'; target: string };
+
+async function bodyHash(body: AsyncIterable<Buffer>): Promise<{ size: number; sha256: string }> {
+  const h = createHash('sha256');
+  let size = 0;
+  for await (const c of body) {
+    h.update(c);
+    size += c.length;
+  }
+  return { size, sha256: h.digest('hex') };
+}
+
+/** What applying `layers` (uncompressed tars, base first) makes, path by path, as `Tree` applies them. */
+async function expectedTree(layers: string[]): Promise<Map<string, Expected>> {
+  const want = new Map<string, Expected>();
+  const dropBelow = (rel: string) => {
+    for (const k of [...want.keys()]) if (k.startsWith(`${rel}/`)) want.delete(k);
+  };
+  const replace = (rel: string, e: Expected) => {
+    if (want.get(rel)?.type === 'dir' && e.type !== 'dir') dropBelow(rel);
+    want.set(rel, e);
+  };
+  for (const layer of layers) {
+    const ex = tarStream.extract();
+    const feeding = pipeline(createReadStream(layer), ex);
+    feeding.catch(() => {});
+    for await (const entry of ex) {
+      const h = entry.header as TarHeader;
+      const rel = memberPath(layer, h.name);
+      if (rel === undefined) {
+        entry.resume();
+        continue;
+      }
+      const parts = rel.split('/');
+      for (let i = 1; i < parts.length; i++) {
+        const anc = parts.slice(0, i).join('/');
+        if (!want.has(anc)) want.set(anc, { type: 'dir' });
+      }
+      const base = parts[parts.length - 1]!;
+      const dirRel = parts.slice(0, -1).join('/');
+      if (base === '.wh..wh..opq') dropBelow(dirRel);
+      else if (base.startsWith('.wh.')) {
+        const gone = dirRel === '' ? base.slice(4) : `${dirRel}/${base.slice(4)}`;
+        want.delete(gone);
+        dropBelow(gone);
+      } else if (h.type === 'directory') {
+        if (want.get(rel)?.type !== 'dir') want.set(rel, { type: 'dir' });
+      } else if (h.type === 'file' || h.type === 'contiguous-file') {
+        replace(rel, { type: 'file', ...(await bodyHash(entry as unknown as AsyncIterable<Buffer>)), mode: (h.mode ?? 0o644) & 0o7777 });
+      } else if (h.type === 'symlink') {
+        replace(rel, { type: 'symlink', target: h.linkname ?? '' });
+      } else if (h.type === 'link') {
+        const target = memberPath(layer, h.linkname ?? '');
+        const t = target === undefined ? undefined : want.get(target);
+        if (t?.type === 'file') replace(rel, { ...t });
+      }
+      entry.resume();
+    }
+    await feeding;
+  }
+  return want;
+}
+
+/**
+ * Compares an unpacked root filesystem with what its layers make: every path present with the same type, every
+ * file with the same size, content and permission bits, every symlink with the same target, nothing else there.
+ * Returns what differs (at most `limit` lines), empty when the tree is whole.
+ */
+export async function checkRootfs(dir: string, layers: string[], limit = 5): Promise<string[]> {
+  const want = await expectedTree(layers);
+  const problems: string[] = [];
+  const say = (m: string) => {
+    if (problems.length < limit) problems.push(m);
+  };
+  const seen = new Set<string>();
+  const walk = async (rel: string): Promise<void> => {
+    for (const d of await readdir(rel === '' ? dir : join(dir, rel), { withFileTypes: true })) {
+      const p = rel === '' ? d.name : `${rel}/${d.name}`;
+      const w = want.get(p);
+      seen.add(p);
+      const abs = join(dir, p);
+      const st = await lstat(abs);
+      const type = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other';
+      if (!w) say(`/${p} is not in the image's layers`);
+      else if (w.type !== type) say(`/${p} is a ${type}, the layers make a ${w.type}`);
+      else if (w.type === 'file') {
+        if (st.size !== w.size) say(`/${p} has ${st.size} bytes, the layers give ${w.size}`);
+        else if ((await hashFile(abs)) !== w.sha256) say(`/${p} has other content than the layers give`);
+        else if ((st.mode & 0o7777) !== w.mode) say(`/${p} has mode ${(st.mode & 0o7777).toString(8)}, the layers give ${w.mode.toString(8)}`);
+      } else if (w.type === 'symlink' && (await readlink(abs)) !== w.target) say(`/${p} points elsewhere than the layers say`);
+      if (type === 'dir') await walk(p);
+    }
+  };
+  await walk('');
+  for (const p of want.keys()) if (!seen.has(p)) say(`/${p} is missing`);
+  return problems;
 }

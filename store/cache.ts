@@ -7,22 +7,44 @@
  * (`.tmp-<key>-<pid>-<random>`), fsynced, then renamed into place, so a reader sees the old entry, the new one,
  * or none, never a partial one, and two writers of one entry (two processes, or two channels of one process that
  * share a pointer) never collide. An entry that cannot be read back (cut short by a crash on a filesystem that
- * reorders, or damaged) reads as missing and is made again by its owner.
+ * reorders, or damaged) reads as missing with `readJson`, or as damaged with `readEntry`, and is made again by its
+ * owner. A temp left by a writer that died is removed when a store is opened (store/leftovers.ts says when).
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { isLeftover, ownerTag } from './leftovers.ts';
 
 export type CacheNamespace = 'channels' | 'indexes' | 'unpacked' | 'layers' | 'run' | 'rootfs' | 'skeletons';
+
+/** Every namespace, for the store's own sweeps (leftover temps, `strata verify`). */
+export const CACHE_NAMESPACES: readonly CacheNamespace[] = ['channels', 'indexes', 'unpacked', 'layers', 'run', 'rootfs', 'skeletons'];
+
+/** A JSON entry as read: present and valid, absent, or present but unreadable or not of the expected shape. */
+export type JsonEntry<T> = { state: 'ok'; value: T } | { state: 'missing' } | { state: 'damaged'; reason: string };
 
 export interface DerivedCache {
   /** Where entry `key` lives (it may not exist yet): a file for JSON entries, a directory for `dir` entries. */
   path(key: string): string;
   /** The JSON entry `key`, or undefined when it is missing or unreadable. */
   readJson<T>(key: string): Promise<T | undefined>;
-  /** Writes the JSON entry `key` atomically (unique temp name, fsync, rename). */
-  writeJson(key: string, value: unknown): Promise<void>;
+  /**
+   * The JSON entry `key`, telling a missing entry from a damaged one (unreadable, cut short, or failing `valid`), so
+   * that its owner can say so before making it again.
+   */
+  readEntry<T>(key: string, valid?: (v: unknown) => string | undefined): Promise<JsonEntry<T>>;
+  /**
+   * Writes the JSON entry `key` atomically (unique temp name, fsync, rename). `durable: false` skips the fsync, for
+   * entries whose loss costs only time (a verified stamp: a lost or torn one means one more re-hash).
+   */
+  writeJson(key: string, value: unknown, o?: { durable?: boolean }): Promise<void>;
+  /** Removes entry `key`: its JSON file and its directory, whichever exist (a directory with read-only parts too). */
+  remove(key: string): Promise<void>;
+  /** The namespace's entries: JSON keys and directory keys (temps and dot-names such as `.stage` left out). */
+  list(): Promise<{ json: string[]; dirs: string[] }>;
+  /** Removes the temps dead writers left here (see store/leftovers.ts); returns their names. */
+  sweep(now: number): Promise<string[]>;
   /** Synchronous twins, for the few callers on a synchronous path (the sandbox's skeleton). */
   readJsonSync<T>(key: string): T | undefined;
   writeJsonSync(key: string, value: unknown): void;
@@ -39,7 +61,7 @@ export interface DerivedCache {
 
 export function openCache(base: string, onDisk: <T>(what: string, op: () => Promise<T>) => Promise<T>): DerivedCache {
   const file = (key: string) => join(base, `${key}.json`);
-  const tmpName = (key: string) => join(base, `.tmp-${key.slice(0, 40)}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const tmpName = (key: string) => join(base, `.tmp-${key.slice(0, 40)}-${process.pid}-${ownerTag()}-${randomBytes(4).toString('hex')}`);
 
   return {
     path: (key) => join(base, key),
@@ -50,6 +72,23 @@ export function openCache(base: string, onDisk: <T>(what: string, op: () => Prom
         return undefined;
       }
     },
+    async readEntry<T>(key: string, valid?: (v: unknown) => string | undefined): Promise<JsonEntry<T>> {
+      let text: string;
+      try {
+        text = await readFile(file(key), 'utf8');
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { state: 'missing' };
+        return { state: 'damaged', reason: `unreadable: ${(e as Error).message}` };
+      }
+      let value: unknown;
+      try {
+        value = JSON.parse(text);
+      } catch {
+        return { state: 'damaged', reason: text.length === 0 ? 'empty' : 'cut short or not JSON' };
+      }
+      const bad = valid?.(value);
+      return bad === undefined ? { state: 'ok', value: value as T } : { state: 'damaged', reason: bad };
+    },
     readJsonSync<T>(key: string) {
       try {
         return JSON.parse(readFileSync(file(key), 'utf8')) as T;
@@ -57,7 +96,7 @@ export function openCache(base: string, onDisk: <T>(what: string, op: () => Prom
         return undefined;
       }
     },
-    async writeJson(key, value) {
+    async writeJson(key, value, o = {}) {
       await onDisk(key, async () => {
         await mkdir(base, { recursive: true });
         const tmp = tmpName(key);
@@ -65,7 +104,7 @@ export function openCache(base: string, onDisk: <T>(what: string, op: () => Prom
           const fh = await open(tmp, 'w', 0o644);
           try {
             await fh.writeFile(JSON.stringify(value));
-            await fh.sync();
+            if (o.durable !== false) await fh.sync();
           } finally {
             await fh.close();
           }
@@ -127,5 +166,67 @@ export function openCache(base: string, onDisk: <T>(what: string, op: () => Prom
       await onDisk(name, () => mkdir(d, { recursive: true }));
       return d;
     },
+    async remove(key) {
+      await rm(file(key), { force: true });
+      await removeAll(join(base, key));
+    },
+    async list() {
+      const json: string[] = [];
+      const dirs: string[] = [];
+      let names;
+      try {
+        names = await readdir(base, { withFileTypes: true });
+      } catch {
+        return { json, dirs };
+      }
+      for (const d of names) {
+        if (d.name.startsWith('.')) continue;
+        if (d.isDirectory()) dirs.push(d.name);
+        else if (d.isFile() && d.name.endsWith('.json')) json.push(d.name.slice(0, -5));
+      }
+      return { json: json.sort(), dirs: dirs.sort() };
+    },
+    async sweep(now) {
+      let names: string[];
+      try {
+        names = (await readdir(base)).filter((n) => n.startsWith('.tmp-'));
+      } catch {
+        return [];
+      }
+      const removed: string[] = [];
+      for (const name of names) {
+        const p = join(base, name);
+        try {
+          if (!isLeftover(name, (await lstat(p)).mtimeMs, now)) continue;
+          await removeAll(p);
+          removed.push(name);
+        } catch {
+          // Gone meanwhile, or not ours to remove.
+        }
+      }
+      return removed;
+    },
   };
+}
+
+/** Removes a file or a tree, making read-only directories in it writable first when that is what stops it. */
+export async function removeAll(path: string): Promise<void> {
+  try {
+    await rm(path, { recursive: true, force: true });
+  } catch (e) {
+    if (!['EACCES', 'EPERM', 'ENOTEMPTY'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+    await makeWritable(path);
+    await rm(path, { recursive: true, force: true });
+  }
+}
+
+async function makeWritable(dir: string): Promise<void> {
+  try {
+    const st = await lstat(dir);
+    if (!st.isDirectory()) return;
+    await chmod(dir, 0o700);
+    for (const e of await readdir(dir, { withFileTypes: true })) if (e.isDirectory()) await makeWritable(join(dir, e.name));
+  } catch {
+    // best effort: the rm that follows reports what is left
+  }
 }

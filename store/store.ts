@@ -4,8 +4,11 @@
  *
  * Layout under the root:
  *   blobs/sha256/<hex>   complete, verified blobs only (written to tmp/, fsynced, then renamed in)
- *   tmp/                 in-progress downloads and scratch directories; entries older than a day are
- *                        removed when a store is opened (a killed download leaves at most a stale temp file)
+ *   tmp/                 in-progress downloads and scratch directories; what a dead writer left is removed
+ *                        when a store is opened (store/leftovers.ts: at once when its pid is dead on this boot and
+ *                        PID namespace, else after a day)
+ *   stamps/              verified stamps: <hex>.json holds the (size, mtime, ctime, inode) a blob had when it was
+ *                        last hashed and found whole
  *   <namespace>/         derived data (store/cache.ts): channels/ indexes/ unpacked/ layers/ run/ rootfs/
  *
  * Nothing outside store/ builds a path under the root: blobs enter through fetch, put and adopt, derived data
@@ -17,13 +20,20 @@
  * - A hash mismatch, or a body whose size contradicts the expected size, is fatal (E_HASH) and other
  *   mirrors are NOT tried: a mirror serving bytes its signed index does not vouch for is either
  *   tampered with or mid-sync, and the user must know rather than have it papered over.
+ * - Bytes in the store can still be damaged later (a disk, a stray write). `check` is how a blob is taken out of the
+ *   store for use: it compares the blob's stat with its verified stamp and re-hashes it when they differ (any write
+ *   through the filesystem changes mtime or ctime), or always with `rehash`; a blob this process wrote or hashed
+ *   itself counts as verified. A damaged blob is dropped, so its owner fetches or makes it again. `strata verify`
+ *   re-hashes everything.
  */
 import { createHash, randomBytes, type Hash } from 'node:crypto';
+import type { BigIntStats } from 'node:fs';
 import { lstat, mkdir, mkdtemp, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { StrataError } from '../errors.ts';
-import { openCache, type CacheNamespace, type DerivedCache } from './cache.ts';
+import { CACHE_NAMESPACES, openCache, removeAll, type CacheNamespace, type DerivedCache } from './cache.ts';
+import { isLeftover, ownerTag } from './leftovers.ts';
 import {
   backoffDelay,
   defaultRetryPolicy,
@@ -37,7 +47,10 @@ import {
 } from './http.ts';
 
 export { httpGet, type RetryPolicy } from './http.ts';
-export type { CacheNamespace, DerivedCache } from './cache.ts';
+export type { CacheNamespace, DerivedCache, JsonEntry } from './cache.ts';
+
+/** What `check` found: a whole blob, no blob, or a damaged one (now dropped from the store). */
+export type BlobCheck = { state: 'ok'; path: string } | { state: 'missing' } | { state: 'damaged'; reason: string };
 
 export interface FetchRequest {
   /** Full URLs of the same bytes, tried in order. */
@@ -86,11 +99,23 @@ export interface Store {
   adopt(file: string, sha256: string): Promise<string>;
   /** The derived-data cache of one namespace (one temp-name scheme, one fsync-and-rename policy). */
   cache(namespace: CacheNamespace): DerivedCache;
+  /**
+   * A blob taken out of the store for use, checked: whole when its stat matches its verified stamp (or this process
+   * wrote or hashed it), else re-hashed; with `rehash` always re-hashed unless this process wrote or hashed it. A
+   * blob of the wrong size or hash is dropped (left in place with `keep`) and reported as damaged; the caller
+   * fetches or makes it again.
+   */
+  check(sha256: string, size?: number, o?: { rehash?: boolean; keep?: boolean }): Promise<BlobCheck>;
+  /** Removes a blob (and its stamp), e.g. one whose bytes its consumer found damaged. */
+  drop(sha256: string): Promise<void>;
+  /** The hex names of every blob in the store. */
+  blobs(): Promise<string[]>;
+  /** Removes the stamps of blobs no longer in the store; returns how many. */
+  pruneStamps(): Promise<number>;
 }
 
 export type StoreOptions = Partial<RetryPolicy>;
 
-const STALE_MS = 24 * 60 * 60 * 1000;
 const WRITE_BATCH = 1 << 20;
 
 /** $STRATA_CACHE_DIR, else $XDG_CACHE_HOME/strata, else ~/.cache/strata. */
@@ -166,14 +191,31 @@ async function removeStale(tmp: string, now: number): Promise<void> {
     const p = join(tmp, name);
     try {
       const st = await lstat(p);
-      if (now - st.mtimeMs > STALE_MS) await rm(p, { recursive: true, force: true });
+      if (isLeftover(name, st.mtimeMs, now)) await rm(p, { recursive: true, force: true });
     } catch {
       // Removed by another process meanwhile.
     }
   }
 }
 
-/** Opens (creating if needed) the store at `root`, removing temp files left over for more than a day. */
+/** A stat's identity as a verified stamp: any write through the filesystem changes mtime or ctime. */
+function stampOf(st: BigIntStats): string {
+  return `${st.size}:${st.mtimeNs}:${st.ctimeNs}:${st.ino}`;
+}
+
+async function hashOpen(fh: FileHandle): Promise<string> {
+  const hash = createHash('sha256');
+  const buf = Buffer.allocUnsafe(1 << 20);
+  for (let pos = 0; ; ) {
+    const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+    if (bytesRead === 0) break;
+    hash.update(buf.subarray(0, bytesRead));
+    pos += bytesRead;
+  }
+  return hash.digest('hex');
+}
+
+/** Opens (creating if needed) the store at `root`, removing what dead writers left in tmp/ and in the caches. */
 export async function openStore(root: string = defaultCacheDir(), opts: StoreOptions = {}): Promise<Store> {
   root = resolve(root);
   const policy: RetryPolicy = { ...defaultRetryPolicy, ...definedOnly(opts) };
@@ -183,11 +225,93 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
     await mkdir(blobs, { recursive: true });
     await mkdir(tmp, { recursive: true });
   });
-  await removeStale(tmp, Date.now());
+  const caches = new Map<CacheNamespace, DerivedCache>();
+  function cache(ns: CacheNamespace): DerivedCache {
+    let c = caches.get(ns);
+    if (!c) {
+      c = openCache(join(root, ns), (what, op) => onDisk(root, `${ns}/${what}`, op));
+      caches.set(ns, c);
+    }
+    return c;
+  }
+  const now = Date.now();
+  const stamps = openCache(join(root, 'stamps'), (what, op) => onDisk(root, `stamps/${what}`, op));
+  await Promise.all([removeStale(tmp, now), stamps.sweep(now), ...CACHE_NAMESPACES.map((ns) => cache(ns).sweep(now))]);
 
   const inflight = new Map<string, Promise<string>>();
+  /** Blobs this process wrote or hashed, by their stamp then. */
+  const verifiedHere = new Map<string, string>();
   const blobPath = (hex: string): string => join(blobs, hex);
-  const tmpName = (hex: string): string => join(tmp, `${hex}.${process.pid}.${randomBytes(4).toString('hex')}.part`);
+  const tmpName = (hex: string): string => join(tmp, `${hex}.${process.pid}.${ownerTag()}.${randomBytes(4).toString('hex')}.part`);
+
+  async function stamp(hex: string, st: BigIntStats): Promise<void> {
+    const id = stampOf(st);
+    verifiedHere.set(hex, id);
+    await stamps.writeJson(hex, id, { durable: false }).catch(() => {});
+  }
+
+  async function drop(sha256: string): Promise<void> {
+    const hex = checkHex(sha256);
+    verifiedHere.delete(hex);
+    await removeAll(blobPath(hex));
+    await stamps.remove(hex);
+  }
+
+  async function check(sha256: string, size?: number, o: { rehash?: boolean; keep?: boolean } = {}): Promise<BlobCheck> {
+    const hex = checkHex(sha256);
+    const p = blobPath(hex);
+    let fh: FileHandle;
+    try {
+      fh = await open(p, 'r');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { state: 'missing' };
+      throw e;
+    }
+    let reason: string | undefined;
+    let ino: bigint;
+    try {
+      const st = await fh.stat({ bigint: true });
+      ino = st.ino;
+      const id = stampOf(st);
+      if (!st.isFile()) reason = 'not a regular file';
+      else if (size !== undefined && st.size !== BigInt(size)) reason = `${st.size} bytes, ${size} expected`;
+      else {
+        if (verifiedHere.get(hex) === id) return { state: 'ok', path: p };
+        if (!o.rehash && (await stamps.readJson<string>(hex)) === id) return { state: 'ok', path: p };
+        const got = await hashOpen(fh);
+        if (got === hex) {
+          await stamp(hex, st);
+          return { state: 'ok', path: p };
+        }
+        reason = `its bytes hash to ${got.slice(0, 12)}…`;
+      }
+    } finally {
+      await fh.close();
+    }
+    // Drop what was checked, not a good copy another process renamed into place meanwhile.
+    const now = await stat(p, { bigint: true }).catch(() => undefined);
+    if (now && now.ino !== ino) return check(sha256, size, o);
+    if (o.keep) {
+      verifiedHere.delete(hex);
+      await stamps.remove(hex);
+    } else await drop(hex);
+    return { state: 'damaged', reason };
+  }
+
+  async function listBlobs(): Promise<string[]> {
+    return (await readdir(blobs)).filter((n) => /^[0-9a-f]{64}$/.test(n)).sort();
+  }
+
+  async function pruneStamps(): Promise<number> {
+    const have = new Set(await listBlobs());
+    let n = 0;
+    for (const key of (await stamps.list()).json) {
+      if (have.has(key)) continue;
+      await stamps.remove(key);
+      n++;
+    }
+    return n;
+  }
 
   async function has(sha256: string, size?: number): Promise<string | undefined> {
     const p = blobPath(checkHex(sha256));
@@ -210,6 +334,7 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
       await rename(tmpPath, dest);
       await fsyncDir(blobs);
     });
+    await stamp(hex, await stat(dest, { bigint: true }));
     return dest;
   }
 
@@ -243,20 +368,10 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
     }
   }
 
-  const caches = new Map<CacheNamespace, DerivedCache>();
-  function cache(ns: CacheNamespace): DerivedCache {
-    let c = caches.get(ns);
-    if (!c) {
-      c = openCache(join(root, ns), (what, op) => onDisk(root, `${ns}/${what}`, op));
-      caches.set(ns, c);
-    }
-    return c;
-  }
-
   async function tmpDir(): Promise<string> {
     return onDisk(root, 'a scratch directory', async () => {
       await mkdir(tmp, { recursive: true });
-      return mkdtemp(join(tmp, 'scratch-'));
+      return mkdtemp(join(tmp, `scratch-${process.pid}-${ownerTag()}-`));
     });
   }
 
@@ -381,7 +496,7 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
     return last;
   }
 
-  return { root, has, fetch, put, tmpDir, adopt, cache };
+  return { root, has, fetch, put, tmpDir, adopt, cache, check, drop, blobs: listBlobs, pruneStamps };
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {
