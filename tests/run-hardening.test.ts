@@ -32,6 +32,7 @@ S=$1; R=$S/rootfs/$2; P=$(dirname "$S")
 try() { name=$1; shift; if out=$( (eval "$*") 2>&1 ); then echo "$name: WORKED"; else echo "$name: blocked ($(echo "$out" | tail -n1))"; fi; }
 grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs):' /proc/self/status | tr -d '\t' | tr ':' '='
 grep -q " /dev rw,[^ ]* - tmpfs strata-dev " /proc/self/mountinfo && echo root=per-mount || echo root=skeleton
+echo "below-store=$(awk -v s="$S/" 'index($5, s) == 1' /proc/self/mountinfo | wc -l)"
 try write-image 'echo pwned > /etc/hostname'
 try create-in-image 'echo pwned > /usr/bin/pwned'
 try remount-root 'mount -o remount,rw / && echo pwned > /pwned'
@@ -154,6 +155,8 @@ for (const method of ['bwrap', 'unshare', 'unshare-compat']) {
       // unshare took its fast path (a read-only bind with the wrong flags would have sent it to the fallback).
       if (method === 'unshare') t.is(field('root'), 'skeleton');
       if (method === 'unshare-compat') t.is(field('root'), 'per-mount');
+      // Nothing is mounted below the store inside (the unshare staging directory, under the store, is not copied in).
+      t.is(field('below-store'), '0');
       for (const a of ATTACKS) {
         const line = lines.find((l) => l.startsWith(`${a}: `));
         t.regex(line ?? `${a}: missing`, /^[a-z-]+: blocked /, `${method}, ${s.name}: ${a}`);
