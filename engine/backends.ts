@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import type Dockerode from 'dockerode';
 import { StrataError } from '../errors.ts';
 import { envList, pathWithDriver, type RunSpec } from '../run/runSpec.ts';
+import { protectBinds } from '../run/protect.ts';
 import { TERMINAL_IO, type RunIO } from '../run/io.ts';
 import { ensureRootfs, ensureDockerImage } from './ensureEnvironment.ts';
 import type { Ctx } from './ctx.ts';
@@ -36,8 +37,10 @@ export function sandboxBackend(): RunBackend {
           const env = { ...envList(pointer.env), ...spec.env };
           const path = pathWithDriver(env.PATH, spec.gpu);
           if (path) env.PATH = path;
+          // The store stays read-only where the project directory or HOME holds it.
+          const binds = protectBinds(spec.binds, [ctx.store.root]);
           return runSandbox(
-            { rootfs, argv: spec.argv, env, cwd: spec.cwd, binds: spec.binds, ...(spec.gpu ? { gpu: spec.gpu } : {}), network: spec.network, ...(spec.sudo ? { runAs: { uid: spec.uid, gid: spec.gid } } : {}) },
+            { rootfs, argv: spec.argv, env, cwd: spec.cwd, binds, ...(spec.gpu ? { gpu: spec.gpu } : {}), network: spec.network, ...(spec.sudo ? { runAs: { uid: spec.uid, gid: spec.gid } } : {}) },
             method,
             { stage, skeletons },
             io,
@@ -66,7 +69,7 @@ export function dockerBackend(docker: Dockerode): RunBackend {
           if (path) env.PATH = path;
           return runDocker(
             docker,
-            { image: image.tag, argv: spec.argv, env, cwd: spec.cwd, binds: spec.binds, ...(spec.gpu ? { gpu: spec.gpu } : {}), user: `${spec.uid}:${spec.gid}`, tty: spec.shell && io.stdio === 'inherit' && Boolean(process.stdin.isTTY), network: spec.network },
+            { image: image.tag, argv: spec.argv, env, cwd: spec.cwd, binds: protectBinds(spec.binds, [ctx.store.root]), ...(spec.gpu ? { gpu: spec.gpu } : {}), user: `${spec.uid}:${spec.gid}`, tty: spec.shell && io.stdio === 'inherit' && Boolean(process.stdin.isTTY), network: spec.network },
             io,
           );
         },

@@ -159,7 +159,8 @@ test('both backends put the nodes and files at the same paths inside', (t) => {
   t.true(triples('--symlink').includes(`libcuda.so.${V} /run/opengl-driver/lib/libcuda.so.1`));
   t.true(triples('--setenv').includes('A 1'));
   // unshare, fast path: a skeleton copied in one go and one fstab; the same nodes, files and links.
-  const plan = unsharePlan(spec);
+  // With an empty host mount table: no nosuid/nodev to carry, whatever this host's /tmp is mounted with.
+  const plan = unsharePlan(spec, undefined, []);
   const fstab = fstabText(plan.mounts, '/st age').split('\n');
   t.true(fstab.includes(`${r}/dev/nvidia0 /st\\040age/dev/nvidia0 none bind 0 0`), fstab.join('\n'));
   t.true(fstab.includes(`${r}/usr/local/nvidia/lib64/libcuda.so.${V} /st\\040age/run/opengl-driver/lib/libcuda.so.${V} none bind,ro 0 0`));
@@ -168,7 +169,7 @@ test('both backends put the nodes and files at the same paths inside', (t) => {
   t.true(plan.skeleton.some((e) => e.kind === 'symlink' && e.path === '/run/opengl-driver/lib/libcuda.so.1' && e.target === `libcuda.so.${V}`));
   t.true(plan.skeleton.some((e) => e.kind === 'file' && e.path === '/dev/nvidia0'));
   // unshare, the one-command-per-mount fallback.
-  const script = unshareScript(spec, { stage: '/stage', rootless: false, ids: { uid: 0, gid: 0 } });
+  const script = unshareScript(spec, { stage: '/stage', rootless: false, ids: { uid: 0, gid: 0 }, hostTable: [] });
   t.true(script.includes(`mount --bind '${r}/dev/nvidia0' '/stage/dev/nvidia0'`));
   t.false(script.includes('nvidia1'));
   t.true(script.includes(`ln -s 'libcuda.so.${V}' '/stage/run/opengl-driver/lib/libcuda.so.1'`));

@@ -3,7 +3,8 @@
  * fixture mirror and loaded by the CLI itself.
  */
 import test from 'ava';
-import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -122,4 +123,39 @@ test.serial("the fake GPU's nodes and libraries are injected without the NVIDIA 
     '/run/opengl-driver/bin/nvidia-smi',
     '',
   ]);
+});
+
+test.serial('the store under HOME is read-only in the container, and the directory holding it cannot be renamed', async (t) => {
+  const dir = project('p-store', runManifest(served.url, keyring));
+  const home = join(work, 'store-home');
+  mkdirSync(home);
+  const store = join(home, '.cache', 'strata');
+  // No STRATA_CACHE_DIR: the store in its default place, ~/.cache/strata, and HOME bound read-write.
+  const e = { PATH: process.env.PATH, HOME: home, DOCKER_HOST: engine.host };
+  const first = await strata(['run', '--backend', 'docker', '--', 'cat', '/etc/hostname'], { cwd: dir, env: e });
+  t.is(first.code, 0, first.stderr);
+  const blob = join(store, 'blobs', 'sha256', readdirSync(join(store, 'blobs', 'sha256'))[0]!);
+  const before = readFileSync(blob);
+  const script = [
+    'id -u',
+    `echo pwned >> ${blob} || echo blob-blocked`,
+    `touch ${store}/pwned || echo create-blocked`,
+    `mv ${home}/.cache ${home}/.cache.moved || echo rename-blocked`,
+    `mv ${store} ${store}.moved || echo rename-store-blocked`,
+    `grep -E " ${store} " /proc/self/mountinfo | cut -d" " -f6 | cut -d, -f1`,
+    'grep -E "^CapEff" /proc/self/status',
+  ].join('\n');
+  // As root, then as a user who owns the store (as a rootless user owns theirs): permissions do not protect it.
+  for (const user of [{}, { SUDO_UID: '4321', SUDO_GID: '4321' }]) {
+    if (user.SUDO_UID) execFileSync('chown', ['-R', '4321:4321', home]);
+    const r = await strata(['run', '--backend', 'docker', '--', 'sh', '-c', script], { cwd: dir, env: { ...e, ...user } });
+    t.is(r.code, 0, r.stderr);
+    const out = r.stdout.split('\n');
+    t.is(out[0], user.SUDO_UID ?? '0');
+    t.deepEqual(out.slice(1, 6), ['blob-blocked', 'create-blocked', 'rename-blocked', 'rename-store-blocked', 'ro']);
+    t.log(r.stdout, r.stderr);
+  }
+  t.deepEqual(readFileSync(blob), before);
+  t.false(existsSync(join(store, 'pwned')));
+  t.true(existsSync(join(home, '.cache', 'strata', 'run')));
 });

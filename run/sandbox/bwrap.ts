@@ -1,19 +1,26 @@
 /** The bubblewrap method: one `bwrap` invocation that assembles the root from its arguments. */
 import { posix } from 'node:path';
 import { DRIVER_LIB_DIR } from '../gpu.ts';
-import { DEV_NODES, mountPointsOf, rootSteps, type SandboxSpec } from './rootSteps.ts';
+import { mountPointsOf, PROC_READONLY, rootSteps, type SandboxSpec } from './rootSteps.ts';
 
-/** bubblewrap's argument list for `spec` (the program is `bwrap`). */
+/**
+ * bubblewrap's argument list for `spec` (the program is `bwrap`). As root the command keeps no capability
+ * (`--cap-drop ALL`; bwrap sets no_new_privs itself); rootless it has none to begin with. A bind is always recursive
+ * here (bwrap has no other kind), which for the store's read-only bind is the same: nothing is mounted below it.
+ */
 export function bwrapArgs(spec: SandboxSpec, rootless: boolean, ids: { uid: number; gid: number }): string[] {
   const a: string[] = ['--die-with-parent', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--hostname', 'strata'];
   if (rootless) a.push('--unshare-user', '--uid', String(ids.uid), '--gid', String(ids.gid));
+  else a.push('--cap-drop', 'ALL');
   if (!spec.network) a.push('--unshare-net');
   for (const s of rootSteps(spec.rootfs, mountPointsOf(spec))) {
     if (s.op === 'dir') a.push('--dir', s.path);
     else if (s.op === 'symlink') a.push('--symlink', s.target, s.path);
     else a.push('--ro-bind', s.source, s.path);
   }
-  a.push('--dev', '/dev', '--proc', '/proc', '--ro-bind', '/sys', '/sys', '--tmpfs', '/tmp', '--chmod', '1777', '/tmp');
+  a.push('--dev', '/dev', '--proc', '/proc');
+  for (const p of PROC_READONLY) a.push('--ro-bind-try', `/proc/${p}`, `/proc/${p}`);
+  a.push('--ro-bind', '/sys', '/sys', '--tmpfs', '/tmp', '--chmod', '1777', '/tmp');
   for (const b of spec.binds) a.push(b.writable ? '--bind' : '--ro-bind', b.source, b.target);
   if (spec.gpu) {
     for (const d of spec.gpu.devices) a.push('--dev-bind', d.hostPath, d.path);

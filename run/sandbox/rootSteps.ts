@@ -8,8 +8,13 @@
  * store's copy is never written), except where something is mounted below it (the project directory, HOME, the
  * GPU driver directory), where the directory is recreated on the tmpfs and its own entries bound one by one.
  * Provided on top: a minimal `/dev` (null, zero, full, random, urandom, tty, pts, shm, fd links) plus the
- * selected GPU nodes, `/proc` of the new PID namespace, the host's `/sys`, a private `/tmp`, the project
- * directory read-write at its own path (the working directory), and the GPU driver files read-only.
+ * selected GPU nodes, `/proc` of the new PID namespace (its `sys`, `sysrq-trigger`, `irq` and `bus` read-only), the
+ * host's `/sys` read-only with everything mounted below it, a private `/tmp`, the project directory read-write at its
+ * own path (the working directory), HOME read-write, the store read-only where it lies below either, and the GPU
+ * driver files read-only.
+ *
+ * The command itself has no capabilities (as root: bubblewrap's --cap-drop ALL, or capsh for the unshare method;
+ * rootless: an ordinary uid in a user namespace), so it can remount nothing read-write and unmount nothing.
  */
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { join, posix } from 'node:path';
@@ -19,6 +24,8 @@ export interface Bind {
   source: string;
   target: string;
   writable: boolean;
+  /** false: this mount alone, without what is mounted below the source (default: with it). */
+  recursive?: false;
 }
 
 export interface SandboxSpec {
@@ -27,7 +34,10 @@ export interface SandboxSpec {
   env: Record<string, string>;
   /** Working directory inside (the project directory). */
   cwd: string;
-  /** Read-write (or read-only) binds at their target paths: the project directory, HOME. */
+  /**
+   * Read-write (or read-only) binds at their target paths, a bind after those it lies in: the project directory,
+   * HOME, and the store read-only where it lies below one of them (see run/protect.ts).
+   */
   binds: Bind[];
   gpu?: GpuMounts;
   network: boolean;
@@ -85,6 +95,9 @@ export function mountPointsOf(spec: SandboxSpec): string[] {
   if (spec.gpu) points.push(posix.dirname(DRIVER_LIB_DIR), ...spec.gpu.binaries.map((b) => b.path));
   return points;
 }
+
+/** Entries of /proc made read-only: the host-wide settings a root command without capabilities could still write. */
+export const PROC_READONLY = ['sys', 'sysrq-trigger', 'irq', 'bus'];
 
 /** The devices of a minimal /dev, bound from the host's. */
 export const DEV_NODES = ['null', 'zero', 'full', 'random', 'urandom', 'tty'];

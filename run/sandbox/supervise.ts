@@ -3,7 +3,7 @@
  * itself, and its exit status.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readFileSync, readlinkSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { StrataError } from '../../errors.ts';
@@ -20,16 +20,26 @@ export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, plac
   const gid = spec.runAs?.gid ?? process.getgid?.() ?? 0;
   const rootless = uid !== 0;
   const hostPath = process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin';
+  const sbinPath = { PATH: `${hostPath}:/usr/sbin:/sbin` };
   if (method === 'bwrap') {
-    const bwrap = which('bwrap') ?? 'bwrap';
+    // As root, bwrap passes its bounding set on (--cap-drop ALL empties the others): it starts with an empty one,
+    // its own capabilities handed down as inheritable ones (root's execve grants bounding | inheritable).
+    const cmd = [...(rootless ? [] : emptyBoundingSet(sbinPath)), which('bwrap') ?? 'bwrap'];
     // A terminal's Ctrl-C reaches bwrap's outer process too, which would die of it and SIGKILL the command before
     // its handler finishes. So, with a terminal, bwrap starts with SIGINT and SIGQUIT ignored, and the image's
     // `env --default-signal` gives the command the default back (when the image has a GNU env that can).
     if (terminal && spec.argv.length > 0 && !spec.argv[0]!.includes('=') && envResetsSignals(spec.rootfs)) {
       const args = bwrapArgs({ ...spec, argv: ['/usr/bin/env', '--default-signal=INT,QUIT', ...spec.argv] }, rootless, { uid, gid });
-      return { file: '/bin/sh', args: ['-c', 'trap "" INT QUIT; exec "$0" "$@"', bwrap, ...args], env: { PATH: hostPath } };
+      return { file: '/bin/sh', args: ['-c', 'trap "" INT QUIT; exec "$0" "$@"', ...cmd, ...args], env: { PATH: hostPath } };
     }
-    return { file: bwrap, args: bwrapArgs(spec, rootless, { uid, gid }), env: { PATH: hostPath } };
+    return { file: cmd[0]!, args: [...cmd.slice(1), ...bwrapArgs(spec, rootless, { uid, gid })], env: { PATH: hostPath } };
+  }
+  let capshBin: string | undefined;
+  if (!rootless) {
+    // As root the command is started by capsh, which drops every capability after the chroot.
+    capshBin = which('capsh', sbinPath);
+    if (!capshBin) throw new StrataError('E_RUN', 'as root, the unshare sandbox needs capsh to start the command without capabilities, and capsh is not installed', 'install libcap2-bin (or bubblewrap)');
+    if (!inRootExists(spec.rootfs, '/bin/sh')) throw new StrataError('E_RUN', 'as root, the unshare sandbox needs /bin/sh in the environment to enter it, and it has none', 'install bubblewrap, or add a shell (dash) to the environment');
   }
   // The image's top level is read once for both the skeleton and the fallback script.
   const steps = rootSteps(spec.rootfs, mountPointsOf(spec));
@@ -39,10 +49,61 @@ export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, plac
   if (!spec.network) flags.push('--net');
   return {
     file: which('unshare') ?? 'unshare',
-    args: [...flags, '--mount', '--pid', '--fork', '--kill-child', '--', '/bin/sh', '-c', unshareScript(spec, { stage, rootless, ids: { uid, gid }, ...(skeleton ? { skeleton } : {}), steps, debug: Boolean(process.env.STRATA_DEBUG) }), 'strata-sandbox', ...spec.argv],
+    args: [...flags, '--mount', '--pid', '--fork', '--kill-child', '--', '/bin/sh', '-c', unshareScript(spec, { stage, rootless, ids: { uid, gid }, ...(skeleton ? { skeleton } : {}), ...(capshBin ? { capshBin } : {}), steps, debug: Boolean(process.env.STRATA_DEBUG) }), 'strata-sandbox', ...spec.argv],
     // The command's environment is exactly the spec's: unshare and chroot pass theirs on.
     env: { ...spec.env } as NodeJS.ProcessEnv,
   };
+}
+
+/**
+ * `setpriv --inh-caps=<ours> -- setpriv --bounding-set=-all --`: a prefix after which root's next program runs with
+ * this process's capabilities and an empty bounding set (two steps: setpriv empties the bounding set before it
+ * sets inheritable capabilities, which must lie in it). Nothing when setpriv is missing: bwrap's no_new_privs
+ * already keeps the command from gaining anything through the bounding set.
+ */
+function emptyBoundingSet(path: { PATH: string }): string[] {
+  const setpriv = which('setpriv', path);
+  if (!setpriv) return [];
+  let caps: bigint;
+  try {
+    const status = readFileSync('/proc/self/status', 'utf8');
+    const field = (k: string) => BigInt(`0x${new RegExp(`^${k}:\\s*([0-9a-f]+)`, 'm').exec(status)?.[1] ?? '0'}`);
+    caps = field('CapPrm') & field('CapBnd');
+  } catch {
+    return [];
+  }
+  const names: string[] = [];
+  for (let i = 0n; i < 64n; i++) if ((caps >> i) & 1n) names.push(`+cap_${i}`);
+  if (names.length === 0) return [];
+  return [setpriv, `--inh-caps=${names.join(',')}`, '--', setpriv, '--bounding-set=-all', '--'];
+}
+
+/** Whether `path` exists in the root `rootfs`, following symlinks as they resolve inside it. */
+export function inRootExists(rootfs: string, path: string): boolean {
+  let parts = path.split('/').filter(Boolean);
+  let done: string[] = [];
+  for (let hops = 0; parts.length > 0 && hops < 40; ) {
+    const name = parts.shift()!;
+    if (name === '.') continue;
+    if (name === '..') {
+      done.pop();
+      continue;
+    }
+    const here = join(rootfs, ...done, name);
+    let st;
+    try {
+      st = lstatSync(here);
+    } catch {
+      return false;
+    }
+    if (st.isSymbolicLink()) {
+      hops++;
+      const target = readlinkSync(here);
+      if (target.startsWith('/')) done = [];
+      parts = [...target.split('/').filter(Boolean), ...parts];
+    } else done.push(name);
+  }
+  return parts.length === 0;
 }
 
 /** Whether the image's /usr/bin/env is GNU env with --default-signal (coreutils >= 8.31). */
