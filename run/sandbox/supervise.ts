@@ -151,8 +151,26 @@ export async function runSandbox(spec: SandboxSpec, method: SandboxMethod, place
   if (method !== 'bwrap' && !existsSync(places.stage)) throw new StrataError('E_RUN', `the sandbox staging directory ${places.stage} is missing`);
   const terminal = io.stdio === 'inherit' && Boolean(process.stdin.isTTY);
   const inv = sandboxInvocation(spec, method, places, terminal);
+  // The handlers are in place before the sandbox starts: a signal that arrives while strata is between spawning it
+  // and listening (a loaded machine can hold it there for milliseconds, long enough for the command to be running)
+  // would otherwise end strata itself. One that arrives before the child has a pid is delivered once it has one.
+  let child: ReturnType<typeof spawn> | undefined;
+  const pending: NodeJS.Signals[] = [];
+  const deliver = (sig: NodeJS.Signals) => {
+    try {
+      process.kill(commandPid(child!.pid!), sig);
+    } catch {
+      // already gone
+    }
+  };
+  const forward = (sig: NodeJS.Signals) => {
+    if (terminal && (sig === 'SIGINT' || sig === 'SIGQUIT')) return;
+    if (child?.pid === undefined) pending.push(sig);
+    else deliver(sig);
+  };
+  const signals = io.forwardSignals ? FORWARDED : [];
+  for (const s of signals) process.on(s, forward);
   const fds = io.stdio === 'files' ? [openSync(io.stdout, 'a'), openSync(io.stderr, 'a')] : [];
-  let child: ReturnType<typeof spawn>;
   try {
     child = spawn(inv.file, inv.args, {
       stdio: io.stdio === 'files' ? ['ignore', fds[0]!, fds[1]!] : 'inherit',
@@ -160,24 +178,18 @@ export async function runSandbox(spec: SandboxSpec, method: SandboxMethod, place
       detached: !terminal,
       ...(spec.runAs ? { uid: spec.runAs.uid, gid: spec.runAs.gid } : {}),
     });
+  } catch (e) {
+    for (const s of signals) process.removeListener(s, forward);
+    throw e;
   } finally {
     for (const fd of fds) closeSync(fd);
   }
-  const forward = (sig: NodeJS.Signals) => {
-    if (terminal && (sig === 'SIGINT' || sig === 'SIGQUIT')) return;
-    if (child.pid === undefined) return;
-    try {
-      process.kill(commandPid(child.pid), sig);
-    } catch {
-      // already gone
-    }
-  };
-  const signals = io.forwardSignals ? FORWARDED : [];
-  for (const s of signals) process.on(s, forward);
+  const started = child;
+  if (started.pid !== undefined) for (const sig of pending.splice(0)) deliver(sig);
   try {
     return await new Promise<number>((resolve, reject) => {
-      child.once('error', (e) => reject(new StrataError('E_RUN', `cannot start ${inv.file}: ${e.message}`)));
-      child.once('exit', (code, signal) => {
+      started.once('error', (e) => reject(new StrataError('E_RUN', `cannot start ${inv.file}: ${e.message}`)));
+      started.once('exit', (code, signal) => {
         if (signal) resolve(128 + (osSignal(signal) ?? 1));
         else resolve(code ?? 1);
       });
