@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'E_RUN' // an environment cannot be entered
   | 'E_GPU' // GPU passthrough impossible (no driver, too old)
   | 'E_DISK' // out of disk space
+  | 'E_BUILD' // a recipe's build failed or its output is unusable
   | 'E_USAGE'; // bad command line
 
 export class StrataError extends Error {
