@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
-export type CacheNamespace = 'channels' | 'indexes' | 'unpacked' | 'layers' | 'run' | 'rootfs' | 'skeletons';
+export type CacheNamespace = 'channels' | 'indexes' | 'unpacked' | 'layers' | 'run' | 'rootfs' | 'skeletons' | 'recipes' | 'build-logs';
 
 export interface DerivedCache {
   /** Where entry `key` lives (it may not exist yet): a file for JSON entries, a directory for `dir` entries. */
@@ -35,6 +35,8 @@ export interface DerivedCache {
   dirSync(key: string, fill: (tmp: string) => void): string;
   /** A plain persistent directory in the namespace (a mount point), created when missing. */
   ensureDir(name: string): Promise<string>;
+  /** Removes entry `key` (a directory entry, or a JSON entry): renamed away first, so readers see it whole or not at all. */
+  remove(key: string): Promise<void>;
 }
 
 export function openCache(base: string, onDisk: <T>(what: string, op: () => Promise<T>) => Promise<T>): DerivedCache {
@@ -126,6 +128,14 @@ export function openCache(base: string, onDisk: <T>(what: string, op: () => Prom
       const d = join(base, name);
       await onDisk(name, () => mkdir(d, { recursive: true }));
       return d;
+    },
+    async remove(key) {
+      for (const p of [join(base, key), file(key)]) {
+        if (!existsSync(p)) continue;
+        const tmp = tmpName(key);
+        await rename(p, tmp);
+        await rm(tmp, { recursive: true, force: true });
+      }
     },
   };
 }

@@ -186,8 +186,18 @@ export function unshareScript(spec: SandboxSpec, o: UnshareOptions): string {
     // Its errors are shown with STRATA_DEBUG set; otherwise the fallback speaks for itself if it fails too.
     L.push(`if ! { ${fast.join(' && ')}; }${o.debug ? '' : ' 2>/dev/null'}; then`, `umount -R ${q(stage)} 2>/dev/null || true`, ...S, 'fi');
   } else L.push(...S);
+  if (spec.build) {
+    // A build: the new root read-only, and the command in a user namespace of its own (uid 0 there), whose mount
+    // namespace has every mount made above locked as it is.
+    // Its uid 0 may be the host's (strata run as root): what the kernel lets uid 0 write under /sys and /proc
+    // (sysctls, sysrq-trigger) is made read-only, as bubblewrap does.
+    for (const p of ['/sys', '/proc/sys', '/proc/sysrq-trigger', '/proc/irq', '/proc/bus']) {
+      L.push(`if [ -e ${N(p)} ]; then mount --bind ${N(p)} ${N(p)} && mount -o remount,ro,bind ${N(p)}; fi`);
+    }
+    L.push(`mount -o remount,ro,bind ${q(stage)} 2>/dev/null || mount -o remount,ro ${q(stage)}`);
+  }
   const unshareBin = o.unshareBin ?? which('unshare') ?? '/usr/bin/unshare';
-  const enter = rootless ? `--user --map-user=${ids.uid} --map-group=${ids.gid} --mount` : '';
+  const enter = spec.build ? '--user --map-root-user --mount' : rootless ? `--user --map-user=${ids.uid} --map-group=${ids.gid} --mount` : '';
   // This shell stays as PID 1 of the namespace (which ignores signals it has no handler for) and waits; the
   // command is a child, where signals with a default action work (Ctrl-C on `sleep`), and its status, 128 + N
   // when signal N ended it, is the shell's.
