@@ -47,7 +47,12 @@ export function parseRecipeRequest(text: string): RecipeRequest {
   }
   if (rest !== '') {
     if (!/^(<<|<=|=|>=|>>|<|>|!=|~=|\^|~)/.test(rest)) throw new Error(`"${text}": after the name comes a relation like ">= 1.2", or "@channel"`);
-    const c = parseConstraint(rest);
+    let c;
+    try {
+      c = parseConstraint(rest);
+    } catch (e) {
+      throw new Error(`"${text}": ${(e as Error).message.replace(/^version constraint "[^"]*": /, '')}`);
+    }
     if (c) req.constraint = c;
   }
   return { package: req };
