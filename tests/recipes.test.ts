@@ -9,6 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import tarStream from 'tar-stream';
 import { closeSharedMirror, manifestFor, project, type Project } from './helpers/project.ts';
 
 test.after.always(closeSharedMirror);
@@ -364,4 +365,35 @@ test('lock --check notices a changed recipe, and a lock whose recipe entry was e
   const text = await p.strata(['realise', '--locked']);
   t.is(text.code, 3);
   t.regex(text.stderr, /recipe greet: recorded input/);
+});
+
+test('a source archive that climbs out of the tree or writes through a symlink is refused before anything is written there', async (t) => {
+  const p = await project();
+  const target = mkdtempSync(join(tmpdir(), 'strata-target-'));
+  const hostile = async (entries: { name: string; type?: 'symlink'; linkname?: string; body?: string }[]) => {
+    const pack = tarStream.pack();
+    const chunks: Buffer[] = [];
+    pack.on('data', (c) => void chunks.push(c as Buffer));
+    const done = new Promise<void>((r) => pack.on('end', () => r()));
+    for (const e of entries) pack.entry(e.type ? { name: e.name, type: e.type, linkname: e.linkname! } : { name: e.name }, e.body ?? '');
+    pack.finalize();
+    await done;
+    const name = `hostile-${randomBytes(6).toString('hex')}.tar`;
+    mkdirSync(join(p.mirror.root, 'sources'), { recursive: true });
+    const bytes = Buffer.concat(chunks);
+    writeFileSync(join(p.mirror.root, 'sources', name), bytes);
+    return { url: `${p.served.url}/sources/${name}`, sha256: createHash('sha256').update(bytes).digest('hex') };
+  };
+  const through = await hostile([{ name: 'top/link', type: 'symlink', linkname: target }, { name: 'top/link/evil', body: 'x' }]);
+  writeRecipes(p, { bad: { source: src(through.url, through.sha256), build: ['true'] } });
+  const r = await p.strata(['realise'], { timeoutMs: 120_000 });
+  t.is(r.code, 1);
+  t.regex(r.stderr, /^error: recipe bad: source \S+: the archive writes top\/link\/evil below top\/link, which is not a directory$/m);
+  const up = await hostile([{ name: 'top/ok', body: 'x' }, { name: 'top/../../evil', body: 'x' }]);
+  writeRecipes(p, { bad: { source: src(up.url, up.sha256), build: ['true'] } });
+  const u = await p.strata(['realise'], { timeoutMs: 120_000 });
+  t.is(u.code, 1);
+  t.regex(u.stderr, /^error: recipe bad: source \S+: the archive holds an unsafe path "top\/\.\.\/\.\.\/evil"/m);
+  t.deepEqual(readdirSync(target), []);
+  t.deepEqual(storedOutputs(p.cache), []);
 });
