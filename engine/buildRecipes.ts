@@ -194,12 +194,14 @@ async function buildOnce(r: LockedRecipe, lock: Lockfile, ctx: Ctx, o: RecipeBui
     { rootfs: root.rootfs, argv: buildArgv(r.build), env, cwd: BUILD_SRC, binds, network: false, build: true },
     chooseMethod(o.env),
     { stage: root.stage, skeletons: root.skeletons },
-    { stdio: 'files', stdout: logFile, stderr: logFile, forwardSignals: false },
+    // A Ctrl-C or a TERM to strata reaches every process of the build (which then fails as stopped), never leaving it running.
+    { stdio: 'files', stdout: logFile, stderr: logFile, forwardSignals: true, signalGroup: true },
   );
   if (code !== 0) {
     const log = await readFile(logFile, 'utf8').catch(() => '');
     const step = failedStep(log);
-    const what = step !== undefined ? `build step ${step} of ${r.build.length} (${JSON.stringify(r.build[step - 1]!.length > 80 ? `${r.build[step - 1]!.slice(0, 77)}...` : r.build[step - 1])}) failed with exit code ${code}` : `its build failed with exit code ${code}`;
+    const how = code > 128 && code < 128 + 65 ? `was stopped by signal ${code - 128}` : `failed with exit code ${code}`;
+    const what = step !== undefined ? `build step ${step} of ${r.build.length} (${JSON.stringify(r.build[step - 1]!.length > 80 ? `${r.build[step - 1]!.slice(0, 77)}...` : r.build[step - 1])}) ${how}` : `its build ${how}`;
     throw new StrataError('E_BUILD', `recipe ${r.name}: ${what}; the last lines of its log:\n${tail(log, LOG_TAIL)}`, `the whole log: ${logFile}`);
   }
   const all = await walkOutput(out, `recipe ${r.name}`);
@@ -278,7 +280,9 @@ export async function ensureRecipeOutputs(lock: Lockfile, ctx: Ctx, o: RecipeBui
         await writeFile(join(tmp, 'meta.json'), JSON.stringify(meta));
       });
       outputs.set(r.name, { recipe: r, dir: join(dir, 'out'), meta, built: true });
-      reporter.info(`built recipe ${r.name} ${r.version} in ${seconds} s: ${own.filter((e) => e.type !== 'dir').length} files under ${r.prefix}`);
+      const files = own.filter((e) => e.type !== 'dir').length;
+      reporter.info(`built recipe ${r.name} ${r.version} in ${seconds} s: ${files} files under ${r.prefix}`);
+      if (files === 0) reporter.warn(`recipe ${r.name} installed nothing under $PREFIX (${r.prefix}); its build commands should install there`);
     } finally {
       await removeTree(scratch);
     }

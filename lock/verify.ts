@@ -10,8 +10,15 @@
  *   environment's closure. The first node that differs is named: the lowest one, whose own sha256 or edges changed,
  *   not the packages above it whose closures changed because of it.
  *
+ * - every recipe (`[[recipe]]`) is well formed (name, version, prefix, sources with sha256s, requests naming
+ *   declared channels and locked recipes, no cycle); its build packages pass the same checks as the environment's
+ *   (as a set of their own), its build closure and its input hash are recomputed and must equal the recorded ones
+ *   (in build order, each input covering the inputs of the recipes it depends on), and the environment's closure
+ *   covers every recipe's input.
+ *
  * Against the manifest (`lockMatchesManifest`), a lock that records the manifest's sha256 must also hold what that
- * manifest asks for: the project, the channels, the image settings, and its packages as roots.
+ * manifest asks for: the project, the channels, the image settings, its recipes as written, and its packages (and
+ * the recipes' channel depends) as roots.
  *
  * A lock edited consistently (bytes swapped and every closure recomputed) passes these checks: closures make a lock
  * self-consistent, not authentic. `strata lock --check --online` compares every locked package with the channels'

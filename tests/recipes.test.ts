@@ -4,13 +4,13 @@
  * builds are shell), the sandbox, the store, and independent checkers of the result (umoci, dpkg-query, git).
  */
 import test from 'ava';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tarStream from 'tar-stream';
-import { closeSharedMirror, manifestFor, project, type Project } from './helpers/project.ts';
+import { closeSharedMirror, manifestFor, project, STRATA, type Project } from './helpers/project.ts';
 
 test.after.always(closeSharedMirror);
 
@@ -397,3 +397,43 @@ test('a source archive that climbs out of the tree or writes through a symlink i
   t.deepEqual(readdirSync(target), []);
   t.deepEqual(storedOutputs(p.cache), []);
 });
+
+for (const method of ['bwrap', 'unshare']) {
+  test(`a SIGINT to strata (${method}) stops a running build whole: nothing of it is left running or stored`, async (t) => {
+    const p = await project();
+    const marker = String(400000 + Math.floor(Math.random() * 90000));
+    writeRecipes(p, { slow: { build: ['mkdir -p $PREFIX/share', `busybox sleep ${marker}`] } });
+    await ok(p, ['lock']);
+    const child = spawn(STRATA, ['realise'], { cwd: p.dir, env: { ...process.env, CI: '1', STRATA_CACHE_DIR: p.cache, STRATA_SANDBOX: method }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    await new Promise<void>((r) => {
+      child.stderr.on('data', (d) => {
+        stderr += d;
+        if (/^building recipe slow /m.test(stderr)) r();
+      });
+    });
+    // Wait until the sleep runs inside the sandbox, then interrupt strata alone (as a batch system would).
+    const sleeps = () =>
+      execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
+        .split('\n')
+        .map((l) => /^\s*(\d+) (.*)$/.exec(l))
+        .filter((m) => m?.[2] === `busybox sleep ${marker}`)
+        .map((m) => Number(m![1]));
+    const running = () => sleeps().length > 0;
+    for (let i = 0; i < 100 && !running(); i++) await new Promise((r) => setTimeout(r, 100));
+    t.true(running());
+    child.kill('SIGINT');
+    const code = await Promise.race([exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 20_000))]);
+    if (code === 'hung') {
+      child.kill('SIGKILL');
+      for (const pid of sleeps()) process.kill(pid, 'SIGKILL');
+      t.fail('strata and its build were still running 20 s after the SIGINT');
+      return;
+    }
+    t.is(code, 1);
+    t.regex(stderr, /^error: recipe slow: build step 2 of 2 \("busybox sleep \d+"\) failed with exit code 130|^error: recipe slow: its build was stopped by signal 2/m);
+    t.false(running(), 'the build is gone');
+    t.deepEqual(storedOutputs(p.cache), []);
+  });
+}

@@ -106,7 +106,8 @@ export async function runSandbox(spec: SandboxSpec, method: SandboxMethod, place
     if (terminal && (sig === 'SIGINT' || sig === 'SIGQUIT')) return;
     if (child.pid === undefined) return;
     try {
-      process.kill(commandPid(child.pid), sig);
+      if (io.stdio === 'files' && io.signalGroup) process.kill(-child.pid, sig);
+      else process.kill(commandPid(child.pid), sig);
     } catch {
       // already gone
     }
