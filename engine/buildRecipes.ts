@@ -166,7 +166,7 @@ async function buildOnce(r: LockedRecipe, lock: Lockfile, ctx: Ctx, o: RecipeBui
   for (let i = 0; i < r.sources.length; i++) {
     const s = r.sources[i]!;
     const name = 'url' in s ? basename(new URL(s.url.replace(/^mirror:\/\//, 'http://')).pathname) || 'source' : 'source';
-    await unpackSource(files[i]!, s.dest ? join(src, s.dest) : src, { label: `recipe ${r.name}: source ${'url' in s ? s.url : s.git}`, name, strip: 'url' in s });
+    await unpackSource(files[i]!, src, s.dest ?? '', { label: `recipe ${r.name}: source ${'url' in s ? s.url : s.git}`, name, strip: 'url' in s });
   }
   // The outputs of the recipes it depends on: copied into $PREFIX when they share it, bound read-only elsewhere.
   const binds: Bind[] = [
@@ -321,7 +321,7 @@ export function recipeLayers(lock: Lockfile, outputs: Map<string, RecipeOutput>,
     const { entries, digest } = out.meta;
     jobs.push({
       label: `recipe ${r.name} ${r.version}`,
-      key: layerKey('recipe', mtime, [r.name, r.input, digest]),
+      key: layerKey('recipe', mtime, [r.name, r.input, r.resolvedDepends, digest]),
       entries: () => layerEntries(r, arch, entries, out.dir, digest),
       comment: `${r.name}=${r.version} input ${r.input}`,
     });

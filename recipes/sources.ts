@@ -33,7 +33,10 @@ export function gitLocation(repo: string, projectDir: string): string {
 
 function gitEnv(home: string): NodeJS.ProcessEnv {
   // Neither the user's nor the system's git configuration (filters, rewrites, LFS) may change the tree.
-  return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null', GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C', ...(process.env.GIT_SSH_COMMAND ? { GIT_SSH_COMMAND: process.env.GIT_SSH_COMMAND } : {}) };
+  // How to reach the repository (ssh agent, proxies) still comes from the environment.
+  const reach = ['GIT_SSH_COMMAND', 'SSH_AUTH_SOCK', 'http_proxy', 'https_proxy', 'no_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY'];
+  const passed = Object.fromEntries(reach.filter((k) => process.env[k] !== undefined).map((k) => [k, process.env[k]!]));
+  return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null', GIT_TERMINAL_PROMPT: '0', LC_ALL: 'C', ...passed };
 }
 
 const GIT_OPTS = ['-c', 'core.autocrlf=false', '-c', 'core.symlinks=true', '-c', 'protocol.file.allow=always', '-c', 'advice.detachedHead=false', '-c', 'init.defaultBranch=strata'];
@@ -157,9 +160,9 @@ function memberPath(raw: string, label: string): string {
  * gzip, xz, bzip2 or zstd) is unpacked, dropping its single top-level directory when it has one and `strip` is
  * set (as upstream tarballs have); any other file is copied in under its URL's name.
  */
-export async function unpackSource(file: string, dest: string, o: { label: string; name: string; strip: boolean }): Promise<void> {
+export async function unpackSource(file: string, tree: string, destRel: string, o: { label: string; name: string; strip: boolean }): Promise<void> {
   const format = await sniff(file);
-  await mkdir(dest, { recursive: true });
+  const dest = await directoryIn(tree, destRel, o.label);
   if (format === 'file') {
     const target = join(dest, o.name);
     if (await lstat(target).catch(() => undefined)) throw new StrataError('E_BUILD', `${o.label}: ${o.name} is already in the source tree (from another source)`);
@@ -180,6 +183,21 @@ export async function unpackSource(file: string, dest: string, o: { label: strin
   } finally {
     await rm(stage, { recursive: true, force: true });
   }
+}
+
+/**
+ * The directory `rel` below `tree`, made when missing; each part must be a real directory (an earlier source may
+ * have put a symlink there, and nothing is ever written through one).
+ */
+async function directoryIn(tree: string, rel: string, label: string): Promise<string> {
+  let at = tree;
+  for (const part of rel.split('/').filter(Boolean)) {
+    at = join(at, part);
+    const st = await lstat(at).catch(() => undefined);
+    if (!st) await mkdir(at);
+    else if (!st.isDirectory()) throw new StrataError('E_BUILD', `${label}: its dest ${rel} runs into ${part}, which an earlier source made a ${st.isSymbolicLink() ? 'symlink' : 'file'}`);
+  }
+  return at;
 }
 
 async function writeCopy(from: string, to: string): Promise<void> {

@@ -394,6 +394,13 @@ test('a source archive that climbs out of the tree or writes through a symlink i
   const u = await p.strata(['realise'], { timeoutMs: 120_000 });
   t.is(u.code, 1);
   t.regex(u.stderr, /^error: recipe bad: source \S+: the archive holds an unsafe path "top\/\.\.\/\.\.\/evil"/m);
+  // A later source's dest through a symlink an earlier source made.
+  const link = await hostile([{ name: 'top/sub', type: 'symlink', linkname: target }, { name: 'top/README', body: 'x' }]);
+  const plain = tarball(p, { 'file.txt': 'x\n' });
+  writeRecipes(p, { bad: { sources: [src(link.url, link.sha256), src(plain.url, plain.sha256, 'sub/x')], build: ['true'] } });
+  const d = await p.strata(['realise'], { timeoutMs: 120_000 });
+  t.is(d.code, 1);
+  t.regex(d.stderr, /^error: recipe bad: source \S+: its dest sub\/x runs into sub, which an earlier source made a symlink$/m);
   t.deepEqual(readdirSync(target), []);
   t.deepEqual(storedOutputs(p.cache), []);
 });
