@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tarStream from 'tar-stream';
 import { closeSharedMirror, manifestFor, project, STRATA, type Project } from './helpers/project.ts';
+import { parseLock, serializeLock } from '../lock/lockfile.ts';
 
 test.after.always(closeSharedMirror);
 
@@ -350,6 +351,7 @@ test('lock --check notices a changed recipe, and a lock whose recipe entry was e
 
   const path = join(p.dir, 'strata.lock');
   const good = readFileSync(path, 'utf8');
+  t.is(serializeLock(parseLock(good)), good, 'the one serializer reads back what it wrote, to the byte');
   writeFileSync(path, good.replace(/^input = "sha256:[0-9a-f]{4}/m, 'input = "sha256:0000'));
   const edited = await p.strata(['realise', '--locked']);
   t.is(edited.code, 3);
