@@ -446,3 +446,16 @@ for (const method of ['bwrap', 'unshare']) {
     t.deepEqual(storedOutputs(p.cache), []);
   });
 }
+
+test('a recipe under another prefix is seen read-only at its prefix by the recipes that depend on it, and its bin goes on PATH', async (t) => {
+  const p = await project();
+  writeRecipes(p, {
+    tools: { prefix: '/opt/tools', build: ['mkdir -p $PREFIX/bin', "printf '#!/bin/sh\\necho tool says $1\\n' > $PREFIX/bin/tool && chmod 755 $PREFIX/bin/tool"] },
+    user: {
+      depends: ['recipe:tools'],
+      build: ['mkdir -p $PREFIX/share', '/opt/tools/bin/tool hi > $PREFIX/share/out', 'if touch /opt/tools/x 2>/dev/null; then echo writable >> $PREFIX/share/out; else echo read-only >> $PREFIX/share/out; fi'],
+    },
+  });
+  await ok(p, ['realise']);
+  t.is(await inEnv(p, 'cat /usr/local/share/out; tool there; echo "$PATH"'), 'tool says hi\nread-only\ntool says there\n/opt/tools/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n');
+});
