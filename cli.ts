@@ -41,6 +41,16 @@ program
     await (await import('./commands/realise.ts')).realiseCommand(opts);
   });
 
+program
+  .command('build')
+  .description('build one recipe (and the recipes it depends on) into the store, as realise would')
+  .argument('<name>', 'the recipe, as in [recipes.NAME]')
+  .option('-m, --manifest <path>', 'the manifest that defines the recipe', 'strata.toml')
+  .option('--rebuild', 'build it again even when its output is in the store')
+  .option('--check', 'build it a second time in a fresh sandbox and compare the outputs byte for byte')
+  .option('--locked', 'refuse a lock that is stale against the manifest')
+  .action(async (name: string, opts) => (await import('./commands/build.ts')).buildCommand(name, opts));
+
 const runOptions = (c: Command) =>
   c
     .option('-m, --manifest <path>', 'the manifest of the environment', 'strata.toml')

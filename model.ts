@@ -17,6 +17,12 @@
  *               are verified (`store/`).
  * - layer:      one deterministic OCI layer tar built from a group of locked packages.
  * - image plan: the ordered list of layer groups a lock realises into (a pure function of the lock).
+ * - recipe:     a build of something no channel has, from pinned sources, in a sandbox without network
+ *               (`[recipes.NAME]`); its output is one layer above the package layers.
+ * - build environment: a recipe's own closure of channel packages (its build-depends plus the Essential set),
+ *               locked apart from the environment's packages; it never enters the image.
+ * - input hash: a recipe's identity: its text, its sources' sha256s, its build environment's closure, the arch
+ *               and the input hashes of the recipes it depends on. Its output is stored under it.
  */
 
 /** A Debian architecture name, e.g. `amd64`, or `all`. */
@@ -90,6 +96,52 @@ export interface Manifest {
   /** Include the default channel's `Essential: yes` packages, as every Debian system has them (default true). */
   withEssential: boolean;
   image: ImageSettings;
+  /** `[recipes.NAME]` tables, sorted by name; absent or empty when there are none. */
+  recipes?: RecipeSpec[];
+}
+
+/**
+ * A recipe's source. `url` is http(s)://, file:// or mirror://CHANNEL/PATH (PATH on that channel's mirror);
+ * a git source names a repository (a URL or a path, relative to the manifest's directory) and a full commit id.
+ * `dest` unpacks it into that subdirectory of the source tree.
+ */
+export type RecipeSource =
+  | { url: string; sha256: string; dest?: string }
+  | { git: string; rev: string; dest?: string };
+
+/** A build-depends or depends entry: a channel package (as in `[packages]`) or another recipe. */
+export type RecipeRequest = { package: PackageRequest } | { recipe: string };
+
+export interface RecipeSpec {
+  name: string;
+  version: string;
+  kind: 'build';
+  sources: RecipeSource[];
+  buildDepends: RecipeRequest[];
+  depends: RecipeRequest[];
+  env: Record<string, string>;
+  /** Shell commands, run in order, each in its own `sh -e` in the source tree. */
+  build: string[];
+  /** Where the output lives in the image; `$PREFIX` during the build. */
+  prefix: string;
+}
+
+/** A recipe's source as locked: a git source gains the sha256 of the deterministic tar of its tree. */
+export type LockedSource =
+  | { url: string; sha256: string; dest?: string }
+  | { git: string; rev: string; sha256: string; dest?: string };
+
+export interface LockedRecipe extends Omit<RecipeSpec, 'sources'> {
+  sources: LockedSource[];
+  /** The build environment: locked packages (roots: what build-depends names), verified like the environment's. */
+  buildPackages: LockedPackage[];
+  buildHostProvided: HostProvided[];
+  /** The build environment's closure hash (as an environment's: its packages, the arch, host-provided). */
+  buildClosure: string;
+  /** What `depends` resolved to: locked packages of the environment by name, and `recipe:NAME`; sorted. */
+  resolvedDepends: string[];
+  /** `sha256:<hex>` over the recipe's canonical text, its sources, its build closure, the arch and its recipe dependencies' input hashes. */
+  input: string;
 }
 
 /** A binary package version offered by a channel for one arch. Relation fields are kept raw. */
@@ -164,7 +216,8 @@ export interface HostProvided {
 }
 
 export interface Lockfile {
-  version: 1;
+  /** 1 for a lock without recipes (unchanged since the first format), 2 for one with recipes. */
+  version: 1 | 2;
   manifestSha256: string;
   project: { name: string; arch: Arch };
   /** Whole-environment closure hash, `sha256:<hex>`. */
@@ -173,6 +226,8 @@ export interface Lockfile {
   image: ImageSettings;
   packages: LockedPackage[];
   hostProvided: HostProvided[];
+  /** Sorted by name; absent when the manifest has no recipes. */
+  recipes?: LockedRecipe[];
 }
 
 /** One package the resolver chose: its candidate, whether the manifest asked for it, and its resolved edges. */

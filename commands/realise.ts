@@ -1,12 +1,14 @@
 /** `strata realise`: build the locked environment as an OCI image; write it as a layout or an archive, or load it. */
 import { loadManifest } from '../manifest/manifest.ts';
-import { realise, defaultTag, type RealisedImage } from '../realiser/realise.ts';
+import { dirname } from 'node:path';
+import { defaultTag, type RealisedImage } from '../realiser/realise.ts';
 import { ociLayoutSink, dockerArchiveSink, dockerLoadSink, type ImageSink } from '../realiser/oci/sinks.ts';
 import { parseReference } from '../realiser/oci/reference.ts';
 import { StrataError } from '../errors.ts';
 import { formatBytes } from '../report/reporter.ts';
 import { openCtx } from '../engine/ctx.ts';
 import { ensureLock } from '../engine/ensureLock.ts';
+import { realiseLock } from '../engine/ensureEnvironment.ts';
 
 export interface RealiseCommandOptions {
   manifest: string;
@@ -25,8 +27,8 @@ export async function realiseCommand(opts: RealiseCommandOptions): Promise<Reali
   if (!Number.isInteger(jobs) || jobs < 1) throw new StrataError('E_USAGE', `--jobs must be a positive integer, not "${opts.jobs}"`);
   const given = opts.tag !== undefined ? parseReference(opts.tag) : undefined;
   if (given?.digest) throw new StrataError('E_USAGE', `--tag ${opts.tag} has a digest; give name:tag`);
-  const ctx = await openCtx();
-  const { store, reporter } = ctx;
+  const ctx = await openCtx(undefined, dirname(manifest.path));
+  const { reporter } = ctx;
   const sinks: ImageSink[] = [];
   if (opts.oci) sinks.push(ociLayoutSink(opts.oci));
   if (opts.dockerArchive) sinks.push(dockerArchiveSink(opts.dockerArchive));
@@ -38,11 +40,12 @@ export async function realiseCommand(opts: RealiseCommandOptions): Promise<Reali
   for (const sink of sinks) await sink.check();
   const lock = await ensureLock(manifest, ctx, opts.locked ? 'locked' : 'relock');
   const started = Date.now();
-  const result = await realise(lock, { store, reporter, jobs, gzip: opts.gzip ?? false });
+  const result = await realiseLock(lock, ctx, { jobs, gzip: opts.gzip ?? false });
   const ref = given ?? parseReference(defaultTag(lock));
   const out = (s: string) => process.stdout.write(`${s}\n`);
   out(`image ${result.image.manifestDigest}`);
-  out(`  ${lock.packages.length} packages in ${result.layerCount} layers (${result.builtLayers} built, ${result.layerCount - result.builtLayers} cached), ${formatBytes(result.image.layers.reduce((n, l) => n + l.size, 0))}, ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  const recipes = (lock.recipes ?? []).length;
+  out(`  ${lock.packages.length} packages${recipes > 0 ? ` and ${recipes} recipe${recipes === 1 ? '' : 's'}` : ''} in ${result.layerCount} layers (${result.builtLayers} built, ${result.layerCount - result.builtLayers} cached), ${formatBytes(result.image.layers.reduce((n, l) => n + l.size, 0))}, ${((Date.now() - started) / 1000).toFixed(1)} s`);
   for (const sink of sinks) out(await sink.write(result, ref));
   if (sinks.length === 0) out('(nothing written: add --oci DIR, --docker-archive FILE or --load)');
   return result;

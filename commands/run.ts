@@ -38,7 +38,7 @@ export async function shellCommand(opts: RunOptions): Promise<void> {
 
 async function enter(command: string[] | undefined, opts: RunOptions): Promise<number> {
   const manifest = loadManifest(opts.manifest);
-  const ctx = await openCtx();
+  const ctx = await openCtx(undefined, dirname(manifest.path));
   const lock = await ensureLock(manifest, ctx, opts.locked || opts.frozen ? 'locked' : 'relock');
   const host = hostFacts();
   const backend = await pickBackend(opts.backend, ctx, { uid: host.uid });

@@ -18,6 +18,7 @@ import { StrataError } from '../errors.ts';
 import { rootfsKey } from '../run/rootfs.ts';
 import type { DerivedCache } from '../store/store.ts';
 import type { BuiltImage } from '../realiser/oci/image.ts';
+import type { RealisedImage, RealiseOptions } from '../realiser/realise.ts';
 import type { Ctx } from './ctx.ts';
 import type { Lockfile } from '../model.ts';
 
@@ -44,10 +45,23 @@ function pointerKey(lock: Lockfile): string {
   return createHash('sha256').update(JSON.stringify([lock, process.env.SOURCE_DATE_EPOCH ?? ''])).digest('hex');
 }
 
+/**
+ * Realises a lock: its recipes first when it has any (engine/buildRecipes.ts: each output not in the store is
+ * built, its build environment made with `ensureRootfs`), their outputs as layers above the packages'.
+ */
+export async function realiseLock(lock: Lockfile, ctx: Ctx, opts: Omit<RealiseOptions, 'store' | 'reporter' | 'extraJobs' | 'extraInstalled' | 'searchPaths'> = {}): Promise<RealisedImage> {
+  const { realise, layerMtime } = await import('../realiser/realise.ts');
+  const base = { store: ctx.store, reporter: ctx.reporter, ...opts };
+  if ((lock.recipes ?? []).length === 0) return realise(lock, base);
+  const { ensureRecipeOutputs, recipeLayers } = await import('./buildRecipes.ts');
+  const outputs = await ensureRecipeOutputs(lock, ctx, { rootfsFor: (l) => ensureRootfs(l, ctx, { frozen: false }), projectDir: ctx.projectDir ?? process.cwd(), ...(opts.env ? { env: opts.env } : {}) });
+  const { jobs, installed, paths } = recipeLayers(lock, outputs, layerMtime(lock, opts.env));
+  return realise(lock, { ...base, extraJobs: jobs, extraInstalled: installed, searchPaths: paths });
+}
+
 /** Realises the lock (cached) and records the run pointer. */
 async function realiseAndPoint(lock: Lockfile, ctx: Ctx): Promise<{ pointer: ImagePointer; plainLayers: { path: string; size: number; diffId: string }[]; image: BuiltImage }> {
-  const { realise } = await import('../realiser/realise.ts');
-  const result = await realise(lock, ctx);
+  const result = await realiseLock(lock, ctx);
   const image = result.plain;
   const config = JSON.parse(image.config.toString('utf8')) as { config?: { Env?: string[] } };
   const pointer: ImagePointer = { manifestDigest: image.manifestDigest, configDigest: image.configDigest, env: config.config?.Env ?? [] };

@@ -4,6 +4,7 @@ import { Universe } from '../resolver/universe.ts';
 import { solve } from '../resolver/solve.ts';
 import { lockFromSolution } from '../lock/fromSolution.ts';
 import { lockPathFor, readLock, writeLock, diffLocks, type LockDiff } from '../lock/lockfile.ts';
+import { environmentRequests } from '../lock/verify.ts';
 import type { Ctx } from './ctx.ts';
 import type { Lockfile, Manifest } from '../model.ts';
 
@@ -32,16 +33,19 @@ export async function lockManifest(manifest: Manifest, ctx: Ctx, opts: { offline
   const loaded = settled.map((s) => (s as PromiseFulfilledResult<Awaited<ReturnType<typeof loadChannel>>>).value);
   const universe = new Universe(loaded.flatMap((l) => l.candidates), manifest.arch);
   const indexed = Date.now();
+  const recipes = (manifest.recipes ?? []).length > 0 ? await import('./lockRecipes.ts') : undefined;
+  recipes?.checkRecipeNames(manifest, universe);
   const solution = solve({
     universe,
-    roots: manifest.packages,
+    roots: environmentRequests(manifest),
     channels: manifest.channels.map((c) => c.name),
     hostDriver: manifest.image.gpuDriver === 'host',
     withRecommends: manifest.withRecommends,
     withEssential: manifest.withEssential,
   });
   reporter.info(`resolved ${solution.packages.length} packages from ${universe.byName.size} names in ${Date.now() - indexed} ms (indexes read in ${indexed - started} ms)`);
-  const lock = lockFromSolution(manifest, loaded.map((l) => l.locked), solution.packages, solution.hostProvided);
+  const locked = recipes ? await recipes.lockRecipes(manifest, universe, solution.packages, ctx) : [];
+  const lock = lockFromSolution(manifest, loaded.map((l) => l.locked), solution.packages, solution.hostProvided, locked);
   const written = await writeLock(path, lock);
   return { lock, before, diff: diffLocks(before, lock), written, path };
 }

@@ -67,7 +67,11 @@ export function closureHashes(nodes: ClosureNode[]): Map<string, string> {
   return closure;
 }
 
-/** The whole environment's closure: every package closure plus the host-provided requirements and the arch. */
-export function environmentClosure(arch: string, closures: Iterable<string>, hostProvided: { name: string; requires: string }[]): string {
-  return `sha256:${h(['strata-env-v1', arch, ...[...closures].sort(), ...hostProvided.map((x) => `host ${x.name} ${x.requires}`).sort()])}`;
+/**
+ * The whole environment's closure: every package closure plus the host-provided requirements and the arch, and
+ * each recipe's name and input hash when there are recipes (none adds nothing: a lock without recipes keeps its
+ * closure).
+ */
+export function environmentClosure(arch: string, closures: Iterable<string>, hostProvided: { name: string; requires: string }[], recipes: { name: string; input: string }[] = []): string {
+  return `sha256:${h(['strata-env-v1', arch, ...[...closures].sort(), ...hostProvided.map((x) => `host ${x.name} ${x.requires}`).sort(), ...recipes.map((r) => `recipe ${r.name} ${r.input}`).sort()])}`;
 }

@@ -11,9 +11,13 @@ import { verifyLock } from './verify.ts';
 import { MAX_LOCK_BYTES } from '../limits.ts';
 import { readBounded } from '../store/readBounded.ts';
 import { onOutput, removeStaleTemps, tempName } from '../util/outputs.ts';
-import type { HostProvided, ImageSettings, LockedChannel, LockedPackage, Lockfile } from '../model.ts';
+import type { HostProvided, ImageSettings, LockedChannel, LockedPackage, LockedRecipe, LockedSource, Lockfile } from '../model.ts';
+import { formatRecipeRequest, parseRecipeRequest } from '../recipes/recipe.ts';
 
+/** The format of a lock without recipes: unchanged since the first strata, so such locks keep their bytes. */
 export const LOCK_VERSION = 1;
+/** The format of a lock with `[[recipe]]` entries: an older strata refuses it rather than ignore the recipes. */
+export const LOCK_VERSION_RECIPES = 2;
 
 function str(s: string): string {
   // JSON escapes are valid TOML basic-string escapes; TOML also forbids a raw DEL.
@@ -27,6 +31,8 @@ function key(k: string): string {
 function inlineArray(xs: string[]): string {
   return `[${xs.map(str).join(', ')}]`;
 }
+
+const formatRequest = formatRecipeRequest;
 
 function blockArray(xs: string[]): string {
   if (xs.length === 0) return '[]';
@@ -80,10 +86,17 @@ export function serializeLock(lock: Lockfile): string {
     out.push(`name = ${str(h.name)}`);
     out.push(`requires = ${str(h.requires)}`);
   }
-  const pkgs = [...lock.packages].sort((a, b) => cmp(a.name, b.name) || cmp(a.arch, b.arch));
+  packageBlocks(out, '[[package]]', lock.packages);
+  for (const r of [...(lock.recipes ?? [])].sort((a, b) => cmp(a.name, b.name))) recipeBlock(out, r);
+  return `${out.join('\n')}\n`;
+}
+
+/** Package blocks under `header`, sorted by name then arch. */
+function packageBlocks(out: string[], header: string, packages: LockedPackage[]): void {
+  const pkgs = [...packages].sort((a, b) => cmp(a.name, b.name) || cmp(a.arch, b.arch));
   for (const p of pkgs) {
     out.push('');
-    out.push('[[package]]');
+    out.push(header);
     out.push(`name = ${str(p.name)}`);
     out.push(`version = ${str(p.version)}`);
     out.push(`arch = ${str(p.arch)}`);
@@ -96,7 +109,46 @@ export function serializeLock(lock: Lockfile): string {
     out.push(`depends = ${blockArray([...p.depends].sort(cmp))}`);
     out.push(`closure = ${str(p.closure)}`);
   }
-  return `${out.join('\n')}\n`;
+}
+
+/**
+ * One `[[recipe]]` entry: the recipe as the manifest gives it (so `realise` needs only the lock), what its
+ * depends resolved to, its build environment (packages verified like the environment's) and its input hash.
+ */
+function recipeBlock(out: string[], r: LockedRecipe): void {
+  out.push('');
+  out.push('[[recipe]]');
+  out.push(`name = ${str(r.name)}`);
+  out.push(`version = ${str(r.version)}`);
+  out.push(`kind = ${str(r.kind)}`);
+  out.push(`prefix = ${str(r.prefix)}`);
+  out.push(`build-depends = ${blockArray(r.buildDepends.map(formatRequest))}`);
+  out.push(`depends = ${blockArray(r.depends.map(formatRequest))}`);
+  out.push(`resolved-depends = ${blockArray([...r.resolvedDepends].sort(cmp))}`);
+  out.push(`build = ${blockArray(r.build)}`);
+  out.push(`build-closure = ${str(r.buildClosure)}`);
+  out.push(`input = ${str(r.input)}`);
+  const env = Object.keys(r.env).sort(cmp);
+  if (env.length > 0) {
+    out.push('');
+    out.push('[recipe.env]');
+    for (const k of env) out.push(`${key(k)} = ${str(r.env[k]!)}`);
+  }
+  for (const s of r.sources) {
+    out.push('');
+    out.push('[[recipe.source]]');
+    if ('url' in s) out.push(`url = ${str(s.url)}`);
+    else out.push(`git = ${str(s.git)}`, `rev = ${str(s.rev)}`);
+    out.push(`sha256 = ${str(s.sha256)}`);
+    if (s.dest !== undefined) out.push(`dest = ${str(s.dest)}`);
+  }
+  for (const h of [...r.buildHostProvided].sort((a, b) => cmp(a.name, b.name))) {
+    out.push('');
+    out.push('[[recipe.build-host-provided]]');
+    out.push(`name = ${str(h.name)}`);
+    out.push(`requires = ${str(h.requires)}`);
+  }
+  packageBlocks(out, '[[recipe.build-package]]', r.buildPackages);
 }
 
 type T = Record<string, unknown>;
@@ -116,6 +168,64 @@ function tables(v: unknown, what: string): T[] {
   return need<T[]>(v ?? [], what, (x) => Array.isArray(x) && x.every(isTable));
 }
 
+function parsePackage(p: T, at: string): LockedPackage {
+  const w = `${at}${typeof p.name === 'string' ? ` (${JSON.stringify(p.name)})` : ''}`;
+  if (p.root !== undefined && p.root !== true && p.root !== false) throw new Error(`${w}.root must be true or false`);
+  return {
+    name: need<string>(p.name, `${w}.name`, isStr),
+    version: need<string>(p.version, `${w}.version`, isStr),
+    arch: need<string>(p.arch, `${w}.arch`, isStr),
+    channel: need<string>(p.channel, `${w}.channel`, isStr),
+    source: need<string>(p.source, `${w}.source`, isStr),
+    filename: need<string>(p.filename, `${w}.filename`, isStr),
+    size: need<number>(p.size, `${w}.size`, isNum),
+    sha256: need<string>(p.sha256, `${w}.sha256`, isStr),
+    root: p.root === true,
+    depends: [...need<string[]>(p.depends ?? [], `${w}.depends`, isStrs)],
+    closure: need<string>(p.closure, `${w}.closure`, isStr),
+  };
+}
+
+function parseRecipe(r: T, i: number): LockedRecipe {
+  const w = `recipe[${i}]${typeof r.name === 'string' ? ` (${JSON.stringify(r.name)})` : ''}`;
+  const requests = (k: string) =>
+    need<string[]>(r[k] ?? [], `${w}.${k}`, isStrs).map((x) => {
+      try {
+        return parseRecipeRequest(x);
+      } catch (e) {
+        throw new Error(`${w}.${k}: ${(e as Error).message}`);
+      }
+    });
+  const kind = need<string>(r.kind, `${w}.kind`, isStr);
+  if (kind !== 'build') throw new Error(`${w}.kind must be "build"`);
+  const sources: LockedSource[] = tables(r.source, `${w}.source`).map((s, j) => {
+    const at = `${w}.source[${j}]`;
+    const dest = s.dest === undefined ? {} : { dest: need<string>(s.dest, `${at}.dest`, isStr) };
+    const sha256 = need<string>(s.sha256, `${at}.sha256`, isStr);
+    if (s.url !== undefined) return { url: need<string>(s.url, `${at}.url`, isStr), sha256, ...dest };
+    return { git: need<string>(s.git, `${at}.git or url`, isStr), rev: need<string>(s.rev, `${at}.rev`, isStr), sha256, ...dest };
+  });
+  return {
+    name: need<string>(r.name, `${w}.name`, isStr),
+    version: need<string>(r.version, `${w}.version`, isStr),
+    kind,
+    prefix: need<string>(r.prefix, `${w}.prefix`, isStr),
+    sources,
+    buildDepends: requests('build-depends'),
+    depends: requests('depends'),
+    env: { ...need<Record<string, string>>(r.env ?? {}, `${w}.env`, isStrTable) },
+    build: need<string[]>(r.build, `${w}.build`, isStrs),
+    buildPackages: tables(r['build-package'], `${w}.build-package`).map((p, j) => parsePackage(p, `${w}.build-package[${j}]`)),
+    buildHostProvided: tables(r['build-host-provided'], `${w}.build-host-provided`).map((h, j) => ({
+      name: need<string>(h.name, `${w}.build-host-provided[${j}].name`, isStr),
+      requires: need<string>(h.requires, `${w}.build-host-provided[${j}].requires`, isStr),
+    })),
+    buildClosure: need<string>(r['build-closure'], `${w}.build-closure`, isStr),
+    resolvedDepends: [...need<string[]>(r['resolved-depends'] ?? [], `${w}.resolved-depends`, isStrs)],
+    input: need<string>(r.input, `${w}.input`, isStr),
+  };
+}
+
 /**
  * Parses and verifies a lock (lock/verify.ts): a lock that is malformed, or that strata could not have written (a
  * closure that does not match, an edge to no locked package, a bad name or path), is refused with E_LOCK.
@@ -130,7 +240,7 @@ export function parseLock(text: string, path = 'strata.lock'): Lockfile {
   let lock: Lockfile;
   try {
     const version = need<number>(doc.version, 'version', isNum);
-    if (version !== LOCK_VERSION) throw new Error(`lock format version ${version} is not supported (this strata reads version ${LOCK_VERSION})`);
+    if (version !== LOCK_VERSION && version !== LOCK_VERSION_RECIPES) throw new Error(`lock format version ${version} is not supported (this strata reads versions ${LOCK_VERSION} and ${LOCK_VERSION_RECIPES})`);
     const project = need<T>(doc.project, '[project]', isTable);
     const image = need<T>(doc.image ?? {}, '[image]', isTable);
     const settings: ImageSettings = {
@@ -164,25 +274,12 @@ export function parseLock(text: string, path = 'strata.lock'): Lockfile {
       name: need<string>(h.name, `host-provided[${i}].name`, isStr),
       requires: need<string>(h.requires, `host-provided[${i}].requires`, isStr),
     }));
-    const packages: LockedPackage[] = tables(doc.package, '[[package]]').map((p, i) => {
-      const w = `package[${i}]${typeof p.name === 'string' ? ` (${JSON.stringify(p.name)})` : ''}`;
-      if (p.root !== undefined && p.root !== true && p.root !== false) throw new Error(`${w}.root must be true or false`);
-      return {
-        name: need<string>(p.name, `${w}.name`, isStr),
-        version: need<string>(p.version, `${w}.version`, isStr),
-        arch: need<string>(p.arch, `${w}.arch`, isStr),
-        channel: need<string>(p.channel, `${w}.channel`, isStr),
-        source: need<string>(p.source, `${w}.source`, isStr),
-        filename: need<string>(p.filename, `${w}.filename`, isStr),
-        size: need<number>(p.size, `${w}.size`, isNum),
-        sha256: need<string>(p.sha256, `${w}.sha256`, isStr),
-        root: p.root === true,
-        depends: [...need<string[]>(p.depends ?? [], `${w}.depends`, isStrs)],
-        closure: need<string>(p.closure, `${w}.closure`, isStr),
-      };
-    });
+    const packages: LockedPackage[] = tables(doc.package, '[[package]]').map((p, i) => parsePackage(p, `package[${i}]`));
+    const recipes = tables(doc.recipe, '[[recipe]]').map((r, i) => parseRecipe(r, i));
+    const expected = recipes.length > 0 ? LOCK_VERSION_RECIPES : LOCK_VERSION;
+    if (version !== expected) throw new Error(recipes.length > 0 ? `it holds recipes, which lock format version ${version} cannot (version ${LOCK_VERSION_RECIPES} does)` : `lock format version ${version} is for locks with recipes, and this one has none`);
     lock = {
-      version: LOCK_VERSION,
+      version: expected,
       manifestSha256: need<string>(doc['manifest-sha256'], 'manifest-sha256', isStr),
       project: { name: need<string>(project.name, 'project.name', isStr), arch: need<string>(project.arch, 'project.arch', isStr) },
       closure: need<string>(doc.closure, 'closure', isStr),
@@ -190,6 +287,7 @@ export function parseLock(text: string, path = 'strata.lock'): Lockfile {
       image: settings,
       packages,
       hostProvided,
+      ...(recipes.length > 0 ? { recipes } : {}),
     };
   } catch (e) {
     if (e instanceof StrataError) throw e;

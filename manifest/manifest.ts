@@ -9,9 +9,11 @@ import { StrataError } from '../errors.ts';
 import { parseConstraint } from '../debian/relation.ts';
 import { MAX_MANIFEST_BYTES } from '../limits.ts';
 import { readBoundedSync } from '../store/readBounded.ts';
+import { ManifestReader, ENV_NAME, ENV_NAME_RULE, type Table } from './reader.ts';
+import { parseRecipes } from './recipes.ts';
 import type { ChannelSpec, ImageSettings, Manifest, PackageRequest } from '../model.ts';
 
-type Table = Record<string, unknown>;
+export { locateKey } from './reader.ts';
 
 /** The host's Debian architecture name. */
 export function hostArch(): string {
@@ -19,102 +21,7 @@ export function hostArch(): string {
   return map[nodeArch()] ?? nodeArch();
 }
 
-/** Finds the line/column of `key` inside table `[tablePath]` by scanning the source; 1-based. */
-export function locateKey(source: string, tablePath: string[], key?: string): { line: number; column: number } {
-  const lines = source.split('\n');
-  let current: string[] = [];
-  const want = tablePath.join('.');
-  let tableLine = -1;
-  for (let i = 0; i < lines.length; i++) {
-    const raw = lines[i]!;
-    const line = raw.trim();
-    const header = /^\[\[?\s*([^\]]+?)\s*\]\]?/.exec(line);
-    if (header) {
-      current = header[1]!.split('.').map((s) => s.trim().replace(/^"(.*)"$/, '$1'));
-      if (key !== undefined && current.slice(0, tablePath.length + 1).join('.') === [...tablePath, key].join('.')) {
-        return { line: i + 1, column: raw.indexOf('[') + 1 };
-      }
-      if (current.join('.') === want) {
-        tableLine = i;
-        if (key === undefined) return { line: i + 1, column: raw.indexOf('[') + 1 };
-      }
-      continue;
-    }
-    if (key === undefined) continue;
-    // `key = ...` inside the wanted table, or dotted `table.key = ...` at an outer level.
-    const m = /^("?)([A-Za-z0-9_.-]+)\1\s*=/.exec(line);
-    if (!m) continue;
-    const full = [...current, ...m[2]!.split('.')].join('.');
-    if (full === [...tablePath, key].join('.')) return { line: i + 1, column: raw.indexOf(m[0]) + 1 };
-  }
-  return tableLine >= 0 ? { line: tableLine + 1, column: 1 } : { line: 1, column: 1 };
-}
-
-class ManifestReader {
-  readonly path: string;
-  readonly source: string;
-  constructor(path: string, source: string) {
-    this.path = path;
-    this.source = source;
-  }
-  fail(tablePath: string[], key: string | undefined, message: string, hint?: string): never {
-    const { line, column } = locateKey(this.source, tablePath, key);
-    throw new StrataError('E_MANIFEST', `${this.path}:${line}:${column}: ${message}`, hint);
-  }
-  table(parent: Table, path: string[], key: string, required = false): Table | undefined {
-    const v = parent[key];
-    if (v === undefined) {
-      if (required) this.fail(path, undefined, `missing table [${[...path, key].join('.')}]`);
-      return undefined;
-    }
-    if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Date) {
-      this.fail(path, key, `${[...path, key].join('.')} must be a table`);
-    }
-    return v as Table;
-  }
-  string(t: Table, path: string[], key: string): string | undefined {
-    const v = t[key];
-    if (v === undefined) return undefined;
-    if (typeof v !== 'string') this.fail(path, key, `${[...path, key].join('.')} must be a string, not ${describe(v)}`);
-    return v;
-  }
-  bool(t: Table, path: string[], key: string): boolean | undefined {
-    const v = t[key];
-    if (v === undefined) return undefined;
-    if (typeof v !== 'boolean') this.fail(path, key, `${[...path, key].join('.')} must be true or false, not ${describe(v)}`);
-    return v;
-  }
-  strings(t: Table, path: string[], key: string): string[] | undefined {
-    const v = t[key];
-    if (v === undefined) return undefined;
-    if (typeof v === 'string') return [v];
-    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) {
-      this.fail(path, key, `${[...path, key].join('.')} must be a string or an array of strings`);
-    }
-    return v as string[];
-  }
-  onlyKeys(t: Table, path: string[], allowed: string[]): void {
-    for (const k of Object.keys(t)) {
-      if (!allowed.includes(k)) {
-        this.fail(path, k, `unknown key "${k}" in [${path.join('.') || 'top level'}]`, `allowed here: ${allowed.join(', ')}`);
-      }
-    }
-  }
-}
-
-function describe(v: unknown): string {
-  if (Array.isArray(v)) return 'an array';
-  if (v instanceof Date) return 'a date';
-  if (v === null) return 'null';
-  if (typeof v === 'object') return 'a table';
-  return `${typeof v} ${JSON.stringify(v)}`;
-}
-
 const PACKAGE_NAME = /^[a-z0-9][a-z0-9+.-]+$/;
-
-/** The names `[env]` and `run -e` accept: what a POSIX shell can export. */
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const ENV_NAME_RULE = 'letters, digits and _, not starting with a digit';
 
 /**
  * `KEY=VALUE` assignments from the command line (`strata run -e`), held to the same rule as the manifest's `[env]`:
@@ -162,7 +69,7 @@ export function parseManifest(source: string, path: string, sha256: string): Man
     const where = err.line !== undefined ? `${err.line + 1}:${(err.col ?? 0) + 1}` : '1:1';
     throw new StrataError('E_MANIFEST', `${path}:${where}: TOML syntax error: ${first.replace(/ at row \d+, col \d+, pos \d+:?$/, '')}`);
   }
-  r.onlyKeys(doc, [], ['project', 'channels', 'packages', 'gpu', 'image', 'env', 'alternatives', 'shell', 'resolve']);
+  r.onlyKeys(doc, [], ['project', 'channels', 'packages', 'gpu', 'image', 'env', 'alternatives', 'shell', 'resolve', 'recipes']);
 
   const project = r.table(doc, [], 'project', true)!;
   r.onlyKeys(project, ['project'], ['name', 'arch']);
@@ -297,5 +204,6 @@ export function parseManifest(source: string, path: string, sha256: string): Man
     withRecommends = r.bool(res, ['resolve'], 'recommends') ?? false;
     withEssential = r.bool(res, ['resolve'], 'essential') ?? true;
   }
-  return { path, sha256, name, arch, channels, packages, withRecommends, withEssential, image };
+  const recipes = parseRecipes(r, doc, channelNames);
+  return { path, sha256, name, arch, channels, packages, withRecommends, withEssential, image, ...(recipes.length > 0 ? { recipes } : {}) };
 }

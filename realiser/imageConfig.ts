@@ -13,15 +13,31 @@ export function defaultTag(lock: Lockfile): string {
   return `${lock.project.name}:${lock.closure.replace(/^sha256:/, '').slice(0, 12)}`;
 }
 
-/** What `buildImage` needs to make the image of `lock` from `layers` (base first, one per job). */
-export function imageInput(lock: Lockfile, jobs: Pick<LayerJob, 'label' | 'comment'>[], layers: LayerBlob[], mtime: number): ImageInput {
+/** Directories that layers beyond the packages' (recipe outputs) add to the image's search paths, in order. */
+export interface SearchPaths {
+  bin: string[];
+  lib: string[];
+  pkgconfig: string[];
+}
+
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/**
+ * What `buildImage` needs to make the image of `lock` from `layers` (base first, one per job). `paths`: recipe
+ * outputs' `bin` go before PATH (unless already on it), their `lib` on LD_LIBRARY_PATH (before the host GPU
+ * driver's directory), their `lib/pkgconfig` on PKG_CONFIG_PATH; the manifest's [env] still has the last word.
+ */
+export function imageInput(lock: Lockfile, jobs: Pick<LayerJob, 'label' | 'comment'>[], layers: LayerBlob[], mtime: number, paths?: SearchPaths): ImageInput {
   const gpu = lock.image.gpuDriver === 'host';
   const created = new Date(mtime * 1000).toISOString();
-  const env: Record<string, string> = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' };
-  if (gpu) {
-    env.LD_LIBRARY_PATH = GPU_DRIVER_DIR;
-    env.NVIDIA_DRIVER_CAPABILITIES = HOST_GPU.capabilities;
-  }
+  const uniq = (xs: string[]) => xs.filter((x, i) => xs.indexOf(x) === i);
+  const bins = uniq(paths?.bin ?? []).filter((d) => !DEFAULT_PATH.split(':').includes(d));
+  const env: Record<string, string> = { PATH: [...bins, DEFAULT_PATH].join(':'), LANG: 'C.UTF-8' };
+  const libs = uniq([...(paths?.lib ?? []), ...(gpu ? [GPU_DRIVER_DIR] : [])]);
+  if (libs.length > 0) env.LD_LIBRARY_PATH = libs.join(':');
+  if (gpu) env.NVIDIA_DRIVER_CAPABILITIES = HOST_GPU.capabilities;
+  const pkgconfig = uniq(paths?.pkgconfig ?? []);
+  if (pkgconfig.length > 0) env.PKG_CONFIG_PATH = pkgconfig.join(':');
   Object.assign(env, lock.image.env);
   const platform = platformForDebianArch(lock.project.arch);
   const config: ImageInput['config'] = {

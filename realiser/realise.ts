@@ -17,7 +17,7 @@ import { channelUrls, snapshotBases, snapshotTimeOfRelease, snapshotUrl } from '
 import { StrataError } from '../errors.ts';
 import { unpackDeb, type UnpackedDeb } from './deb.ts';
 import { DamagedSource, type LayerEntry } from './layertar.ts';
-import { planLayers, type LayerGroup } from './plan.ts';
+import { MAX_PACKAGE_LAYERS, planLayers, type LayerGroup } from './plan.ts';
 import {
   baseEntries,
   mergedUsrPath,
@@ -30,7 +30,7 @@ import {
 } from './tree.ts';
 import { buildImage, type BuiltImage } from './oci/image.ts';
 import { buildLayer, layerBlobs, layerKey, type LayerJob, type LayerRecord } from './layers.ts';
-import { imageInput } from './imageConfig.ts';
+import { imageInput, type SearchPaths } from './imageConfig.ts';
 import type { FetchRequest, Store } from '../store/store.ts';
 import type { Reporter } from '../report/reporter.ts';
 import type { LockedChannel, LockedPackage, Lockfile } from '../model.ts';
@@ -50,7 +50,14 @@ export interface RealiseOptions {
    * Their keys must name their inputs.
    */
   extraJobs?: LayerJob[];
+  /** Entries of the dpkg database for what `extraJobs` install (a recipe's `strata-recipe-NAME`). */
+  extraInstalled?: InstalledPackage[];
+  /** Directories the extra layers add to the image's search paths (PATH, LD_LIBRARY_PATH, PKG_CONFIG_PATH). */
+  searchPaths?: SearchPaths;
 }
+
+/** At most this many layers in an image, whatever the recipes: Docker refuses more than 125. */
+export const MAX_IMAGE_LAYERS = 120;
 
 export interface RealisedImage {
   /** The image in the encoding asked for: gzip-compressed layers with `gzip`, else uncompressed. */
@@ -296,7 +303,7 @@ function skeletonJob(lock: Lockfile, unpacked: Map<string, UnpackedMeta>, mtime:
 }
 
 /** The top layer: what dpkg would have recorded, the update-alternatives links and the dpkg database. */
-function installedStateJob(lock: Lockfile, unpacked: Map<string, UnpackedMeta>, mtime: number): LayerJob {
+function installedStateJob(lock: Lockfile, unpacked: Map<string, UnpackedMeta>, mtime: number, extraInstalled: InstalledPackage[]): LayerJob {
   const present = new Set<string>();
   for (const meta of unpacked.values()) for (const e of meta.entries) present.add(`/${mergedUsrPath(e.path)}`);
   const alternatives: Alternative[] = [];
@@ -313,6 +320,7 @@ function installedStateJob(lock: Lockfile, unpacked: Map<string, UnpackedMeta>, 
   }
   const resolvePath = (abs: string) => `/${mergedUsrPath(abs.replace(/^\/+/, ''))}`;
   const chosen = chooseAlternatives(alternatives, (abs) => present.has(resolvePath(abs)), lock.image.alternatives);
+  installed.push(...extraInstalled);
   const top = [...alternativesEntries(chosen), ...dpkgEntries(installed)];
   return {
     label: 'strata config: update-alternatives links, dpkg database',
@@ -347,8 +355,9 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
   const layerQueue = new PQueue({ concurrency: cores });
   const unpackedAll = unpackAll(lock, u, new PQueue({ concurrency: cores }));
   const { unpacked } = unpackedAll;
-  const plan = planLayers(lock);
   const extra = opts.extraJobs ?? [];
+  if (extra.length > MAX_IMAGE_LAYERS - 3) throw new Error(`${extra.length} extra layers leave no room for the packages under ${MAX_IMAGE_LAYERS} layers`);
+  const plan = planLayers(lock, Math.min(MAX_PACKAGE_LAYERS, MAX_IMAGE_LAYERS - 2 - extra.length));
   let builtLayers = 0;
   const lp = reporter.progress('layers', plan.length + extra.length + 2);
 
@@ -393,7 +402,7 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
       unpackedAll.done();
     }
     const base = skeletonJob(lock, unpacked, mtime);
-    const top = installedStateJob(lock, unpacked, mtime);
+    const top = installedStateJob(lock, unpacked, mtime, opts.extraInstalled ?? []);
     const [baseRecord, topRecord] = await Promise.all([run(base), run(top)]);
     jobs = [base, ...pkgJobs, ...extra, top];
     records = [baseRecord, ...middle, topRecord];
@@ -401,7 +410,7 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
     lp.done();
   }
 
-  const plain = buildImage(imageInput(lock, jobs, await layerBlobs(store, records, 'plain'), mtime));
-  const gzipped = gzip ? buildImage(imageInput(lock, jobs, await layerBlobs(store, records, 'gzip'), mtime)) : undefined;
+  const plain = buildImage(imageInput(lock, jobs, await layerBlobs(store, records, 'plain'), mtime, opts.searchPaths));
+  const gzipped = gzip ? buildImage(imageInput(lock, jobs, await layerBlobs(store, records, 'gzip'), mtime, opts.searchPaths)) : undefined;
   return { image: gzipped ?? plain, plain, ...(gzipped ? { gzip: gzipped } : {}), layerCount: records.length, builtLayers, mtime };
 }

@@ -5,7 +5,14 @@
  */
 export type RunIO =
   | { stdio: 'inherit'; forwardSignals: boolean }
-  | { stdio: 'files'; stdout: string; stderr: string; forwardSignals: boolean };
+  | {
+      stdio: 'files';
+      stdout: string;
+      stderr: string;
+      forwardSignals: boolean;
+      /** Forwarded signals go to every process of the sandbox (its process group), so a build stops whole. */
+      signalGroup?: boolean;
+    };
 
 /** The terminal's: stdin, stdout and stderr passed through, signals forwarded. */
 export const TERMINAL_IO: RunIO = { stdio: 'inherit', forwardSignals: true };

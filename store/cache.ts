@@ -16,7 +16,7 @@ import { chmod, lstat, mkdir, open, readdir, readFile, rename, rm } from 'node:f
 import { join } from 'node:path';
 import { isLeftover, ownerTag } from './leftovers.ts';
 
-export type CacheNamespace = 'channels' | 'indexes' | 'unpacked' | 'layers' | 'run' | 'rootfs' | 'skeletons';
+export type CacheNamespace = 'channels' | 'indexes' | 'unpacked' | 'layers' | 'run' | 'rootfs' | 'skeletons' | 'recipes' | 'build-logs';
 
 /** Every namespace, for the store's own sweeps (leftover temps, `strata verify`). */
 export const CACHE_NAMESPACES: readonly CacheNamespace[] = ['channels', 'indexes', 'unpacked', 'layers', 'run', 'rootfs', 'skeletons'];
@@ -39,7 +39,10 @@ export interface DerivedCache {
    * entries whose loss costs only time (a verified stamp: a lost or torn one means one more re-hash).
    */
   writeJson(key: string, value: unknown, o?: { durable?: boolean }): Promise<void>;
-  /** Removes entry `key`: its JSON file and its directory, whichever exist (a directory with read-only parts too). */
+  /**
+   * Removes entry `key`: its JSON file and its directory, whichever exist (a directory with read-only parts too),
+   * each renamed away first, so readers see it whole or not at all.
+   */
   remove(key: string): Promise<void>;
   /** The namespace's entries: JSON keys and directory keys (temps and dot-names such as `.stage` left out). */
   list(): Promise<{ json: string[]; dirs: string[] }>;
@@ -167,8 +170,16 @@ export function openCache(base: string, onDisk: <T>(what: string, op: () => Prom
       return d;
     },
     async remove(key) {
-      await rm(file(key), { force: true });
-      await removeAll(join(base, key));
+      for (const p of [join(base, key), file(key)]) {
+        const tmp = tmpName(key);
+        try {
+          await rename(p, tmp);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+          throw e;
+        }
+        await removeAll(tmp);
+      }
     },
     async list() {
       const json: string[] = [];

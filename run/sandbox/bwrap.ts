@@ -10,7 +10,8 @@ import { mountPointsOf, PROC_READONLY, rootSteps, type SandboxSpec } from './roo
  */
 export function bwrapArgs(spec: SandboxSpec, rootless: boolean, ids: { uid: number; gid: number }): string[] {
   const a: string[] = ['--die-with-parent', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--hostname', 'strata'];
-  if (rootless) a.push('--unshare-user', '--uid', String(ids.uid), '--gid', String(ids.gid));
+  if (spec.build) a.push('--unshare-user', '--uid', '0', '--gid', '0', '--cap-drop', 'ALL');
+  else if (rootless) a.push('--unshare-user', '--uid', String(ids.uid), '--gid', String(ids.gid));
   else a.push('--cap-drop', 'ALL');
   if (!spec.network) a.push('--unshare-net');
   for (const s of rootSteps(spec.rootfs, mountPointsOf(spec))) {
@@ -30,6 +31,7 @@ export function bwrapArgs(spec: SandboxSpec, rootless: boolean, ids: { uid: numb
     for (const b of spec.gpu.binaries) a.push('--ro-bind', b.hostPath, b.path);
     a.push('--remount-ro', posix.dirname(DRIVER_LIB_DIR));
   }
+  if (spec.build) a.push('--remount-ro', '/');
   a.push('--chdir', spec.cwd, '--clearenv');
   for (const [k, v] of Object.entries(spec.env)) a.push('--setenv', k, v);
   a.push('--', ...spec.argv);

@@ -43,6 +43,11 @@ export interface SandboxSpec {
   network: boolean;
   /** Run the sandbox as this user (root running for a sudo invoker); undefined: as this process. */
   runAs?: { uid: number; gid: number };
+  /**
+   * A recipe's build: the command is uid 0 of a user namespace of its own (whoever runs strata, root included),
+   * holds no capabilities, and the new root itself is read-only (only the binds and /tmp can be written).
+   */
+  build?: boolean;
 }
 
 /** One step of assembling the new root, relative to it. */

@@ -158,7 +158,9 @@ export async function runSandbox(spec: SandboxSpec, method: SandboxMethod, place
   const pending: NodeJS.Signals[] = [];
   const deliver = (sig: NodeJS.Signals) => {
     try {
-      process.kill(commandPid(child!.pid!), sig);
+      // A build gets the signal in its whole process group (every step and its children); a run, the command itself.
+      if (io.stdio === 'files' && io.signalGroup) process.kill(-child!.pid!, sig);
+      else process.kill(commandPid(child!.pid!), sig);
     } catch {
       // already gone
     }

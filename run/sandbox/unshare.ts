@@ -233,13 +233,22 @@ export function unshareScript(spec: SandboxSpec, o: UnshareOptions): string {
     // Its errors are shown with STRATA_DEBUG set; otherwise the fallback speaks for itself if it fails too.
     L.push(`if ! { ${fast.join(' && ')}; }${o.debug ? '' : ' 2>/dev/null'}; then`, `umount -R ${q(stage)} 2>/dev/null || true`, ...S, 'fi');
   } else L.push(...S);
+  if (spec.build) {
+    // A build: the new root read-only (/sys and /proc's writable parts are read-only above, as for every run), and
+    // the command in a user namespace of its own (uid 0 there), whose mount namespace has every mount made above
+    // locked as it is.
+    L.push(`mount -o remount,ro,bind ${q(stage)} 2>/dev/null || mount -o remount,ro ${q(stage)}`);
+  }
   // This shell stays as PID 1 of the namespace (which ignores signals it has no handler for) and waits; the
   // command is a child, where signals with a default action work (Ctrl-C on `sleep`), and its status, 128 + N
   // when signal N ended it, is the shell's.
   // Its traps do nothing (a trapped signal, unlike an ignored one, is reset to the default for the command), so a
   // Ctrl-C that reaches the whole process group leaves the exit status to the command.
   L.push(`PATH=$inner_path`, 'set +e', "trap ':' INT QUIT TERM HUP");
-  if (rootless) {
+  if (spec.build) {
+    const unshareBin = o.unshareBin ?? which('unshare') ?? '/usr/bin/unshare';
+    L.push(`${q(unshareBin)} --user --map-root-user --mount --root=${q(stage)} --wd=${q(spec.cwd)} -- "$@"`);
+  } else if (rootless) {
     const unshareBin = o.unshareBin ?? which('unshare') ?? '/usr/bin/unshare';
     L.push(`${q(unshareBin)} --user --map-user=${ids.uid} --map-group=${ids.gid} --mount --root=${q(stage)} --wd=${q(spec.cwd)} -- "$@"`);
   } else {
