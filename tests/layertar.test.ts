@@ -211,7 +211,13 @@ test('caller bugs throw plain errors and leave no partial output', async (t) => 
   await bad([f('a'), f('a')], /duplicate/);
   await bad([f('a'), f('a/b')], /inside 'a'/);
   for (const p of ['/abs', './x', 'x/', 'a//b', 'a/../b', '', 'a/./b']) await bad([f(p)], /malformed/);
-  await bad([{ ...f('a'), content: undefined, size: 3, source: join(src, 'tool') }], /declares 3 bytes/);
+  await bad([{ ...f('a'), size: 3 }], /declares 3 bytes/);
+  // A source file on disk whose size is not the recorded one is damage in the store, not a caller bug: the realiser
+  // catches DamagedSource and unpacks the package again.
+  const damaged = await t.throwsAsync(writeLayerTar([{ ...f('a'), content: undefined, size: 3, source: join(src, 'tool') }], out, { mtime: 0, gzip: `${out}.gz` }));
+  t.is(damaged!.name, 'DamagedSource');
+  t.regex(damaged!.message, /bytes, 3 recorded/);
+  t.false(existsSync(out));
   await bad([{ path: 'h', type: 'hardlink', mode: 0o644, uid: 0, gid: 0, linkname: 'd' }, { path: 'd', type: 'dir', mode: 0o755, uid: 0, gid: 0 }], /which is a dir/);
   await bad([f('a')].concat([{ path: 'a', type: 'dir', mode: 0o755, uid: 0, gid: 0 }]), /duplicate/);
   await t.throwsAsync(writeLayerTar([f('a')], out, { mtime: 1.5 }), { message: /mtime/ });
