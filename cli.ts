@@ -59,7 +59,8 @@ const runOptions = (c: Command) =>
     .option('--locked', 'fail if strata.lock is missing or stale instead of locking first')
     .option('--frozen', 'like --locked, and never realise: use the image already built')
     .option('--no-network', 'run without network access')
-    .option('-e, --env <KEY=VALUE...>', 'extra environment variables');
+    .option('-e, --env <KEY=VALUE>', 'an extra environment variable inside (repeat -e for more)', (v: string, all: string[] = []) => [...all, v])
+    .option('--share-tmp', "bind the host's /tmp inside instead of a private one (e.g. to git clone file:///tmp/...)");
 
 runOptions(
   program
@@ -72,6 +73,14 @@ runOptions(
 runOptions(program.command('shell').description('open an interactive shell in the environment')).action(async (opts) =>
   (await import('./commands/run.ts')).shellCommand(opts),
 );
+
+program
+  .command('init')
+  .description('write a commented starter strata.toml here (the suite from the host\'s apt sources, or --suite)')
+  .argument('[packages...]', 'Debian packages to start with (default python3)')
+  .option('--suite <name>', 'the default channel\'s suite, e.g. trixie')
+  .option('--name <name>', 'the project\'s name (default: the directory\'s)')
+  .action(async (packages: string[], opts) => (await import('./commands/init.ts')).initCommand(packages, opts));
 
 program
   .command('why')

@@ -25,6 +25,7 @@ export interface RunOptions {
   /** false with --no-network. */
   network?: boolean;
   env?: string[];
+  shareTmp?: boolean;
 }
 
 export async function runCommand(command: string[], opts: RunOptions): Promise<void> {
@@ -43,7 +44,7 @@ async function enter(command: string[] | undefined, opts: RunOptions): Promise<n
   const host = hostFacts();
   const backend = await pickBackend(opts.backend, ctx, { uid: host.uid });
   const gpu = gpuForRun(lock, opts.gpus, process.env.STRATA_GPU_ROOT || '/');
-  const spec = runSpecFor(lock, dirname(manifest.path), host, { ...(command ? { command } : {}), ...(opts.env ? { env: opts.env } : {}), network: opts.network !== false, ...(gpu ? { gpu } : {}) });
+  const spec = runSpecFor(lock, dirname(manifest.path), host, { ...(command ? { command } : {}), ...(opts.env ? { env: opts.env } : {}), network: opts.network !== false, ...(gpu ? { gpu } : {}), ...(opts.shareTmp ? { shareTmp: true } : {}) });
   const environment = await backend.prepare(lock, ctx, { frozen: Boolean(opts.frozen) });
   return environment.run(spec);
 }

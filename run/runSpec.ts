@@ -54,6 +54,8 @@ export interface RunRequest {
   env?: string[];
   network: boolean;
   gpu?: GpuMounts;
+  /** Bind the host's /tmp instead of a private one. */
+  shareTmp?: boolean;
 }
 
 export interface RunSpec {
@@ -82,9 +84,19 @@ export function runSpecFor(lock: Lockfile, projectDir: string, host: HostFacts, 
     if (inside(host.home, projectDir)) binds.unshift(b);
     else binds.push(b);
   }
+  // The host's /tmp first: the project directory or HOME may lie below it, and are mounted over it.
+  if (r.shareTmp) binds.unshift({ source: '/tmp', target: '/tmp', writable: true });
   const shell = r.command === undefined;
+  const home = host.home ?? '/tmp';
+  // [env] values may name the project directory and HOME, which differ from machine to machine: they are set here,
+  // for the run, over the image's literal values.
+  const placed: Record<string, string> = {};
+  for (const [k, v] of Object.entries(lock.image.env)) {
+    if (/\$\{(PROJECT|HOME)\}/.test(v)) placed[k] = v.replaceAll('${PROJECT}', projectDir).replaceAll('${HOME}', home);
+  }
   const env: Record<string, string> = {
-    HOME: host.home ?? '/tmp',
+    ...placed,
+    HOME: home,
     TERM: host.term ?? 'xterm',
     ...(host.user ? { USER: host.user } : {}),
     ...(host.logname ? { LOGNAME: host.logname } : {}),
