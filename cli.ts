@@ -59,7 +59,9 @@ const runOptions = (c: Command) =>
     .option('--locked', 'fail if strata.lock is missing or stale instead of locking first')
     .option('--frozen', 'like --locked, and never realise: use the image already built')
     .option('--no-network', 'run without network access')
-    .option('-e, --env <KEY=VALUE...>', 'extra environment variables');
+    .option('-e, --env <KEY=VALUE...>', 'extra environment variables')
+    .option('--image <ref>', 'run this image from a registry (pulled into the store when missing) instead of the manifest\'s environment; sandbox backend')
+    .option('--insecure', 'with --image: allow plain HTTP to a registry that is not on loopback');
 
 runOptions(
   program
@@ -72,6 +74,25 @@ runOptions(
 runOptions(program.command('shell').description('open an interactive shell in the environment')).action(async (opts) =>
   (await import('./commands/run.ts')).shellCommand(opts),
 );
+
+program
+  .command('push')
+  .description('realise the environment (gzip layers) and push it to an OCI registry: host[:port]/name[:tag]')
+  .argument('<ref>', 'where to push: host[:port]/name[:tag] (default tag: the lock\'s closure prefix)')
+  .option('-m, --manifest <path>', 'the manifest whose environment to push', 'strata.toml')
+  .option('--tag <tag>', 'also push under this tag (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+  .option('--insecure', 'allow plain HTTP to a registry that is not on loopback')
+  .option('--locked', 'refuse a lock that is stale against the manifest')
+  .option('-j, --jobs <n>', 'concurrent downloads while realising', '8')
+  .action(async (ref: string, opts) => (await import('./commands/push.ts')).pushCommand(ref, opts));
+
+program
+  .command('pull')
+  .description('fetch an image from an OCI registry into the store, verifying every blob; print its digest and the lock closure it realises')
+  .argument('<ref>', 'host[:port]/name[:tag] or host[:port]/name@sha256:...')
+  .option('--insecure', 'allow plain HTTP to a registry that is not on loopback')
+  .option('-j, --jobs <n>', 'concurrent blob downloads', '4')
+  .action(async (ref: string, opts) => (await import('./commands/pull.ts')).pullCommand(ref, opts));
 
 program
   .command('why')

@@ -71,8 +71,11 @@ export interface RunSpec {
   shell: boolean;
 }
 
+/** What a run spec reads of the environment: a lock, or what a pulled image gives in its place. */
+export type RunSubject = { project: Pick<Lockfile['project'], 'name'>; image: Pick<Lockfile['image'], 'shellHook'> };
+
 /** The spec of a run of `lock`'s environment for the project in `projectDir`. */
-export function runSpecFor(lock: Lockfile, projectDir: string, host: HostFacts, r: RunRequest): RunSpec {
+export function runSpecFor(lock: RunSubject, projectDir: string, host: HostFacts, r: RunRequest): RunSpec {
   const inside = (dir: string, path: string) => !relative(dir, path).startsWith('..');
   const cwd = inside(projectDir, host.cwd) ? host.cwd : projectDir;
   const binds: Bind[] = [{ source: projectDir, target: projectDir, writable: true }];
