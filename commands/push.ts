@@ -52,7 +52,7 @@ export async function pushCommand(refText: string, opts: PushOptions): Promise<v
   if (tags.length === 0) tags.push(defaultTag(lock).split(':')[1]!);
   const out = (s: string) => process.stdout.write(`${s}\n`);
   out(`pushing ${ref.repository} (${tags.join(', ')}): ${img.layers.length} layers and a config`);
-  const r = await pushImage(client, img, tags, { reporter: ctx.reporter, chunkBytes, say: out });
+  const r = await pushImage(client, img, tags, { chunkBytes, say: out });
   out(`${r.pushed} blobs pushed (${formatBytes(r.pushedBytes)}), ${r.present} already there`);
   for (const t of tags) out(`${ref.repository}:${t}`);
   out(`${ref.repository}@${r.manifestDigest}`);

@@ -134,6 +134,7 @@ export async function pullImage(client: RegistryClient, store: Store, o: { repor
       ...(typeof d.size === 'number' ? { size: d.size } : {}),
       label: `${label} of ${ref.repository} (${d.digest.slice(0, 19)}…)`,
       headers: client.authHeaders(),
+      vouchedBy: 'manifest',
     });
   };
   const configPath = await blob(cfg, 'the config');

@@ -7,7 +7,6 @@
 import { StrataError } from '../errors.ts';
 import { MEDIA_TYPE_IMAGE_MANIFEST } from '../realiser/oci/spec.ts';
 import type { BuiltImage } from '../realiser/oci/image.ts';
-import type { Reporter } from '../report/reporter.ts';
 import { formatBytes } from '../report/reporter.ts';
 import type { RequestBody } from '../store/http.ts';
 import type { Answer, RegistryClient } from './client.ts';
@@ -35,14 +34,15 @@ function location(client: RegistryClient, a: Answer, what: string): URL {
   return new URL(loc, client.url(''));
 }
 
-async function upload(client: RegistryClient, b: Blob, chunkBytes: number): Promise<void> {
+/** Uploads one blob; returns the number of PATCH chunks it went up in (0: one monolithic PUT). */
+async function upload(client: RegistryClient, b: Blob, chunkBytes: number): Promise<number> {
   const opened = await client.send('POST', client.url('blobs/uploads/'), { headers: { 'content-length': '0' } });
   if (opened.status !== 202) throw client.unexpected(`the start of an upload of ${b.what}`, opened);
   let at = location(client, opened, b.what);
-  let sentFinal = false;
   if (b.size > chunkBytes && !Buffer.isBuffer(b.body)) {
     const file = b.body.file;
-    for (let start = 0; start < b.size; start += chunkBytes) {
+    let chunks = 0;
+    for (let start = 0; start < b.size; start += chunkBytes, chunks++) {
       const size = Math.min(chunkBytes, b.size - start);
       const a = await client.send('PATCH', at.toString(), { headers: { 'content-type': 'application/octet-stream', 'content-range': `${start}-${start + size - 1}` }, body: { file, start, size } });
       if (a.status !== 202) throw client.unexpected(`a chunk of ${b.what}`, a);
@@ -51,17 +51,16 @@ async function upload(client: RegistryClient, b: Blob, chunkBytes: number): Prom
     at.searchParams.set('digest', b.digest);
     const a = await client.send('PUT', at.toString(), { headers: { 'content-type': 'application/octet-stream' } });
     if (a.status !== 201) throw client.unexpected(`the end of the upload of ${b.what}`, a);
-    sentFinal = true;
+    return chunks;
   }
-  if (!sentFinal) {
-    at.searchParams.set('digest', b.digest);
-    const a = await client.send('PUT', at.toString(), { headers: { 'content-type': 'application/octet-stream' }, body: b.body });
-    if (a.status !== 201) throw client.unexpected(`the upload of ${b.what}`, a);
-  }
+  at.searchParams.set('digest', b.digest);
+  const a = await client.send('PUT', at.toString(), { headers: { 'content-type': 'application/octet-stream' }, body: b.body });
+  if (a.status !== 201) throw client.unexpected(`the upload of ${b.what}`, a);
+  return 0;
 }
 
 /** Pushes `img` (its blobs, then its manifest under each of `tags`). */
-export async function pushImage(client: RegistryClient, img: BuiltImage, tags: string[], o: { reporter: Reporter; chunkBytes?: number; say: (line: string) => void }): Promise<PushResult> {
+export async function pushImage(client: RegistryClient, img: BuiltImage, tags: string[], o: { chunkBytes?: number; say: (line: string) => void }): Promise<PushResult> {
   const chunkBytes = o.chunkBytes ?? CHUNK_BYTES;
   const blobs: Blob[] = [
     ...img.layers.map((l, i) => ({ digest: l.digest, size: l.size, body: { file: l.path, size: l.size }, what: `layer ${i + 1}/${img.layers.length}` })),
@@ -77,10 +76,10 @@ export async function pushImage(client: RegistryClient, img: BuiltImage, tags: s
       continue;
     }
     if (head.status !== 404) throw client.unexpected(`a HEAD of ${b.what}`, head);
-    await upload(client, b, chunkBytes);
+    const chunks = await upload(client, b, chunkBytes);
     result.pushed++;
     result.pushedBytes += b.size;
-    o.say(`  ${short}… ${b.what}: pushed ${formatBytes(b.size)}`);
+    o.say(`  ${short}… ${b.what}: pushed ${formatBytes(b.size)}${chunks > 0 ? ` in ${chunks} chunks` : ''}`);
   }
   for (const tag of tags) {
     const a = await client.send('PUT', client.url(`manifests/${tag}`), { headers: { 'content-type': MEDIA_TYPE_IMAGE_MANIFEST }, body: img.manifest });

@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { closeSharedMirror, project, runCli, type Project } from './helpers/project.ts';
-import { runManifest } from './helpers/runEnv.ts';
-import { dockerConfig, flippingProxy, haveRegistry, layoutDigest, startRegistry, type Registry } from './helpers/registry.ts';
+import { makeFakeGpuTree, FAKE_DRIVER, runManifest } from './helpers/runEnv.ts';
+import { bearerProxy, dockerConfig, flippingProxy, haveRegistry, layoutDigest, startRegistry, type Registry } from './helpers/registry.ts';
 
 const run = promisify(execFile);
 const USER = 'strata-user';
@@ -164,10 +164,66 @@ test.serial('a registry serving a blob whose digest does not match: E_HASH, and 
     const r = await node.strata(['pull', `${proxy.host}/team/runtest:v1`]);
     t.is(r.code, 1);
     t.regex(r.stderr, /sha256 mismatch for http:\/\/127\.0\.0\.1:\d+\/v2\/team\/runtest\/blobs\/sha256:/);
+    t.regex(r.stderr, /^hint: the registry served bytes the image manifest does not vouch for/m);
     t.true(proxy.flipped() >= 1);
     t.deepEqual(readdirSync(join(node.cache, 'blobs', 'sha256')), []);
     t.deepEqual(existsSync(join(node.cache, 'images')) ? readdirSync(join(node.cache, 'images')).filter((n) => !n.startsWith('.')) : [], []);
   } finally {
     await proxy.close();
   }
+});
+
+test.serial('the Bearer token flow: the token for the repository\'s scope, got with the Docker config\'s credentials', async (t) => {
+  t.truthy(pushed, 'needs the first push');
+  const front = await bearerProxy(plain.host, USER, PASSWORD);
+  try {
+    const repo = `${front.host}/team/bearer`;
+    const good = dockerConfig(front.host, USER, PASSWORD);
+    const r = await p.strata(['push', `${repo}:v1`], { env: { DOCKER_CONFIG: good } });
+    t.is(r.code, 0, r.stderr);
+    t.is(digestLine(r.stdout, repo), pushed.digest);
+    t.deepEqual([...new Set(front.scopes)], ['repository:team/bearer:pull,push']);
+    const node = computeNode({ DOCKER_CONFIG: good });
+    const pulled = await node.strata(['pull', `${repo}:v1`]);
+    t.is(pulled.code, 0, pulled.stderr);
+    t.is(front.scopes.at(-1), 'repository:team/bearer:pull');
+    const anon = await computeNode().strata(['pull', `${repo}:v1`]);
+    t.is(anon.code, 1);
+    t.regex(anon.stderr, new RegExp(`^error: the registry ${front.host} refused access to team/bearer \\(HTTP 401\\): the token service refused the credentials$`, 'm'));
+  } finally {
+    await front.close();
+  }
+});
+
+test.serial('chunked upload: blobs above STRATA_REGISTRY_CHUNK_BYTES go up in PATCH chunks, with the same digest', async (t) => {
+  t.truthy(pushed, 'needs the first push');
+  const repo = `${plain.host}/team/chunked`;
+  const r = await p.strata(['push', `${repo}:v1`], { env: { STRATA_REGISTRY_CHUNK_BYTES: '65536' } });
+  t.is(r.code, 0, r.stderr);
+  t.is(digestLine(r.stdout, repo), pushed.digest);
+  const chunked = [...r.stdout.matchAll(/: pushed (\S+ \S+) in (\d+) chunks$/gm)];
+  t.true(chunked.length >= 1 && chunked.every((m) => Number(m[2]) > 1), r.stdout);
+  t.is(count(r.stdout, /: pushed /), count(pushed.stdout, /: pushed /));
+  const copied = join(p.dir, 'copied-chunked');
+  await run('skopeo', ['copy', '--src-tls-verify=false', `docker://${repo}:v1`, `oci:${copied}:v1`]);
+  t.is(layoutDigest(copied), pushed.digest);
+});
+
+test.serial('run --image passes the host GPU through when the image asks for it ([gpu] driver = "host"), as run does', async (t) => {
+  const gp = await project();
+  writeFileSync(join(gp.dir, 'strata.toml'), runManifest(gp.served.url, gp.mirror.keyring, { gpu: true }));
+  const repo = `${plain.host}/team/gpu`;
+  const r = await gp.strata(['push', `${repo}:v1`]);
+  t.is(r.code, 0, r.stderr);
+  const node = computeNode();
+  const tree = makeFakeGpuTree(join(node.dir, 'gpuhost'));
+  const script = 'echo "$NVIDIA_VISIBLE_DEVICES $NVIDIA_DRIVER_CAPABILITIES"; cat /run/opengl-driver/lib/libcuda.so.1; ls /dev | grep -c "^nvidia[0-9]"';
+  const withGpu = await runCli(['run', '--image', `${repo}:v1`, '--', 'sh', '-c', script], { cwd: node.dir, env: { STRATA_CACHE_DIR: node.cache, STRATA_DEBIAN_MIRROR: CLOSED_MIRROR, STRATA_GPU_ROOT: tree.root }, timeoutMs: 120_000 });
+  t.is(withGpu.code, 0, withGpu.stderr);
+  t.is(withGpu.stdout, `all compute,utility\nfake libcuda ${FAKE_DRIVER}\n2\n`);
+  const one = await runCli(['run', '--image', `${repo}:v1`, '--gpus', '1', '--', 'sh', '-c', 'echo $NVIDIA_VISIBLE_DEVICES'], { cwd: node.dir, env: { STRATA_CACHE_DIR: node.cache, STRATA_GPU_ROOT: tree.root } });
+  t.is(one.stdout, '1\n', one.stderr);
+  const none = await runCli(['run', '--image', `${repo}:v1`, '--', 'true'], { cwd: node.dir, env: { STRATA_CACHE_DIR: node.cache, STRATA_GPU_ROOT: join(node.dir, 'no-driver') } });
+  t.is(none.code, 1);
+  t.regex(none.stderr, /asks for a GPU .* but this host has no NVIDIA driver/);
 });

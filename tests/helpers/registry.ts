@@ -146,3 +146,56 @@ export function layoutDigest(dir: string): string {
   if (index.manifests.length !== 1) throw new Error(`${dir} holds ${index.manifests.length} manifests`);
   return index.manifests[0]!.digest;
 }
+
+export interface BearerProxy extends Proxy {
+  /** The scopes the token endpoint was asked for, in order. */
+  scopes: string[];
+}
+
+/**
+ * A loopback front for `target` that speaks the Bearer token flow, as hosted registries do: any /v2/ request without
+ * its token gets 401 with `WWW-Authenticate: Bearer realm=".../token",service="strata-test",scope=...`; the token
+ * endpoint hands out the token only for Basic `user:password`; requests with the token are forwarded.
+ */
+export async function bearerProxy(target: string, user: string, password: string): Promise<BearerProxy> {
+  const [thost, tport] = target.split(':') as [string, string];
+  const token = `tok-${Math.random().toString(36).slice(2)}`;
+  const scopes: string[] = [];
+  let port = 0;
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', `http://127.0.0.1:${port}`);
+    if (url.pathname === '/token') {
+      scopes.push(url.searchParams.get('scope') ?? '');
+      const ok = req.headers.authorization === `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` && url.searchParams.get('service') === 'strata-test';
+      res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' });
+      res.end(ok ? JSON.stringify({ token, expires_in: 300 }) : '{"errors":[{"code":"UNAUTHORIZED"}]}');
+      return;
+    }
+    if (req.headers.authorization !== `Bearer ${token}`) {
+      const name = /^\/v2\/(.+?)\/(?:blobs|manifests|tags)\//.exec(url.pathname)?.[1];
+      res.writeHead(401, { 'www-authenticate': `Bearer realm="http://127.0.0.1:${port}/token",service="strata-test"${name ? `,scope="repository:${name}:pull"` : ''}`, 'content-type': 'application/json' });
+      res.end('{"errors":[{"code":"UNAUTHORIZED"}]}');
+      req.resume();
+      return;
+    }
+    const headers = { ...req.headers };
+    delete headers.authorization;
+    const up = http.request({ host: thost, port: Number(tport), method: req.method, path: req.url, headers }, (ures) => {
+      res.writeHead(ures.statusCode ?? 502, ures.headers);
+      ures.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  port = (server.address() as AddressInfo).port;
+  return {
+    host: `127.0.0.1:${port}`,
+    scopes,
+    flipped: () => 0,
+    close: () => new Promise((r) => {
+      server.close(() => r());
+      server.closeAllConnections();
+    }),
+  };
+}
