@@ -43,6 +43,8 @@ export async function pushCommand(refText: string, opts: PushOptions): Promise<v
   if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 1) throw new StrataError('E_USAGE', `STRATA_REGISTRY_CHUNK_BYTES=${chunkEnv} is not a positive integer`);
   const client = new RegistryClient(ref, 'pull,push', { ...(opts.insecure ? { insecure: true } : {}) });
   const manifest = loadManifest(opts.manifest);
+  // Unreachable, or refusing these credentials: said now, before anything is built.
+  await client.send('HEAD', client.url(`blobs/sha256:${'0'.repeat(64)}`), { discard: true });
   const ctx = await openCtx(undefined, dirname(manifest.path));
   const lock = await ensureLock(manifest, ctx, opts.locked ? 'locked' : 'relock');
   const result = await realiseLock(lock, ctx, { jobs, gzip: true });

@@ -137,6 +137,7 @@ test.serial('Basic auth from the Docker config: push and pull work; a wrong pass
   t.regex(bad.stderr, new RegExp(`^error: the registry ${authed.host} refused access to secure/runtest \\(HTTP 401\\): the credentials were not accepted$`, 'm'));
   t.regex(bad.stderr, /^hint: check the user and password/m);
   t.is(count(bad.stderr, /^error: /), 1);
+  t.is(bad.stdout, '', 'refused before anything is realised or pushed');
   for (const secret of ['not-the-password-77', Buffer.from(`${USER}:not-the-password-77`).toString('base64'), PASSWORD]) t.false((bad.stdout + bad.stderr).includes(secret));
 
   const none = await computeNode().strata(['pull', `${repo}:v1`]);
