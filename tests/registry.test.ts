@@ -113,6 +113,9 @@ test.serial('the compute node: pull into a fresh store, then run --image with no
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout, 'hello from strata\nBusyBox\n');
   t.false(existsSync(join(node.dir, 'strata.lock')));
+  const shell = await runCli(['shell', '--image', pushed.ref], { cwd: node.dir, env: { STRATA_CACHE_DIR: node.cache, STRATA_DEBIAN_MIRROR: CLOSED_MIRROR }, input: 'echo "in $(pwd): $GREETING"; exit 3\n', timeoutMs: 60_000 });
+  t.is(shell.code, 3, shell.stderr);
+  t.regex(shell.stdout, new RegExp(`in ${node.dir}: hello from strata`));
 
   // Another node never pulled: run --image pulls on demand, then exits with the command's code.
   const other = computeNode();
