@@ -60,7 +60,9 @@ const runOptions = (c: Command) =>
     .option('--frozen', 'like --locked, and never realise: use the image already built')
     .option('--no-network', 'run without network access')
     .option('-e, --env <KEY=VALUE>', 'an extra environment variable inside (repeat -e for more)', (v: string, all: string[] = []) => [...all, v])
-    .option('--share-tmp', "bind the host's /tmp inside instead of a private one (e.g. to git clone file:///tmp/...)");
+    .option('--share-tmp', "bind the host's /tmp inside instead of a private one (e.g. to git clone file:///tmp/...)")
+    .option('--image <ref>', 'run this image from a registry (pulled into the store when missing) instead of the manifest\'s environment; sandbox backend')
+    .option('--insecure', 'with --image: allow plain HTTP to a registry that is not on loopback');
 
 runOptions(
   program
@@ -81,6 +83,25 @@ program
   .option('--suite <name>', 'the default channel\'s suite, e.g. trixie')
   .option('--name <name>', 'the project\'s name (default: the directory\'s)')
   .action(async (packages: string[], opts) => (await import('./commands/init.ts')).initCommand(packages, opts));
+
+program
+  .command('push')
+  .description('realise the environment (gzip layers) and push it to an OCI registry: host[:port]/name[:tag]')
+  .argument('<ref>', 'where to push: host[:port]/name[:tag] (default tag: the lock\'s closure prefix)')
+  .option('-m, --manifest <path>', 'the manifest whose environment to push', 'strata.toml')
+  .option('--tag <tag>', 'also push under this tag (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+  .option('--insecure', 'allow plain HTTP to a registry that is not on loopback')
+  .option('--locked', 'refuse a lock that is stale against the manifest')
+  .option('-j, --jobs <n>', 'concurrent downloads while realising', '8')
+  .action(async (ref: string, opts) => (await import('./commands/push.ts')).pushCommand(ref, opts));
+
+program
+  .command('pull')
+  .description('fetch an image from an OCI registry into the store, verifying every blob; print its digest and the lock closure it realises')
+  .argument('<ref>', 'host[:port]/name[:tag] or host[:port]/name@sha256:...')
+  .option('--insecure', 'allow plain HTTP to a registry that is not on loopback')
+  .option('-j, --jobs <n>', 'concurrent blob downloads', '4')
+  .action(async (ref: string, opts) => (await import('./commands/pull.ts')).pullCommand(ref, opts));
 
 program
   .command('why')

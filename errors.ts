@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'E_DISK' // out of disk space
   | 'E_OUTPUT' // an output (image layout or archive, strata.lock, standard output) cannot be written there
   | 'E_BUILD' // a recipe's build failed or its output is unusable
+  | 'E_REGISTRY' // an image registry refused (credentials, a missing repository) or failed
   | 'E_USAGE'; // bad command line
 
 export class StrataError extends Error {

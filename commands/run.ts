@@ -10,7 +10,7 @@
 import { dirname } from 'node:path';
 import { loadManifest } from '../manifest/manifest.ts';
 import { StrataError } from '../errors.ts';
-import { gpuForRun } from '../run/gpu.ts';
+import { gpuForImage, gpuForRun } from '../run/gpu.ts';
 import { hostFacts, runSpecFor } from '../run/runSpec.ts';
 import { openCtx } from '../engine/ctx.ts';
 import { ensureLock } from '../engine/ensureLock.ts';
@@ -26,6 +26,9 @@ export interface RunOptions {
   network?: boolean;
   env?: string[];
   shareTmp?: boolean;
+  /** Run this pulled (or pulled now) image instead of the manifest's environment. */
+  image?: string;
+  insecure?: boolean;
 }
 
 export async function runCommand(command: string[], opts: RunOptions): Promise<void> {
@@ -38,6 +41,7 @@ export async function shellCommand(opts: RunOptions): Promise<void> {
 }
 
 async function enter(command: string[] | undefined, opts: RunOptions): Promise<number> {
+  if (opts.image !== undefined) return enterImage(opts.image, command, opts);
   const manifest = loadManifest(opts.manifest);
   const ctx = await openCtx(undefined, dirname(manifest.path));
   const lock = await ensureLock(manifest, ctx, opts.locked || opts.frozen ? 'locked' : 'relock');
@@ -46,5 +50,20 @@ async function enter(command: string[] | undefined, opts: RunOptions): Promise<n
   const gpu = gpuForRun(lock, opts.gpus, process.env.STRATA_GPU_ROOT || '/');
   const spec = runSpecFor(lock, dirname(manifest.path), host, { ...(command ? { command } : {}), ...(opts.env ? { env: opts.env } : {}), network: opts.network !== false, ...(gpu ? { gpu } : {}), ...(opts.shareTmp ? { shareTmp: true } : {}) });
   const environment = await backend.prepare(lock, ctx, { frozen: Boolean(opts.frozen) });
+  return environment.run(spec);
+}
+
+/** `--image REF`: no manifest and no lock; the image from the store (pulled first when missing), through the sandbox. */
+async function enterImage(ref: string, command: string[] | undefined, opts: RunOptions): Promise<number> {
+  if (opts.backend !== undefined && opts.backend !== 'sandbox') throw new StrataError('E_USAGE', `--image runs through the sandbox backend; --backend ${opts.backend} is not supported with it yet`, 'drop --backend, or pull the image with docker pull');
+  const ctx = await openCtx();
+  const { imageFor } = await import('../engine/images.ts');
+  const img = await imageFor(ref, ctx, { noPull: Boolean(opts.frozen), ...(opts.insecure ? { insecure: true } : {}) });
+  const host = hostFacts();
+  const gpu = gpuForImage(img.gpuDriverHost, opts.gpus, process.env.STRATA_GPU_ROOT || '/');
+  const subject = { project: { name: img.title ?? 'image' }, image: {} };
+  const spec = runSpecFor(subject, host.cwd, host, { ...(command ? { command } : {}), ...(opts.env ? { env: opts.env } : {}), network: opts.network !== false, ...(gpu ? { gpu } : {}) });
+  const { prepareImage } = await import('../engine/backends.ts');
+  const environment = await prepareImage(img, ctx);
   return environment.run(spec);
 }

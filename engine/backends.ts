@@ -9,7 +9,8 @@ import { StrataError } from '../errors.ts';
 import { envList, pathWithDriver, type RunSpec } from '../run/runSpec.ts';
 import { protectBinds } from '../run/protect.ts';
 import { TERMINAL_IO, type RunIO } from '../run/io.ts';
-import { ensureRootfs, ensureDockerImage } from './ensureEnvironment.ts';
+import { ensureRootfs, ensureDockerImage, type SandboxEnvironment } from './ensureEnvironment.ts';
+import type { PulledImage } from '../registry/pull.ts';
 import type { Ctx } from './ctx.ts';
 import type { Lockfile } from '../model.ts';
 
@@ -29,24 +30,37 @@ export function sandboxBackend(): RunBackend {
   return {
     name: 'sandbox',
     async prepare(lock, ctx, o) {
-      const { pointer, rootfs, stage, skeletons } = await ensureRootfs(lock, ctx, o);
-      const [{ chooseMethod }, { runSandbox }] = await Promise.all([import('../run/sandbox/choose.ts'), import('../run/sandbox/supervise.ts')]);
-      const method = chooseMethod();
-      return {
-        run(spec, io = TERMINAL_IO) {
-          const env = { ...envList(pointer.env), ...spec.env };
-          const path = pathWithDriver(env.PATH, spec.gpu);
-          if (path) env.PATH = path;
-          // The store stays read-only where the project directory or HOME holds it.
-          const binds = protectBinds(spec.binds, [ctx.store.root]);
-          return runSandbox(
-            { rootfs, argv: spec.argv, env, cwd: spec.cwd, binds, ...(spec.gpu ? { gpu: spec.gpu } : {}), network: spec.network, ...(spec.sudo ? { runAs: { uid: spec.uid, gid: spec.gid } } : {}) },
-            method,
-            { stage, skeletons },
-            io,
-          );
-        },
-      };
+      return sandboxOver(await ensureRootfs(lock, ctx, o), ctx);
+    },
+  };
+}
+
+/**
+ * A pulled image (engine/images.ts), entered through the sandbox: no manifest, no lock, no mirror. The image's
+ * config Env is the environment, as for a realised lock.
+ */
+export async function prepareImage(img: PulledImage, ctx: Ctx): Promise<PreparedEnvironment> {
+  const { ensureImageRootfs } = await import('./images.ts');
+  return sandboxOver(await ensureImageRootfs(img, ctx), ctx);
+}
+
+async function sandboxOver(environment: SandboxEnvironment, ctx: Ctx): Promise<PreparedEnvironment> {
+  const { pointer, rootfs, stage, skeletons } = environment;
+  const [{ chooseMethod }, { runSandbox }] = await Promise.all([import('../run/sandbox/choose.ts'), import('../run/sandbox/supervise.ts')]);
+  const method = chooseMethod();
+  return {
+    run(spec, io = TERMINAL_IO) {
+      const env = { ...envList(pointer.env), ...spec.env };
+      const path = pathWithDriver(env.PATH, spec.gpu);
+      if (path) env.PATH = path;
+      // The store stays read-only where the project directory or HOME holds it.
+      const binds = protectBinds(spec.binds, [ctx.store.root]);
+      return runSandbox(
+        { rootfs, argv: spec.argv, env, cwd: spec.cwd, binds, ...(spec.gpu ? { gpu: spec.gpu } : {}), network: spec.network, ...(spec.sudo ? { runAs: { uid: spec.uid, gid: spec.gid } } : {}) },
+        method,
+        { stage, skeletons },
+        io,
+      );
     },
   };
 }

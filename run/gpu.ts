@@ -419,7 +419,18 @@ export function checkDriver(lock: Lockfile, driverVersion: string): void {
 
 /** The GPU files and nodes for this run, or undefined for none; throws E_GPU when the environment cannot have what it asks for. */
 export function gpuForRun(lock: Lockfile, gpus: string | undefined, root = '/'): GpuMounts | undefined {
-  const wantsGpu = lock.image.gpuDriver === 'host';
+  return selectGpu(lock.image.gpuDriver === 'host', gpus, root, (driver) => checkDriver(lock, driver));
+}
+
+/**
+ * The same for an image without a lock (a pulled one): `wantsGpu` from its `dev.strata.gpu-driver=host` label. With
+ * no lock there is no CUDA runtime version to check the driver against.
+ */
+export function gpuForImage(wantsGpu: boolean, gpus: string | undefined, root = '/'): GpuMounts | undefined {
+  return selectGpu(wantsGpu, gpus, root, () => {});
+}
+
+function selectGpu(wantsGpu: boolean, gpus: string | undefined, root: string, check: (driverVersion: string) => void): GpuMounts | undefined {
   const selection = gpus !== undefined ? parseGpuSelection(gpus) : wantsGpu ? 'all' : 'none';
   if (selection === 'none') return undefined;
   const host = detectGpu({ root });
@@ -432,6 +443,6 @@ export function gpuForRun(lock: Lockfile, gpus: string | undefined, root = '/'):
       'load the NVIDIA kernel driver, or run with --gpus none to start without the GPU',
     );
   }
-  checkDriver(lock, host.driverVersion);
+  check(host.driverVersion);
   return gpuMounts(host, selection);
 }

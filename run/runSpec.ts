@@ -73,8 +73,11 @@ export interface RunSpec {
   shell: boolean;
 }
 
+/** What a run spec reads of the environment: a lock, or what a pulled image gives in its place. */
+export type RunSubject = { project: Pick<Lockfile['project'], 'name'>; image: Pick<Lockfile['image'], 'shellHook'> & Partial<Pick<Lockfile['image'], 'env'>> };
+
 /** The spec of a run of `lock`'s environment for the project in `projectDir`. */
-export function runSpecFor(lock: Lockfile, projectDir: string, host: HostFacts, r: RunRequest): RunSpec {
+export function runSpecFor(lock: RunSubject, projectDir: string, host: HostFacts, r: RunRequest): RunSpec {
   const inside = (dir: string, path: string) => !relative(dir, path).startsWith('..');
   const cwd = inside(projectDir, host.cwd) ? host.cwd : projectDir;
   const binds: Bind[] = [{ source: projectDir, target: projectDir, writable: true }];
@@ -91,7 +94,7 @@ export function runSpecFor(lock: Lockfile, projectDir: string, host: HostFacts, 
   // [env] values may name the project directory and HOME, which differ from machine to machine: they are set here,
   // for the run, over the image's literal values.
   const placed: Record<string, string> = {};
-  for (const [k, v] of Object.entries(lock.image.env)) {
+  for (const [k, v] of Object.entries(lock.image.env ?? {})) {
     if (/\$\{(PROJECT|HOME)\}/.test(v)) placed[k] = v.replaceAll('${PROJECT}', projectDir).replaceAll('${HOME}', home);
   }
   const env: Record<string, string> = {

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages strata's tests use as real components and oracles: a Docker engine, skopeo and
+# Installs the Debian packages strata's tests use as real components and oracles: a Docker engine, docker-registry
+# (the reference OCI distribution registry) with apache2-utils (htpasswd for its Basic auth), skopeo and
 # umoci (independent image checkers), the OCI image-spec JSON schemas, bubblewrap (sandbox backend), a static
 # busybox (the fixture's runnable shell), dpkg-dev/gnupg/xz/zstd (building the signed fixture archive),
 # dctrl-tools (deb822 oracle), python3 (a pseudo-terminal for the Ctrl-C test), libcap2-bin (capsh: the unshare
 # sandbox drops root's capabilities with it), git (diff against HEAD, git sources), mmdebstrap and GNU time (the
 # benchmark). Idempotent; uses sudo when not root.
 set -euo pipefail
-pkgs=(docker.io skopeo umoci golang-github-opencontainers-image-spec-dev bubblewrap busybox-static mmdebstrap
+pkgs=(docker.io docker-registry apache2-utils skopeo umoci golang-github-opencontainers-image-spec-dev bubblewrap busybox-static mmdebstrap
       dpkg-dev gnupg gpgv xz-utils zstd dctrl-tools python3 uidmap util-linux libcap2-bin tar time git)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done

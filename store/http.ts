@@ -104,12 +104,50 @@ export function openGet(url: string, headers: Record<string, string>, policy: Re
   return openHttp(parsed, headers, policy, MAX_REDIRECTS);
 }
 
-function openHttp(url: URL, headers: Record<string, string>, policy: RetryPolicy, redirectsLeft: number): Promise<OpenResponse> {
+/** A request body: bytes, or a file (re-read from the start on every attempt), or a part of one. */
+export type RequestBody = Buffer | { file: string; start?: number; size: number };
+
+export interface RequestOptions {
+  headers?: Record<string, string>;
+  body?: RequestBody;
+  /** Follow 3xx answers with Location (GET and HEAD only; default true for them). */
+  followRedirects?: boolean;
+}
+
+/**
+ * One attempt of any request (HEAD, GET, POST, PUT, PATCH, DELETE), with the same timeouts and failure classes as
+ * `openGet`: rejects with a NetworkError (transient or final) when no answer comes, resolves with the status and
+ * headers otherwise, whatever the status. The low-speed check counts bytes sent as well as received, so an upload
+ * that moves is not cut off. Redirects are followed for GET and HEAD only (a registry answers uploads with 201/202
+ * and a Location, which is the caller's to read). The caller retries, with `backoffDelay` and `isTransientStatus`.
+ */
+export function request(method: string, url: string, opts: RequestOptions, policy: RetryPolicy): Promise<OpenResponse> {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return Promise.reject(new NetworkError(`not a URL: ${redact(url)}`, false));
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    return Promise.reject(new NetworkError(`${redact(url)}: unsupported URL scheme ${parsed.protocol}`, false));
+  }
+  const follow = opts.followRedirects ?? (method === 'GET' || method === 'HEAD');
+  return openHttp(parsed, opts.headers ?? {}, policy, follow ? MAX_REDIRECTS : -1, method, opts.body);
+}
+
+function bodyLength(body: RequestBody): number {
+  return Buffer.isBuffer(body) ? body.length : body.size;
+}
+
+function openHttp(url: URL, headers: Record<string, string>, policy: RetryPolicy, redirectsLeft: number, method = 'GET', body?: RequestBody): Promise<OpenResponse> {
   return new Promise((resolve, reject) => {
     const mod = url.protocol === 'https:' ? https : http;
     let connectTimer: NodeJS.Timeout | undefined;
     let response: http.IncomingMessage | undefined;
-    const req = mod.get(url, { headers: { 'user-agent': 'strata', 'accept-encoding': 'identity', ...headers } });
+    const sendHeaders: Record<string, string> = { 'user-agent': 'strata', 'accept-encoding': 'identity', ...headers };
+    if (body !== undefined) sendHeaders['content-length'] = String(bodyLength(body));
+    else if (method === 'PUT' || method === 'POST' || method === 'PATCH') sendHeaders['content-length'] = '0';
+    const req = mod.request(url, { method, headers: sendHeaders });
     const fail = (e: unknown): void => {
       if (connectTimer) clearTimeout(connectTimer);
       reject(networkError(e, url.toString()));
@@ -139,7 +177,7 @@ function openHttp(url: URL, headers: Record<string, string>, policy: RetryPolicy
       response = res;
       const status = res.statusCode ?? 0;
       const location = res.headers.location;
-      if (status >= 300 && status < 400 && status !== 304 && location) {
+      if (redirectsLeft >= 0 && status >= 300 && status < 400 && status !== 304 && location) {
         res.destroy();
         let next: URL;
         try {
@@ -153,7 +191,9 @@ function openHttp(url: URL, headers: Record<string, string>, policy: RetryPolicy
         } else if (redirectsLeft <= 0) {
           reject(new NetworkError(`${redact(url.toString())}: too many redirects`, false));
         } else {
-          openHttp(next, headers, policy, redirectsLeft - 1).then(resolve, reject);
+          // A redirect to another host must not carry this host's credentials.
+          const carried = next.host === url.host ? headers : Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== 'authorization'));
+          openHttp(next, carried, policy, redirectsLeft - 1, method).then(resolve, reject);
         }
         return;
       }
@@ -161,26 +201,36 @@ function openHttp(url: URL, headers: Record<string, string>, policy: RetryPolicy
       for (const [k, v] of Object.entries(res.headers)) h[k] = Array.isArray(v) ? v.join(', ') : v;
       resolve({ status, headers: h, body: res, url: url.toString() });
     });
+    if (body === undefined || bodyLength(body) === 0) req.end();
+    else if (Buffer.isBuffer(body)) req.end(body);
+    else {
+      const start = body.start ?? 0;
+      const src = createReadStream(body.file, { start, end: start + body.size - 1, highWaterMark: 1 << 20 });
+      src.on('error', (e) => req.destroy(e));
+      src.pipe(req);
+    }
   });
 }
 
 /**
  * Fails the request (through `abort`) when fewer than `policy.lowSpeedLimit` bytes a second arrive on `socket`,
  * averaged over the last `policy.lowSpeedTimeMs`, as curl's --speed-limit/--speed-time do. Counts every byte the
- * socket reads (headers and body) from the moment it is connected, until the request closes.
+ * socket reads or writes (headers and body, so an upload counts) from the moment it is connected, until the request
+ * closes.
  */
 function watchSpeed(socket: Socket, policy: RetryPolicy, abort: (e: NetworkError) => void, url: string, req: http.ClientRequest): void {
   const limit = policy.lowSpeedLimit;
   const windowMs = policy.lowSpeedTimeMs;
   if (!(limit > 0) || !(windowMs > 0) || req.destroyed) return;
-  const base = socket.bytesRead;
+  const moved = (): number => socket.bytesRead + socket.bytesWritten;
+  const base = moved();
   const t0 = Date.now();
   // (time, bytes read) samples; the oldest one kept is at or before the start of the window.
   const samples: [number, number][] = [[t0, 0]];
   const tick = Math.max(25, Math.min(1000, windowMs / 10));
   const timer = setInterval(() => {
     const now = Date.now();
-    const read = socket.bytesRead - base;
+    const read = moved() - base;
     samples.push([now, read]);
     while (samples.length > 1 && samples[1]![0] <= now - windowMs) samples.shift();
     if (now - t0 < windowMs) return;

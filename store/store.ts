@@ -69,9 +69,9 @@ export interface FetchRequest {
   /**
    * What vouches for `sha256` and `size`, for the messages when the bytes differ or are gone: `index` (default), a
    * signed Release or Packages index; `lock`, strata.lock, which may have been edited and names versions a mirror
-   * may since have dropped.
+   * may since have dropped; `manifest`, an image manifest from a registry (whose own digest was checked).
    */
-  vouchedBy?: 'index' | 'lock';
+  vouchedBy?: 'index' | 'lock' | 'manifest';
 }
 
 export interface Store {
@@ -488,7 +488,9 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
         throw new StrataError(
           'E_HASH',
           `${req.label}: sha256 mismatch for ${redact(url)}: expected ${hex}, received ${got}`,
-          'the mirror served bytes its signed index does not vouch for (mid-sync or tampered with); try again later or use another mirror',
+          req.vouchedBy === 'manifest'
+            ? 'the registry served bytes the image manifest does not vouch for (damaged storage, or something between you and it changed them); nothing was stored; try again, or ask the registry\'s operator'
+            : 'the mirror served bytes its signed index does not vouch for (mid-sync or tampered with); try again later or use another mirror',
         );
       }
       return undefined;

@@ -1,0 +1,201 @@
+/**
+ * A private OCI distribution registry for tests: Debian's `docker-registry` (the reference implementation,
+ * /usr/bin/docker-registry) on a free loopback port, with its own storage directory and config YAML under a fresh
+ * temp dir; plain, or with htpasswd Basic auth (the bcrypt line written by `htpasswd -B` from apache2-utils).
+ * Also a loopback proxy in front of one that flips a byte of every blob it serves.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import * as http from 'node:http';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const REGISTRY_BIN = '/usr/bin/docker-registry';
+
+export interface Registry {
+  /** `127.0.0.1:PORT`, the reference's registry part. */
+  host: string;
+  port: number;
+  dir: string;
+  stop(): Promise<void>;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function answers(port: number): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/v2/', timeout: 1000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('error', () => resolve(undefined));
+    req.on('timeout', () => req.destroy());
+  });
+}
+
+/** Whether the registry binary is installed (scripts/setup-host.sh installs it). */
+export function haveRegistry(): boolean {
+  return existsSync(REGISTRY_BIN);
+}
+
+/** Starts a registry; with `auth`, only that user and password get in (htpasswd, bcrypt). */
+export async function startRegistry(o: { auth?: { user: string; password: string } } = {}): Promise<Registry> {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-registry-'));
+  const port = await freePort();
+  const lines = ['version: 0.1', 'log:', '  level: warn', '  accesslog:', '    disabled: true', 'storage:', '  filesystem:', `    rootdirectory: ${join(dir, 'storage')}`, 'http:', `  addr: 127.0.0.1:${port}`];
+  if (o.auth) {
+    const line = execFileSync('htpasswd', ['-Bbn', o.auth.user, o.auth.password], { encoding: 'utf8' }).trim();
+    writeFileSync(join(dir, 'htpasswd'), `${line}\n`);
+    lines.push('auth:', '  htpasswd:', '    realm: strata-test', `    path: ${join(dir, 'htpasswd')}`);
+  }
+  writeFileSync(join(dir, 'config.yml'), `${lines.join('\n')}\n`);
+  const child: ChildProcess = spawn(REGISTRY_BIN, ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  child.stderr!.on('data', (d) => (log += d));
+  const deadline = Date.now() + 20_000;
+  while ((await answers(port)) === undefined) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`docker-registry did not start on port ${port}: ${log.slice(-2000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    host: `127.0.0.1:${port}`,
+    port,
+    dir,
+    async stop() {
+      if (child.exitCode === null) {
+        const gone = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await gone;
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A Docker config directory holding `auths` for `host` (base64 user:password), for DOCKER_CONFIG. */
+export function dockerConfig(host: string, user: string, password: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-docker-config-'));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ auths: { [host]: { auth: Buffer.from(`${user}:${password}`).toString('base64') } } }));
+  return dir;
+}
+
+export interface Proxy {
+  host: string;
+  /** Blob bodies served (and damaged) so far. */
+  flipped(): number;
+  close(): Promise<void>;
+}
+
+/** A loopback HTTP proxy to `target` (host:port) that flips the last byte of every blob body (`/blobs/sha256:` GETs). */
+export async function flippingProxy(target: string): Promise<Proxy> {
+  const [thost, tport] = target.split(':') as [string, string];
+  let flipped = 0;
+  const server = http.createServer((req, res) => {
+    const up = http.request({ host: thost, port: Number(tport), method: req.method, path: req.url, headers: req.headers }, (ures) => {
+      const isBlob = req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '') && ures.statusCode === 200;
+      if (!isBlob) {
+        res.writeHead(ures.statusCode ?? 502, ures.headers);
+        ures.pipe(res);
+        return;
+      }
+      const chunks: Buffer[] = [];
+      ures.on('data', (c: Buffer) => chunks.push(c));
+      ures.on('end', () => {
+        const body = Buffer.concat(chunks);
+        if (body.length > 0) body[body.length - 1] = body[body.length - 1]! ^ 0x01;
+        flipped++;
+        const headers = { ...ures.headers };
+        delete headers['transfer-encoding'];
+        headers['content-length'] = String(body.length);
+        res.writeHead(200, headers);
+        res.end(body);
+      });
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    host: `127.0.0.1:${port}`,
+    flipped: () => flipped,
+    close: () => new Promise((r) => {
+      server.close(() => r());
+      server.closeAllConnections();
+    }),
+  };
+}
+
+/** The digest of the only manifest in an OCI layout's index.json. */
+export function layoutDigest(dir: string): string {
+  const index = JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+  if (index.manifests.length !== 1) throw new Error(`${dir} holds ${index.manifests.length} manifests`);
+  return index.manifests[0]!.digest;
+}
+
+export interface BearerProxy extends Proxy {
+  /** The scopes the token endpoint was asked for, in order. */
+  scopes: string[];
+}
+
+/**
+ * A loopback front for `target` that speaks the Bearer token flow, as hosted registries do: any /v2/ request without
+ * its token gets 401 with `WWW-Authenticate: Bearer realm=".../token",service="strata-test",scope=...`; the token
+ * endpoint hands out the token only for Basic `user:password`; requests with the token are forwarded.
+ */
+export async function bearerProxy(target: string, user: string, password: string): Promise<BearerProxy> {
+  const [thost, tport] = target.split(':') as [string, string];
+  const token = `tok-${Math.random().toString(36).slice(2)}`;
+  const scopes: string[] = [];
+  let port = 0;
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', `http://127.0.0.1:${port}`);
+    if (url.pathname === '/token') {
+      scopes.push(url.searchParams.get('scope') ?? '');
+      const ok = req.headers.authorization === `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` && url.searchParams.get('service') === 'strata-test';
+      res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' });
+      res.end(ok ? JSON.stringify({ token, expires_in: 300 }) : '{"errors":[{"code":"UNAUTHORIZED"}]}');
+      return;
+    }
+    if (req.headers.authorization !== `Bearer ${token}`) {
+      const name = /^\/v2\/(.+?)\/(?:blobs|manifests|tags)\//.exec(url.pathname)?.[1];
+      res.writeHead(401, { 'www-authenticate': `Bearer realm="http://127.0.0.1:${port}/token",service="strata-test"${name ? `,scope="repository:${name}:pull"` : ''}`, 'content-type': 'application/json' });
+      res.end('{"errors":[{"code":"UNAUTHORIZED"}]}');
+      req.resume();
+      return;
+    }
+    const headers = { ...req.headers };
+    delete headers.authorization;
+    const up = http.request({ host: thost, port: Number(tport), method: req.method, path: req.url, headers }, (ures) => {
+      res.writeHead(ures.statusCode ?? 502, ures.headers);
+      ures.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  port = (server.address() as AddressInfo).port;
+  return {
+    host: `127.0.0.1:${port}`,
+    scopes,
+    flipped: () => 0,
+    close: () => new Promise((r) => {
+      server.close(() => r());
+      server.closeAllConnections();
+    }),
+  };
+}
