@@ -16,7 +16,7 @@ import { chmod, lstat, mkdir, open, readdir, readFile, rename, rm } from 'node:f
 import { join } from 'node:path';
 import { isLeftover, ownerTag } from './leftovers.ts';
 
-export type CacheNamespace = 'channels' | 'indexes' | 'unpacked' | 'layers' | 'run' | 'rootfs' | 'skeletons' | 'recipes' | 'build-logs';
+export type CacheNamespace = 'channels' | 'indexes' | 'unpacked' | 'layers' | 'run' | 'rootfs' | 'skeletons' | 'recipes' | 'build-logs' | 'generated';
 
 /** Every namespace, for the store's own sweeps (leftover temps, `strata verify`). */
 export const CACHE_NAMESPACES: readonly CacheNamespace[] = ['channels', 'indexes', 'unpacked', 'layers', 'run', 'rootfs', 'skeletons'];
