@@ -13,10 +13,11 @@
  *   NAME.pem -> /usr/share/ca-certificates/... link per certificate, and `openssl rehash`'s HASH.0 links.
  * - libc-bin: /etc/ld.so.cache from the image's /etc/ld.so.conf, by `ldconfig -X -C` (links are not updated: the
  *   packages ship theirs, and the tree is read-only).
- * - python3: bytecode for the default Python's standard library (/usr/lib/python3.X) and
- *   /usr/lib/python3/dist-packages, by `python3 -m compileall --invalidation-mode unchecked-hash` (the .pyc holds
- *   the source's hash and is never checked against an mtime, so its bytes do not depend on time), PYTHONHASHSEED=0,
- *   one process in sorted order; written under a PYTHONPYCACHEPREFIX and moved to each module's __pycache__.
+ * - python3: bytecode for the default Python's standard library (/usr/lib/python3.X),
+ *   /usr/lib/python3/dist-packages and /usr/share/python3 (python3's own postinst compiles that), by
+ *   `python3 -m compileall --invalidation-mode unchecked-hash` (the .pyc holds the source's hash and is never
+ *   checked against an mtime, so its bytes do not depend on time), PYTHONHASHSEED=0, one process in sorted order;
+ *   written under a PYTHONPYCACHEPREFIX and moved to each module's __pycache__.
  *
  * The steps run only for an environment that has the package; one without any of the three gets no layer (and
  * no change to its image). The output is stored (`generated/<key>`) under a key naming the package set (every
@@ -87,7 +88,7 @@ export function generatedScript(steps: GeneratedStep[]): string {
       'if command -v python3 >/dev/null; then',
       '  v=$(python3 -c \'import sys; print("%d.%d" % sys.version_info[:2])\')',
       '  set --',
-      '  for d in /usr/lib/python$v /usr/lib/python3/dist-packages; do if [ -d "$d" ]; then set -- "$@" "$d"; fi; done',
+      '  for d in /usr/lib/python$v /usr/lib/python3/dist-packages /usr/share/python3; do if [ -d "$d" ]; then set -- "$@" "$d"; fi; done',
       // Exit status 1 is a file that does not compile (a test's deliberately broken source): its name is in the log, the rest is compiled.
       `  if [ $# -gt 0 ]; then PYTHONPYCACHEPREFIX=${PYC_PREFIX} python3 -m compileall -q -j 1 --invalidation-mode unchecked-hash "$@" || [ $? -eq 1 ]; fi`,
       'fi',
