@@ -41,31 +41,45 @@ export interface SandboxEnvironment {
 }
 
 /** The run pointer's key: the lock's whole content, plus SOURCE_DATE_EPOCH (which changes the image). */
-function pointerKey(lock: Lockfile): string {
-  return createHash('sha256').update(JSON.stringify([lock, process.env.SOURCE_DATE_EPOCH ?? ''])).digest('hex');
+function pointerKey(lock: Lockfile, generated = true): string {
+  return createHash('sha256').update(JSON.stringify([lock, process.env.SOURCE_DATE_EPOCH ?? '', ...(generated ? [] : ['without the generated layer'])])).digest('hex');
 }
 
 /**
  * Realises a lock: its recipes first when it has any (engine/buildRecipes.ts: each output not in the store is
- * built, its build environment made with `ensureRootfs`), their outputs as layers above the packages'.
+ * built, its build environment made with `ensureRootfs`), their outputs as layers above the packages'; then, unless
+ * `generated` is false, the layer of what the maintainer scripts would have made (engine/generated.ts: made by the
+ * environment's own tools in the sandbox over the rootfs of the packages alone, when the store does not hold it).
  */
-export async function realiseLock(lock: Lockfile, ctx: Ctx, opts: Omit<RealiseOptions, 'store' | 'reporter' | 'extraJobs' | 'extraInstalled' | 'searchPaths'> = {}): Promise<RealisedImage> {
+export async function realiseLock(lock: Lockfile, ctx: Ctx, opts: Omit<RealiseOptions, 'store' | 'reporter' | 'extraJobs' | 'extraInstalled' | 'searchPaths'> = {}, generated = true): Promise<RealisedImage> {
   const { realise, layerMtime } = await import('../realiser/realise.ts');
   const base = { store: ctx.store, reporter: ctx.reporter, ...opts };
-  if ((lock.recipes ?? []).length === 0) return realise(lock, base);
+  const mtime = layerMtime(lock, opts.env);
+  const { generatedSteps, generatedLayer } = await import('./generated.ts');
+  const genJob = generated && generatedSteps(lock).length > 0
+    ? await generatedLayer(packagesOnly(lock), ctx, { rootfsFor: (l) => ensureRootfs(l, ctx, { frozen: false }, false), mtime, ...(opts.env ? { env: opts.env } : {}) })
+    : undefined;
+  const genJobs = genJob ? [genJob] : [];
+  if ((lock.recipes ?? []).length === 0) return realise(lock, genJobs.length > 0 ? { ...base, extraJobs: genJobs } : base);
   const { ensureRecipeOutputs, recipeLayers } = await import('./buildRecipes.ts');
   const outputs = await ensureRecipeOutputs(lock, ctx, { rootfsFor: (l) => ensureRootfs(l, ctx, { frozen: false }), projectDir: ctx.projectDir ?? process.cwd(), ...(opts.env ? { env: opts.env } : {}) });
-  const { jobs, installed, paths } = recipeLayers(lock, outputs, layerMtime(lock, opts.env));
-  return realise(lock, { ...base, extraJobs: jobs, extraInstalled: installed, searchPaths: paths });
+  const { jobs, installed, paths } = recipeLayers(lock, outputs, mtime);
+  return realise(lock, { ...base, extraJobs: [...jobs, ...genJobs], extraInstalled: installed, searchPaths: paths });
+}
+
+/** The lock of the packages alone (its recipes left out): what the generated layer is made over. */
+function packagesOnly(lock: Lockfile): Lockfile {
+  const { recipes: _recipes, ...rest } = lock;
+  return rest;
 }
 
 /** Realises the lock (cached) and records the run pointer. */
-async function realiseAndPoint(lock: Lockfile, ctx: Ctx): Promise<{ pointer: ImagePointer; plainLayers: { path: string; size: number; diffId: string }[]; image: BuiltImage }> {
-  const result = await realiseLock(lock, ctx);
+async function realiseAndPoint(lock: Lockfile, ctx: Ctx, generated = true): Promise<{ pointer: ImagePointer; plainLayers: { path: string; size: number; diffId: string }[]; image: BuiltImage }> {
+  const result = await realiseLock(lock, ctx, {}, generated);
   const image = result.plain;
   const config = JSON.parse(image.config.toString('utf8')) as { config?: { Env?: string[] } };
   const pointer: ImagePointer = { manifestDigest: image.manifestDigest, configDigest: image.configDigest, env: config.config?.Env ?? [] };
-  await ctx.store.cache('run').writeJson(pointerKey(lock), pointer);
+  await ctx.store.cache('run').writeJson(pointerKey(lock, generated), pointer);
   return { pointer, plainLayers: image.layers, image };
 }
 
@@ -82,16 +96,19 @@ function pointerProblem(v: unknown): string | undefined {
 }
 
 /** The run pointer of a lock, saying so when a damaged one is to be made again. */
-async function readPointer(lock: Lockfile, ctx: Ctx): Promise<ImagePointer | undefined> {
-  const read = await ctx.store.cache('run').readEntry<ImagePointer>(pointerKey(lock), pointerProblem);
+async function readPointer(lock: Lockfile, ctx: Ctx, generated = true): Promise<ImagePointer | undefined> {
+  const read = await ctx.store.cache('run').readEntry<ImagePointer>(pointerKey(lock, generated), pointerProblem);
   if (read.state === 'damaged') ctx.reporter.warn(`the run pointer of this lock in the store was damaged (${read.reason}); finding the image again`);
   return read.state === 'ok' ? read.value : undefined;
 }
 
-/** The unpacked root filesystem of the lock's image, realising and unpacking it first when needed. */
-export async function ensureRootfs(lock: Lockfile, ctx: Ctx, o: { frozen: boolean }): Promise<SandboxEnvironment> {
+/**
+ * The unpacked root filesystem of the lock's image, realising and unpacking it first when needed; with `generated`
+ * false, of the image without the generated layer (what that layer's tools run over).
+ */
+export async function ensureRootfs(lock: Lockfile, ctx: Ctx, o: { frozen: boolean }, generated = true): Promise<SandboxEnvironment> {
   const rootfs = ctx.store.cache('rootfs');
-  const known = await readPointer(lock, ctx);
+  const known = await readPointer(lock, ctx, generated);
   if (known && existsSync(rootfs.path(rootfsKey(known.manifestDigest)))) return sandboxEnvironment(ctx, known);
   if (o.frozen) {
     throw new StrataError('E_RUN', 'the environment is not realised yet and --frozen forbids realising it', 'run `strata realise` first, or drop --frozen');
@@ -99,7 +116,7 @@ export async function ensureRootfs(lock: Lockfile, ctx: Ctx, o: { frozen: boolea
   ctx.reporter.info(known ? 'unpacking the environment for the sandbox' : 'preparing the environment: realising it (cached layers are reused) and unpacking it for the sandbox');
   const { unpackRootfs, DamagedLayer } = await import('../run/rootfs.ts');
   for (let attempt = 0; ; attempt++) {
-    const { pointer, plainLayers } = await realiseAndPoint(lock, ctx);
+    const { pointer, plainLayers } = await realiseAndPoint(lock, ctx, generated);
     try {
       await unpackRootfs(rootfs, pointer.manifestDigest, plainLayers, ctx.reporter);
       return sandboxEnvironment(ctx, pointer);

@@ -1,0 +1,99 @@
+/**
+ * The generated layer against the real Debian archive (skipped with a message when no mirror is reachable): trixie
+ * ca-certificates, python3 and python3-numpy (with the Essential set). After a realise, in `strata run`: TLS finds
+ * the CA bundle and OpenSSL the hash links, `ldconfig -p` reads /etc/ld.so.cache, and Python imports json and
+ * numpy from the bytecode in the image (not recompiling: faster than with the bytecode hidden). A warm realise runs
+ * no tool; a realise into a second, empty cache gives the same image digest.
+ */
+import test from 'ava';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runCli } from './helpers/project.ts';
+import { reachableDebianMirror } from './helpers/debianMirror.ts';
+
+const digestOf = (stdout: string) => /^image (sha256:[0-9a-f]{64})$/m.exec(stdout)?.[1];
+
+test('trixie ca-certificates + python3-numpy: CA bundle and hash links, ld.so.cache, bytecode; one digest from two caches', async (t) => {
+  const m = await reachableDebianMirror();
+  if ('skip' in m) {
+    t.log(`skipped: ${m.skip}`);
+    t.pass();
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'strata-generated-'));
+  writeFileSync(join(dir, 'strata.toml'), `[project]\nname = "generated-e2e"\narch = "amd64"\n\n[channels.stable]\nurl = "${m.url}"\nsuite = "trixie"\ncomponents = ["main"]\n\n[packages]\nca-certificates = "*"\npython3 = "*"\npython3-numpy = "*"\n`);
+  const cacheA = { STRATA_CACHE_DIR: process.env.STRATA_TEST_DEBIAN_CACHE ?? join(dir, 'cache-a') };
+  const cacheB = { STRATA_CACHE_DIR: join(dir, 'cache-b') };
+  const strata = (args: string[], env: NodeJS.ProcessEnv) => runCli(args, { cwd: dir, env, timeoutMs: 540_000 });
+  const lock = await strata(['lock'], cacheA);
+  t.is(lock.code, 0, lock.stderr);
+
+  let started = Date.now();
+  const first = await strata(['realise', '--locked'], cacheA);
+  t.is(first.code, 0, first.stderr);
+  t.log(`realise (cache A): ${((Date.now() - started) / 1000).toFixed(1)} s; ${/^made .*$/m.exec(first.stderr)?.[0] ?? 'generated layer from the cache'}`);
+  const digest = digestOf(first.stdout);
+  t.truthy(digest, first.stdout);
+
+  const warm = await strata(['realise', '--locked'], cacheA);
+  t.is(warm.code, 0, warm.stderr);
+  t.is(digestOf(warm.stdout), digest);
+  t.notRegex(warm.stderr, /maintainer scripts would have/, 'a warm realise runs no tool');
+
+  started = Date.now();
+  const other = await strata(['realise', '--locked'], cacheB);
+  t.is(other.code, 0, other.stderr);
+  t.log(`realise (empty cache B): ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  t.regex(other.stderr, /^made ca-certificates, ld\.so\.cache, python-bytecode in /m, 'cache B ran the tools itself');
+  t.is(digestOf(other.stdout), digest, 'two caches, one image digest');
+
+  const run = (script: string) => strata(['run', '--backend', 'sandbox', '--locked', '--', 'sh', '-c', script], cacheA);
+
+  const tls = await run(
+    [
+      `python3 -c 'import ssl; c = ssl.create_default_context(); print(len(c.get_ca_certs()) > 0)'`,
+      'openssl verify -CApath /etc/ssl/certs /usr/share/ca-certificates/mozilla/ISRG_Root_X1.crt',
+      'readlink /etc/ssl/certs/ISRG_Root_X1.pem',
+      'grep -c "BEGIN CERTIFICATE" /etc/ssl/certs/ca-certificates.crt',
+      'ls /usr/share/ca-certificates/mozilla | wc -l',
+    ].join('; '),
+  );
+  t.is(tls.code, 0, tls.stderr);
+  const [ok, verify, link, inBundle, shipped] = tls.stdout.trim().split('\n');
+  t.is(ok, 'True');
+  t.is(verify, '/usr/share/ca-certificates/mozilla/ISRG_Root_X1.crt: OK', 'OpenSSL finds the root by its subject-hash link');
+  t.is(link, '/usr/share/ca-certificates/mozilla/ISRG_Root_X1.crt');
+  t.true(Number(shipped) > 100);
+  t.is(inBundle, shipped, 'every shipped certificate is in the bundle');
+
+  const ld = await run('ldconfig -p > /tmp/ld; head -1 /tmp/ld; for l in libc.so.6 libssl.so.3 libblas.so.3; do grep -c "^\\s$l (libc6,x86-64) => /\\(usr/\\)\\?lib/x86_64-linux-gnu/$l$" /tmp/ld || true; done');
+  t.is(ld.code, 0, ld.stderr);
+  const [count, ...found] = ld.stdout.trim().split('\n');
+  t.regex(count!, /^\d+ libs found in cache `\/etc\/ld\.so\.cache'$/);
+  t.true(Number(/^\d+/.exec(count!)![0]) > 20, count);
+  t.deepEqual(found, ['1', '1', '1'], 'libc, libssl (openssl) and libblas (numpy, through its alternative) are in the cache');
+
+  // python -v says where each module's code came from: the image's __pycache__, read-only.
+  const pyc = await run(`python3 -v -c 'import json, numpy' 2>&1 | grep -E "^# code object from .*/(json|numpy)/__pycache__/__init__\\.cpython-3[0-9]+\\.pyc'?$" | sed -e 's|^# code object from ||' -e "s|'||g"`);
+  t.is(pyc.code, 0, pyc.stderr);
+  t.regex(pyc.stdout, /^\/usr\/lib\/python3\.\d+\/json\/__pycache__\/__init__\.cpython-3\d+\.pyc$/m);
+  t.regex(pyc.stdout, /^\/usr\/lib\/python3\/dist-packages\/numpy\/__pycache__\/__init__\.cpython-3\d+\.pyc$/m);
+
+  // Start time with the image's bytecode, and with it hidden (a pycache prefix in /tmp: every module compiled again).
+  const timing = await run(
+    [
+      "t() { s=$(date +%s%N); python3 -c 'import numpy' || exit 1; e=$(date +%s%N); echo $(( (e - s) / 1000000 )); }",
+      'a=$(t); b=$(t)',
+      'export PYTHONPYCACHEPREFIX=$(mktemp -d)',
+      'c=$(t); rm -rf "$PYTHONPYCACHEPREFIX"; export PYTHONPYCACHEPREFIX=$(mktemp -d); d=$(t)',
+      'echo $a $b $c $d',
+    ].join('\n'),
+  );
+  t.is(timing.code, 0, timing.stderr);
+  const [a, b, c, d] = timing.stdout.trim().split(' ').map(Number);
+  const withPyc = Math.min(a!, b!);
+  const without = Math.min(c!, d!);
+  t.log(`python3 -c 'import numpy': ${withPyc} ms with the image's bytecode, ${without} ms compiling from source`);
+  t.true(withPyc < without, `${withPyc} ms with bytecode, ${without} ms without`);
+});
