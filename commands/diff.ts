@@ -3,42 +3,15 @@
  * a git revision whose strata.lock (beside the manifest) is read with `git show`; OLD defaults to HEAD, NEW to the
  * working strata.lock.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
-import { dirname, relative } from 'node:path';
 import { loadManifest } from '../manifest/manifest.ts';
-import { diffLocks, lockPathFor, parseLock, readLock } from '../lock/lockfile.ts';
+import { diffLocks, lockPathFor, readLock } from '../lock/lockfile.ts';
 import { StrataError } from '../errors.ts';
 import { shown } from '../engine/ensureLock.ts';
-import type { Lockfile } from '../model.ts';
+import { lockAt } from '../engine/lockAt.ts';
 
 export interface DiffOptions {
   manifest: string;
   json?: boolean;
-}
-
-/** A lock from a path, or from a git revision of the project's strata.lock. */
-async function lockAt(side: string, lockPath: string): Promise<{ label: string; lock: Lockfile }> {
-  if (existsSync(side) && statSync(side).isFile()) {
-    const lock = await readLock(side);
-    return { label: shown(side), lock: lock! };
-  }
-  const dir = dirname(lockPath);
-  let top: string;
-  try {
-    top = execFileSync('git', ['rev-parse', '--show-toplevel'], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
-  } catch {
-    throw new StrataError('E_USAGE', `"${side}" is neither a lock file nor a git revision: ${shown(dir)} is not in a git repository`, 'name two lock files: strata diff OLD.lock NEW.lock');
-  }
-  const inRepo = relative(top, lockPath);
-  let text: string;
-  try {
-    text = execFileSync('git', ['show', `${side}:${inRepo}`], { cwd: top, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 256 * 1024 * 1024 });
-  } catch (e) {
-    const why = ((e as { stderr?: string }).stderr ?? '').trim().split('\n')[0] ?? '';
-    throw new StrataError('E_USAGE', `cannot read ${inRepo} at git revision "${side}": ${why || 'git show failed'}`, 'commit strata.lock, or name a lock file');
-  }
-  return { label: `${side}:${inRepo}`, lock: parseLock(text, `${side}:${inRepo}`) };
 }
 
 export async function diffCommand(oldSide: string | undefined, newSide: string | undefined, opts: DiffOptions): Promise<void> {

@@ -62,113 +62,148 @@ async function unpackedProblem(root: string, meta: UnpackedDeb): Promise<{ probl
   return { files };
 }
 
-export async function verifyStore(store: Store, o: { dryRun: boolean; reporter?: Reporter }): Promise<VerifyReport> {
-  const report: VerifyReport = { blobs: { checked: 0, bytes: 0 }, layers: { checked: 0 }, unpacked: { checked: 0, files: 0 }, rootfs: { checked: 0, unchecked: 0 }, records: { checked: 0 }, damaged: [] };
-  const damaged = (what: string, reason: string) => report.damaged.push({ what, reason });
-  const queue = new PQueue({ concurrency: 2 });
+/** What every per-kind check shares: the store, the options, the report, the blobs found damaged so far. */
+interface Pass {
+  store: Store;
+  o: { dryRun: boolean; reporter?: Reporter };
+  report: VerifyReport;
+  badBlobs: Set<string>;
+  queue: PQueue;
+  damaged(what: string, reason: string): void;
+  stage(label: string, total: number): { tick(): void; done(): void };
+}
 
-  // Blobs first: what the other entries are checked against.
-  const badBlobs = new Set<string>();
-  const hexes = await store.blobs();
-  const stage = (label: string, total: number) => o.reporter?.progress(label, total) ?? { tick() {}, setTotal() {}, done() {} };
-  let bar = stage('blobs', hexes.length);
+/** Re-hashes every blob: what the other entries are checked against. */
+async function checkBlobs(v: Pass): Promise<void> {
+  const hexes = await v.store.blobs();
+  const bar = v.stage('blobs', hexes.length);
   await Promise.all(
     hexes.map((hex) =>
-      queue.add(async () => {
-        const c = await store.check(hex, undefined, { rehash: true, keep: o.dryRun });
+      v.queue.add(async () => {
+        const c = await v.store.check(hex, undefined, { rehash: true, keep: v.o.dryRun });
         if (c.state === 'ok') {
           const { size } = await lstat(c.path);
-          report.blobs.checked++;
-          report.blobs.bytes += size;
+          v.report.blobs.checked++;
+          v.report.blobs.bytes += size;
         } else if (c.state === 'damaged') {
-          report.blobs.checked++;
-          badBlobs.add(hex);
-          damaged(`blob sha256:${hex}`, c.reason);
+          v.report.blobs.checked++;
+          v.badBlobs.add(hex);
+          v.damaged(`blob sha256:${hex}`, c.reason);
         }
         bar.tick();
       }),
     ),
   );
   bar.done();
-  const whole = async (digest: string, size: number) => !badBlobs.has(digest.slice(7)) && (await store.has(digest, size)) !== undefined;
+}
 
-  const layers = store.cache('layers');
+/** Every layer record must parse and its blobs be whole. */
+async function checkLayerRecords(v: Pass): Promise<void> {
+  const whole = async (digest: string, size: number) => !v.badBlobs.has(digest.slice(7)) && (await v.store.has(digest, size)) !== undefined;
+  const layers = v.store.cache('layers');
   for (const key of (await layers.list()).json) {
-    report.layers.checked++;
+    v.report.layers.checked++;
     const r = await layers.readEntry<LayerRecord>(key, layerRecordProblem);
     let problem = r.state === 'damaged' ? r.reason : undefined;
     if (r.state === 'ok') {
       for (const b of [{ digest: r.value.diffId, size: r.value.size }, ...(r.value.gzip ? [r.value.gzip] : [])]) {
-        if (!(await whole(b.digest, b.size))) problem ??= `its blob ${b.digest.slice(0, 19)}… is ${badBlobs.has(b.digest.slice(7)) ? 'damaged' : 'missing'}`;
+        if (!(await whole(b.digest, b.size))) problem ??= `its blob ${b.digest.slice(0, 19)}… is ${v.badBlobs.has(b.digest.slice(7)) ? 'damaged' : 'missing'}`;
       }
     }
     if (problem === undefined) continue;
-    damaged(`layer record ${key}`, problem);
-    if (!o.dryRun) await layers.remove(key);
+    v.damaged(`layer record ${key}`, problem);
+    if (!v.o.dryRun) await layers.remove(key);
   }
+}
 
-  const unpacked = store.cache('unpacked');
+/** Every unpacked package, file by file, against its meta.json. */
+async function checkUnpacked(v: Pass): Promise<void> {
+  const unpacked = v.store.cache('unpacked');
   const trees = (await unpacked.list()).dirs;
-  bar = stage('unpacked', trees.length);
+  const bar = v.stage('unpacked', trees.length);
   await Promise.all(
     trees.map((key) =>
-      queue.add(async () => {
-        report.unpacked.checked++;
+      v.queue.add(async () => {
+        v.report.unpacked.checked++;
         const r = await unpacked.readEntry<UnpackedDeb>(join(key, 'meta'), unpackedMetaProblem);
         let problem: string | undefined;
         if (r.state !== 'ok') problem = `meta.json ${r.state === 'damaged' ? r.reason : 'missing'}`;
         else {
           const got = await unpackedProblem(join(unpacked.path(key), 'root'), r.value);
-          report.unpacked.files += got.files;
+          v.report.unpacked.files += got.files;
           problem = got.problem;
         }
         bar.tick();
         if (problem === undefined) return;
         const pkg = r.state === 'ok' ? /^Package:\s*(\S+)/m.exec(r.value.control)?.[1] : undefined;
-        damaged(`unpacked ${pkg ?? 'package'} (${key.slice(0, 12)}…)`, problem);
-        if (!o.dryRun) await unpacked.remove(key);
+        v.damaged(`unpacked ${pkg ?? 'package'} (${key.slice(0, 12)}…)`, problem);
+        if (!v.o.dryRun) await unpacked.remove(key);
       }),
     ),
   );
   bar.done();
+}
 
-  const rootfs = store.cache('rootfs');
+/** Every root filesystem against the layers it records (those made before strata recorded them: not checkable). */
+async function checkRootfses(v: Pass): Promise<void> {
+  const rootfs = v.store.cache('rootfs');
   const listed = await rootfs.list();
   const roots = new Set(listed.dirs);
-  for (const key of listed.json) if (!roots.has(key) && !o.dryRun) await rootfs.remove(key); // a record whose tree never arrived
-  bar = stage('rootfs', listed.dirs.length);
+  for (const key of listed.json) if (!roots.has(key) && !v.o.dryRun) await rootfs.remove(key); // a record whose tree never arrived
+  const bar = v.stage('rootfs', listed.dirs.length);
   for (const key of listed.dirs) {
     bar.tick();
-    const r = await rootfs.readEntry<RootfsRecord>(key, (v) => (Array.isArray((v as RootfsRecord | null)?.layers) ? undefined : 'no layer list'));
+    const r = await rootfs.readEntry<RootfsRecord>(key, (x) => (Array.isArray((x as RootfsRecord | null)?.layers) ? undefined : 'no layer list'));
     const layerPaths: string[] = [];
     if (r.state === 'ok') {
       for (const l of r.value.layers) {
-        const p = badBlobs.has(l.diffId.slice(7)) ? undefined : await store.has(l.diffId, l.size);
+        const p = v.badBlobs.has(l.diffId.slice(7)) ? undefined : await v.store.has(l.diffId, l.size);
         if (p) layerPaths.push(p);
       }
     }
     if (r.state !== 'ok' || layerPaths.length !== r.value.layers.length) {
-      report.rootfs.unchecked++;
+      v.report.rootfs.unchecked++;
       continue;
     }
-    report.rootfs.checked++;
+    v.report.rootfs.checked++;
     const problems = await checkRootfs(rootfs.path(key), layerPaths, 3);
     if (problems.length === 0) continue;
-    damaged(`root filesystem ${key.slice(0, 12)}…`, problems.join('; '));
-    if (!o.dryRun) await rootfs.remove(key);
+    v.damaged(`root filesystem ${key.slice(0, 12)}…`, problems.join('; '));
+    if (!v.o.dryRun) await rootfs.remove(key);
   }
-
   bar.done();
+}
+
+/** The small records (channel pointers, parsed indexes, run pointers) must parse. */
+async function checkRecords(v: Pass): Promise<void> {
   for (const ns of ['channels', 'indexes', 'run'] as const) {
-    const c = store.cache(ns);
+    const c = v.store.cache(ns);
     for (const key of (await c.list()).json) {
-      report.records.checked++;
+      v.report.records.checked++;
       const r = await c.readEntry(key);
       if (r.state !== 'damaged') continue;
-      damaged(`${ns} record ${key}`, r.reason);
-      if (!o.dryRun) await c.remove(key);
+      v.damaged(`${ns} record ${key}`, r.reason);
+      if (!v.o.dryRun) await c.remove(key);
     }
   }
+}
+
+export async function verifyStore(store: Store, o: { dryRun: boolean; reporter?: Reporter }): Promise<VerifyReport> {
+  const report: VerifyReport = { blobs: { checked: 0, bytes: 0 }, layers: { checked: 0 }, unpacked: { checked: 0, files: 0 }, rootfs: { checked: 0, unchecked: 0 }, records: { checked: 0 }, damaged: [] };
+  const v: Pass = {
+    store,
+    o,
+    report,
+    badBlobs: new Set(),
+    queue: new PQueue({ concurrency: 2 }),
+    damaged: (what, reason) => report.damaged.push({ what, reason }),
+    stage: (label, total) => o.reporter?.progress(label, total) ?? { tick() {}, done() {} },
+  };
+  await checkBlobs(v);
+  await checkLayerRecords(v);
+  await checkUnpacked(v);
+  await checkRootfses(v);
+  await checkRecords(v);
   await store.pruneStamps();
   return report;
 }
