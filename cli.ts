@@ -128,6 +128,24 @@ program
     await (await import('./commands/verify.ts')).verifyCommand(opts);
   });
 
+program
+  .command('gc')
+  .description('remove from the store what no live environment needs (roots: projects whose strata.lock still has the closure realised, pulled images, anything used within --keep-days)')
+  .option('--dry-run', 'list what would go and how many bytes; remove nothing')
+  .option('--keep-days <n>', 'also keep whatever was used or written within N days', '30')
+  .action(async (opts) => {
+    await (await import('./commands/gc.ts')).gcCommand(opts);
+  });
+
+program
+  .command('cache')
+  .description('the store')
+  .command('info')
+  .description("show the store's size by kind (downloads, layers, trees, recipe outputs, indexes, records)")
+  .action(async () => {
+    await (await import('./commands/gc.ts')).cacheInfoCommand();
+  });
+
 async function main(argv: string[]): Promise<number> {
   try {
     await program.parseAsync(argv);

@@ -13,6 +13,7 @@ export async function pullCommand(ref: string, opts: PullCommandOptions): Promis
   if (!Number.isInteger(jobs) || jobs < 1) throw new StrataError('E_USAGE', `--jobs must be a positive integer, not "${opts.jobs}"`);
   const ctx = await openCtx();
   const img = await pullToStore(ref, ctx, { jobs, ...(opts.insecure ? { insecure: true } : {}) });
+  await (await import('../engine/gc.ts')).recordRoot(ctx.store, { image: ref });
   const out = (s: string) => process.stdout.write(`${s}\n`);
   out(`${img.reference.replace(/[:@][^/]*$/, '')}@${img.manifestDigest}`);
   out(`  ${img.layers.length} layers${img.title ? `, project ${img.title}` : ''}`);

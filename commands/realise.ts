@@ -1,6 +1,7 @@
 /** `strata realise`: build the locked environment as an OCI image; write it as a layout or an archive, or load it. */
 import { loadManifest } from '../manifest/manifest.ts';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
+import { lockPathFor } from '../lock/lockfile.ts';
 import { defaultTag, type RealisedImage } from '../realiser/realise.ts';
 import { ociLayoutSink, dockerArchiveSink, dockerLoadSink, type ImageSink } from '../realiser/oci/sinks.ts';
 import { parseReference } from '../realiser/oci/reference.ts';
@@ -41,6 +42,8 @@ export async function realiseCommand(opts: RealiseCommandOptions): Promise<Reali
   const lock = await ensureLock(manifest, ctx, opts.locked ? 'locked' : 'relock');
   const started = Date.now();
   const result = await realiseLock(lock, ctx, { jobs, gzip: opts.gzip ?? false });
+  const { recordRoot } = await import('../engine/gc.ts');
+  await recordRoot(ctx.store, { lockPath: resolve(lockPathFor(manifest.path)), closure: lock.closure });
   const ref = given ?? parseReference(defaultTag(lock));
   const out = (s: string) => process.stdout.write(`${s}\n`);
   out(`image ${result.image.manifestDigest}`);

@@ -7,7 +7,8 @@
  * HOME is the invoking user's, mounted when it exists; the command runs as the invoking user (the sudo invoker when
  * root runs for one). See run/runSpec.ts.
  */
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
+import { lockPathFor } from '../lock/lockfile.ts';
 import { loadManifest } from '../manifest/manifest.ts';
 import { StrataError } from '../errors.ts';
 import { gpuForImage, gpuForRun } from '../run/gpu.ts';
@@ -50,6 +51,9 @@ async function enter(command: string[] | undefined, opts: RunOptions): Promise<n
   const gpu = gpuForRun(lock, opts.gpus, process.env.STRATA_GPU_ROOT || '/');
   const spec = runSpecFor(lock, dirname(manifest.path), host, { ...(command ? { command } : {}), ...(opts.env ? { env: opts.env } : {}), network: opts.network !== false, ...(gpu ? { gpu } : {}), ...(opts.shareTmp ? { shareTmp: true } : {}) });
   const environment = await backend.prepare(lock, ctx, { frozen: Boolean(opts.frozen) });
+  const { recordRoot, runningNow } = await import('../engine/gc.ts');
+  await recordRoot(ctx.store, { lockPath: resolve(lockPathFor(manifest.path)), closure: lock.closure });
+  runningNow(ctx.store);
   return environment.run(spec);
 }
 
@@ -65,5 +69,8 @@ async function enterImage(ref: string, command: string[] | undefined, opts: RunO
   const spec = runSpecFor(subject, host.cwd, host, { ...(command ? { command } : {}), ...(opts.env ? { env: opts.env } : {}), network: opts.network !== false, ...(gpu ? { gpu } : {}) });
   const { prepareImage } = await import('../engine/backends.ts');
   const environment = await prepareImage(img, ctx);
+  const { recordRoot, runningNow } = await import('../engine/gc.ts');
+  await recordRoot(ctx.store, { image: ref });
+  runningNow(ctx.store);
   return environment.run(spec);
 }

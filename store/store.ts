@@ -34,6 +34,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { StrataError } from '../errors.ts';
 import { CACHE_NAMESPACES, openCache, removeAll, type CacheNamespace, type DerivedCache } from './cache.ts';
 import { isLeftover, ownerTag } from './leftovers.ts';
+import { registerUse, type Used } from './active.ts';
 import {
   backoffDelay,
   defaultRetryPolicy,
@@ -112,9 +113,14 @@ export interface Store {
   blobs(): Promise<string[]>;
   /** Removes the stamps of blobs no longer in the store; returns how many. */
   pruneStamps(): Promise<number>;
+  /** What this process has touched in the store so far (blobs and cache entries): what `strata gc` records as used. */
+  used(): Used;
 }
 
-export type StoreOptions = Partial<RetryPolicy>;
+export type StoreOptions = Partial<RetryPolicy> & {
+  /** Do not register this process as a user of the store (store/active.ts): for `strata gc` itself. */
+  unregistered?: boolean;
+};
 
 const WRITE_BATCH = 1 << 20;
 
@@ -218,21 +224,36 @@ async function hashOpen(fh: FileHandle): Promise<string> {
 /** Opens (creating if needed) the store at `root`, removing what dead writers left in tmp/ and in the caches. */
 export async function openStore(root: string = defaultCacheDir(), opts: StoreOptions = {}): Promise<Store> {
   root = resolve(root);
-  const policy: RetryPolicy = { ...defaultRetryPolicy, ...definedOnly(opts) };
+  const { unregistered, ...retry } = opts;
+  const policy: RetryPolicy = { ...defaultRetryPolicy, ...definedOnly(retry) };
   const blobs = join(root, 'blobs', 'sha256');
   const tmp = join(root, 'tmp');
   await onDisk(root, 'the store layout', async () => {
     await mkdir(blobs, { recursive: true });
     await mkdir(tmp, { recursive: true });
   });
+  if (!unregistered) registerUse(root);
+  // What this process touches, for `strata gc`'s roots (engine/gc.ts).
+  const touchedBlobs = new Set<string>();
+  const touched = new Map<CacheNamespace, Set<string>>();
+  const touchBlob = (sha256: string) => {
+    touchedBlobs.add(checkHex(sha256));
+  };
   const caches = new Map<CacheNamespace, DerivedCache>();
   function cache(ns: CacheNamespace): DerivedCache {
     let c = caches.get(ns);
     if (!c) {
-      c = openCache(join(root, ns), (what, op) => onDisk(root, `${ns}/${what}`, op));
+      const keys = new Set<string>();
+      touched.set(ns, keys);
+      c = tracked(openCache(join(root, ns), (what, op) => onDisk(root, `${ns}/${what}`, op)), (key) => keys.add(key.split('/')[0]!));
       caches.set(ns, c);
     }
     return c;
+  }
+  function used(): Used {
+    const entries: Record<string, string[]> = {};
+    for (const [ns, keys] of touched) if (keys.size > 0) entries[ns] = [...keys].sort();
+    return { blobs: [...touchedBlobs].sort(), entries };
   }
   const now = Date.now();
   const stamps = openCache(join(root, 'stamps'), (what, op) => onDisk(root, `stamps/${what}`, op));
@@ -498,7 +519,39 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
     return last;
   }
 
-  return { root, has, fetch, put, tmpDir, adopt, cache, check, drop, blobs: listBlobs, pruneStamps };
+  return {
+    root,
+    has: (sha256, size) => (touchBlob(sha256), has(sha256, size)),
+    fetch: (req) => (touchBlob(req.sha256), fetch(req)),
+    put: async (data, sha256) => {
+      const p = await put(data, sha256);
+      touchBlob(p.slice(-64));
+      return p;
+    },
+    tmpDir,
+    adopt: (file, sha256) => (touchBlob(sha256), adopt(file, sha256)),
+    cache,
+    check: (sha256, size, o) => (touchBlob(sha256), check(sha256, size, o)),
+    drop,
+    blobs: listBlobs,
+    pruneStamps,
+    used,
+  };
+}
+
+/** A cache whose every keyed access is told to `touch` (removal aside). */
+function tracked(c: DerivedCache, touch: (key: string) => void): DerivedCache {
+  return {
+    ...c,
+    path: (key) => (touch(key), c.path(key)),
+    readJson: (key) => (touch(key), c.readJson(key)),
+    readEntry: (key, valid) => (touch(key), c.readEntry(key, valid)),
+    writeJson: (key, value, o) => (touch(key), c.writeJson(key, value, o)),
+    readJsonSync: (key) => (touch(key), c.readJsonSync(key)),
+    writeJsonSync: (key, value) => (touch(key), c.writeJsonSync(key, value)),
+    dir: (key, fill, o) => (touch(key), c.dir(key, fill, o)),
+    dirSync: (key, fill) => (touch(key), c.dirSync(key, fill)),
+  };
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {
