@@ -189,6 +189,11 @@ export class SatSolver {
    * the clauses alone are unsatisfiable).
    */
   solve(assumptions: readonly number[] = []): boolean {
+    return this.solveLimited(assumptions, Infinity)!;
+  }
+
+  /** `solve`, giving up (undefined) after `maxConflicts` conflicts; what was learnt so far is kept. */
+  solveLimited(assumptions: readonly number[], maxConflicts: number): boolean | undefined {
     this.stats.solves++;
     this.failed = [];
     if (!this.ok) return false;
@@ -197,12 +202,18 @@ export class SatSolver {
     this.cancelUntil(0);
     if (this.propagate() !== null) return (this.ok = false);
     if (this.maxLearnts === 0) this.maxLearnts = Math.max(5000, this.clauses.length / 3);
+    const limit = this.stats.conflicts + maxConflicts;
     let restart = 0;
     for (;;) {
-      const status = this.search(100 * luby(2, restart++), assume);
+      const budget = Math.min(100 * luby(2, restart++), limit - this.stats.conflicts);
+      const status = budget > 0 ? this.search(budget, assume) : 0;
       if (status !== 0) {
         this.cancelUntil(0);
         return status === 1;
+      }
+      if (this.stats.conflicts >= limit) {
+        this.cancelUntil(0);
+        return undefined;
       }
       this.maxLearnts *= 1.05;
     }

@@ -13,8 +13,8 @@
  *   5. the fewest packages,
  *   6. among providers of a virtual package, the alphabetically first name,
  *   7. what is still tied: the earliest alternative of each `a | b | c` Depends (and Recommends) group.
- * Each objective is a weighted sum of candidate (or penalty) variables; it is minimised by solution-improving
- * search (solve again under `sum <= best - 1` until that fails), and its optimum is then fixed before the next.
+ * Each objective is a weighted sum of candidate (or penalty) variables; it is minimised by solving under ever
+ * tighter bounds `sum <= target` (see `minimize`), and its optimum is then fixed before the next.
  */
 import { SatSolver } from './sat.ts';
 import { StrataError } from '../errors.ts';
@@ -312,10 +312,18 @@ export function solve(req: SolveRequest): Solution {
   return { packages: packages.sort((a, b) => cmp(a.candidate.name, b.candidate.name)), hostProvided };
 }
 
+/** Conflicts allowed to a probe that is not the last one (the last one, `best - 1`, always runs to an answer). */
+const PROBE_CONFLICTS = 1000;
+
 /**
- * Minimises `sum(weights[i] * terms[i])` over the models of `sat` (whose last model is a starting point), then
- * fixes that optimum as a constraint; the solver's last model is then an optimal one. Like logic-solver's
- * minimizeWeightedSum: cost 0 is tried first, then each model found under `sum <= best - 1` lowers `best`.
+ * Minimises `sum(weights[i] * terms[i])` (integer weights) over the models of `sat`, whose last model is the
+ * starting point, then fixes that optimum as a constraint; the solver's last model is then an optimal one.
+ * Cost 0 is tried first (as logic-solver's minimizeWeightedSum does); then each probe asks for a model with
+ * `sum <= target`, stepping down from the best cost found by 1, 2, 4, ... while that succeeds, so a first model
+ * far from the optimum costs a logarithmic number of solves, not one per unit of cost. A probe below `best - 1`
+ * that fails proves a lower bound; one that runs out of its conflict budget (a bound far below the optimum can
+ * be hard to refute by clause learning) proves nothing and halves the step. The last probe, `best - 1`, runs to
+ * an answer, so the optimum is exact.
  */
 function minimize(sat: SatSolver, terms: number[], weights: number[]): void {
   const cost = () => {
@@ -324,14 +332,28 @@ function minimize(sat: SatSolver, terms: number[], weights: number[]): void {
     return sum;
   };
   let best = cost();
-  if (best > 0 && sat.solve(terms.map((t) => -t))) best = 0;
-  while (best > 0) {
+  let lo = 0; // the optimum is at least lo
+  if (best > 0) {
+    const zero = sat.solveLimited(terms.map((t) => -t), PROBE_CONFLICTS);
+    if (zero === true) best = 0;
+    else if (zero === false) lo = 1;
+  }
+  let step = 1;
+  while (lo < best) {
+    const target = Math.max(lo, best - step);
     const act = sat.newVar();
-    sat.addAtMost(terms, weights, best - 1, act);
-    const improved = sat.solve([act]);
-    sat.addClause([-act]); // retire this bound; the next one (or the optimum) replaces it
-    if (!improved) break;
-    best = cost();
+    sat.addAtMost(terms, weights, target, act);
+    const found = target === best - 1 ? sat.solve([act]) : sat.solveLimited([act], PROBE_CONFLICTS);
+    sat.addClause([-act]); // retire this probe; the optimum is fixed below
+    if (found === true) {
+      best = cost();
+      step *= 2;
+    } else if (found === false) {
+      lo = target + 1;
+      step = Math.max(1, Math.floor((best - lo) / 2));
+    } else {
+      step = Math.max(1, Math.floor(step / 2));
+    }
   }
   if (best === 0) for (const t of terms) sat.addClause([-t]);
   else sat.addAtMost(terms, weights, best);

@@ -131,3 +131,20 @@ test('a deep implication chain and a wide one solve without recursion', (t) => {
   t.false(w.solve([hub]));
   t.deepEqual(w.core(), [hub]);
 });
+
+test('solveLimited gives up within its conflict budget, and the same solver then answers exactly', (t) => {
+  // n+1 pigeons in n holes: unsatisfiable, and hard for clause learning (no short resolution proof).
+  const pigeonhole = (n: number) => {
+    const s = new SatSolver();
+    const x = Array.from({ length: n + 1 }, () => Array.from({ length: n }, () => s.newVar()));
+    for (const row of x) s.addClause(row);
+    for (let h = 0; h < n; h++) for (let i = 0; i <= n; i++) for (let j = i + 1; j <= n; j++) s.addClause([-x[i]![h]!, -x[j]![h]!]);
+    return s;
+  };
+  const hard = pigeonhole(9);
+  t.is(hard.solveLimited([], 50), undefined);
+  t.true(hard.getStats().conflicts <= 50 + 1);
+  const small = pigeonhole(5);
+  t.is(small.solveLimited([], 10), undefined);
+  t.false(small.solve());
+});
