@@ -1,35 +1,62 @@
 /**
  * Explains an unsatisfiable request. The solver's encoding is a set of named constraints (a root request, one
- * package's dependency, one conflicting pair); a deletion-based search finds a minimal subset that is still
- * unsatisfiable (first over whole packages, then over single constraints), and that subset is printed as a chain
- * from the roots: who needs what, through which packages, and which candidates each step rules out, by channel.
+ * package's dependency, one conflicting pair), each behind a selector variable; solving under all selectors gives
+ * an unsatisfiable core (the selectors the refutation used), and a deletion-based search shrinks it to a minimal
+ * subset that is still unsatisfiable (first over whole packages, then over single constraints), each refutation
+ * shrinking the set further to its own core. That subset is printed as a chain from the roots: who needs what,
+ * through which packages, and which candidates each step rules out, by channel. Nothing here recurses: the work is
+ * bounded by the size of the core and a solve budget, not by the depth or width of the dependency graph.
  */
-import Logic from 'logic-solver';
+import { SatSolver } from './sat.ts';
 import { formatGroup, formatRelation, type Relation } from '../debian/relation.ts';
 import { describeCandidate, type Universe } from './universe.ts';
 import type { Candidate, PackageRequest } from '../model.ts';
 
+/** A named requirement, as clauses over the solver's variables (DIMACS literals). */
 export type Constraint =
-  | { kind: 'root'; request: PackageRequest; formula: Logic.Formula }
-  | { kind: 'depends'; owner: Candidate; group: Relation[]; formula: Logic.Formula }
-  | { kind: 'conflicts' | 'breaks'; owner: Candidate; relation: Relation; other: Candidate; formula: Logic.Formula };
+  | { kind: 'root'; request: PackageRequest; clauses: number[][] }
+  | { kind: 'depends'; owner: Candidate; group: Relation[]; clauses: number[][] }
+  | { kind: 'conflicts' | 'breaks'; owner: Candidate; relation: Relation; other: Candidate; clauses: number[][] };
 
+/**
+ * The minimisation's budget, deterministic (not a clock): at most this many solves, and this many assumptions over
+ * all of them (a core as long as a 20,000-package chain would otherwise cost 20,000 solves of 20,000 assumptions).
+ * Past it, the set found so far is shown: still unsatisfiable, just possibly not minimal.
+ */
 const SOLVE_BUDGET = 2000;
+const ASSUMPTION_BUDGET = 2_000_000;
+/** Requirements printed; a longer chain is cut with a count of the rest. */
+const MAX_LINES = 200;
 
-/** A minimal unsatisfiable subset of `constraints` (with `structural` always kept). */
-export function minimalCore(structural: Logic.Formula[], constraints: Constraint[]): Constraint[] {
-  const solver = new Logic.Solver();
-  for (const f of structural) solver.require(f);
-  const sel = constraints.map((k, i) => {
-    const s = `sel${i}`;
-    solver.require(Logic.implies(s, k.formula));
-    return s;
+/**
+ * A minimal unsatisfiable subset of `constraints` (with `structural` always kept), over variables 1..`numVars`.
+ * Throws when the constraints are satisfiable after all.
+ */
+export function minimalCore(numVars: number, structural: number[][], constraints: Constraint[]): Constraint[] {
+  const sat = new SatSolver();
+  for (let i = 0; i < numVars; i++) sat.newVar();
+  for (const cl of structural) sat.addClause(cl);
+  const sel: number[] = [];
+  const index = new Map<number, number>();
+  constraints.forEach((k, i) => {
+    const s = sat.newVar();
+    sel.push(s);
+    index.set(s, i);
+    for (const cl of k.clauses) sat.addClause([-s].concat(cl));
   });
   let solves = 0;
-  const unsat = (keep: Set<number>) => {
+  let assumed = 0;
+  const spent = () => solves >= SOLVE_BUDGET || assumed >= ASSUMPTION_BUDGET;
+  /** undefined when `keep` is satisfiable, else the core of its refutation (a subset of `keep`). */
+  const refute = (keep: Set<number>): Set<number> | undefined => {
     solves++;
-    return solver.solveAssuming(Logic.and(...[...keep].map((i) => sel[i]!))) === null;
+    assumed += keep.size;
+    const assumptions = [...keep].sort((a, b) => a - b).map((i) => sel[i]!);
+    if (sat.solve(assumptions)) return undefined;
+    return new Set(sat.core().map((s) => index.get(s)!));
   };
+  let keep = refute(new Set(constraints.map((_, i) => i)));
+  if (!keep) throw new Error('explain: the constraints are satisfiable');
   const groupOf = (k: Constraint) => (k.kind === 'root' ? `root:${k.request.name}` : `pkg:${k.owner.name}`);
   const groups = new Map<string, number[]>();
   constraints.forEach((k, i) => {
@@ -37,19 +64,22 @@ export function minimalCore(structural: Logic.Formula[], constraints: Constraint
     if (!groups.has(g)) groups.set(g, []);
     groups.get(g)!.push(i);
   });
-  let keep = new Set(constraints.map((_, i) => i));
-  // Whole packages first (cheap: few solves), then single constraints within what is left.
-  for (const [, members] of [...groups.entries()].reverse()) {
-    if (solves > SOLVE_BUDGET) break;
+  // Whole packages first (few solves), then single constraints within what is left; latest first.
+  for (const members of [...groups.values()].reverse()) {
+    if (spent()) break;
+    if (!members.some((i) => keep!.has(i))) continue;
     const trial = new Set(keep);
     for (const i of members) trial.delete(i);
-    if (unsat(trial)) keep = trial;
+    const core = refute(trial);
+    if (core) keep = core;
   }
-  for (const i of [...keep].reverse()) {
-    if (solves > SOLVE_BUDGET) break;
+  for (const i of [...keep].sort((a, b) => b - a)) {
+    if (spent()) break;
+    if (!keep.has(i)) continue;
     const trial = new Set(keep);
     trial.delete(i);
-    if (unsat(trial)) keep = trial;
+    const core = refute(trial);
+    if (core) keep = core;
   }
   return [...keep].sort((a, b) => a - b).map((i) => constraints[i]!);
 }
@@ -79,17 +109,21 @@ function alternativesDetail(u: Universe, group: Relation[]): string {
   return parts.join('; ');
 }
 
-export function explainUnsatisfiable(u: Universe, structural: Logic.Formula[], constraints: Constraint[], channels: string[]): string {
-  const core = minimalCore(structural, constraints);
-  // Chain order: roots, then packages in the order they are reached from the roots.
+export function explainUnsatisfiable(u: Universe, numVars: number, structural: number[][], constraints: Constraint[], channels: string[]): string {
+  const core = minimalCore(numVars, structural, constraints);
+  // Chain order: roots, then packages in the order they are reached from the roots (breadth first, iterative).
   const roots = core.filter((k) => k.kind === 'root');
   const rest = core.filter((k) => k.kind !== 'root') as Exclude<Constraint, { kind: 'root' }>[];
+  const byOwner = new Map<string, typeof rest>();
+  for (const k of rest) {
+    if (!byOwner.has(k.owner.name)) byOwner.set(k.owner.name, []);
+    byOwner.get(k.owner.name)!.push(k);
+  }
   const order = new Map<string, number>();
   const reach = roots.map((k) => (k as { request: PackageRequest }).request.name);
-  for (const n of reach) order.set(n, order.size);
+  for (const n of reach) if (!order.has(n)) order.set(n, order.size);
   for (let i = 0; i < reach.length; i++) {
-    for (const k of rest) {
-      if (k.owner.name !== reach[i]) continue;
+    for (const k of byOwner.get(reach[i]!) ?? []) {
       const targets = k.kind === 'depends' ? k.group.map((r) => r.name).concat(k.group.flatMap((r) => u.satisfiers(r).map((c) => c.name))) : [k.other.name];
       for (const t of targets) if (!order.has(t)) {
         order.set(t, order.size);
@@ -99,8 +133,8 @@ export function explainUnsatisfiable(u: Universe, structural: Logic.Formula[], c
   }
   rest.sort((a, b) => (order.get(a.owner.name) ?? 1e9) - (order.get(b.owner.name) ?? 1e9));
   const lines = [`no choice of packages from channels ${channels.map((c) => `"${c}"`).join(', ')} satisfies the manifest; these requirements cannot all hold:`];
-  for (const k of roots) lines.push(`  - the manifest asks for ${describeRequest((k as { request: PackageRequest }).request)}`);
-  for (const k of rest) {
+  for (const k of roots.slice(0, MAX_LINES)) lines.push(`  - the manifest asks for ${describeRequest((k as { request: PackageRequest }).request)}`);
+  for (const k of rest.slice(0, Math.max(0, MAX_LINES - roots.length))) {
     if (k.kind === 'depends') {
       lines.push(`  - ${describeCandidate(k.owner)} depends on ${formatGroup(k.group)}`);
       lines.push(`      candidates: ${alternativesDetail(u, k.group)}`);
@@ -108,6 +142,7 @@ export function explainUnsatisfiable(u: Universe, structural: Logic.Formula[], c
       lines.push(`  - ${describeCandidate(k.owner)} ${k.kind} ${formatRelation(k.relation)}, which rules out ${describeCandidate(k.other)}`);
     }
   }
+  if (core.length > MAX_LINES) lines.push(`  ... and ${core.length - MAX_LINES} more requirements along the same chain`);
   lines.push('  (only one version of each package can be installed)');
   return lines.join('\n');
 }

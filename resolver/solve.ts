@@ -1,8 +1,9 @@
 /**
  * The solver: chooses one candidate per needed package name so that every root is present, every Depends and
  * Pre-Depends of every chosen candidate is met, and no chosen pair conflicts (Conflicts, Breaks). The search is
- * complete: the problem is encoded as boolean satisfiability (MiniSat, through logic-solver), so if any consistent
- * choice exists it is found, and if none exists that is a proof, which `explain.ts` turns into a minimal chain.
+ * complete: the problem is encoded as boolean satisfiability (clauses over one variable per candidate, solved by
+ * `sat.ts`), so if any consistent choice exists it is found, and if none exists that is a proof, which
+ * `explain.ts` turns into a minimal chain.
  *
  * Among consistent choices the solver picks, lexicographically (apt's pinning with a default release):
  *   1. the fewest packages taken from channels other than the default (weighted by channel order),
@@ -10,9 +11,12 @@
  *   3. the newest versions within each channel (the sum of "versions behind the newest"),
  *   4. the first satisfiable alternative of each `a | b` dependency, and a real package over a provider of its name,
  *   5. the fewest packages,
- *   6. among providers of a virtual package, the alphabetically first name.
+ *   6. among providers of a virtual package, the alphabetically first name,
+ *   7. what is still tied: the earliest alternative of each `a | b | c` Depends (and Recommends) group.
+ * Each objective is a weighted sum of candidate (or penalty) variables; it is minimised by solving under ever
+ * tighter bounds `sum <= target` (see `minimize`), and its optimum is then fixed before the next.
  */
-import Logic from 'logic-solver';
+import { SatSolver } from './sat.ts';
 import { StrataError } from '../errors.ts';
 import { formatConstraint, strongerRequirement, type Relation, type VersionConstraint } from '../debian/relation.ts';
 import { compareVersions } from '../debian/version.ts';
@@ -123,8 +127,8 @@ export function solve(req: SolveRequest): Solution {
     }
   };
   for (const r of required) for (const c of rootCandidates(u, r)) want(c.name);
-  while (queue.length > 0) {
-    const name = queue.shift()!;
+  for (let qi = 0; qi < queue.length; qi++) {
+    const name = queue[qi]!;
     for (const c of u.byName.get(name) ?? []) {
       const p = u.parse(c);
       const groups = req.withRecommends ? [...p.depends, ...p.recommends] : p.depends;
@@ -137,70 +141,103 @@ export function solve(req: SolveRequest): Solution {
   const names = [...needed].sort(cmp);
   const cands: Candidate[] = [];
   for (const n of names) for (const c of u.byName.get(n) ?? []) cands.push(c);
-  const vars = new Map<Candidate, string>();
-  cands.forEach((c, i) => vars.set(c, `p${i}`));
+  const sat = new SatSolver();
+  const vars = new Map<Candidate, number>();
+  for (const c of cands) vars.set(c, sat.newVar());
   const v = (c: Candidate) => vars.get(c)!;
   const inU = (list: Candidate[]) => list.filter((c) => vars.has(c));
 
+  // Clauses: `structural` always hold (one version per name; penalty definitions); `constraints` are the named
+  // requirements an explanation may cite.
   const constraints: Constraint[] = [];
-  const structural: Logic.Formula[] = [];
+  const structural: number[][] = [];
   for (const n of names) {
     const list = u.byName.get(n)!;
-    if (list.length > 1) structural.push(Logic.atMostOne(...list.map(v)));
+    for (let i = 0; i < list.length; i++) for (let j = i + 1; j < list.length; j++) structural.push([-v(list[i]!), -v(list[j]!)]);
   }
   for (const r of required) {
-    constraints.push({ kind: 'root', request: r, formula: Logic.or(...rootCandidates(u, r).map(v)) });
+    constraints.push({ kind: 'root', request: r, clauses: [rootCandidates(u, r).map(v)] });
   }
-  const softRecommends: string[] = [];
-  const altPenalties: string[] = [];
+  const softRecommends: number[] = [];
+  const altPenalties: number[] = [];
+  const laterAlternatives: number[] = [];
+  /**
+   * One penalty per alternative passed over, as a chain (linear in the group's size): n_0 = c, and
+   * n_{k-1} and none of alternative k's satisfiers -> n_k; n_k is forced exactly when c is chosen and none of
+   * the first k alternatives is met. Alternatives before the first with a candidate, and after the last that
+   * adds a new one, cost nothing.
+   */
+  const rankAlternatives = (c: Candidate, g: Relation[]) => {
+    const sats = g.map((r) => inU(u.satisfiers(r)));
+    const seen = new Set<Candidate>();
+    let lastNew = -1;
+    sats.forEach((list, k) => {
+      for (const s of list) if (!seen.has(s)) {
+        seen.add(s);
+        lastNew = k;
+      }
+    });
+    let prev = v(c);
+    let started = false;
+    for (let k = 0; k < lastNew; k++) {
+      if (!started && sats[k]!.length === 0) continue;
+      started = true;
+      const aux = sat.newVar();
+      laterAlternatives.push(aux);
+      structural.push([-prev, ...sats[k]!.map(v), aux]);
+      prev = aux;
+    }
+  };
   for (const c of cands) {
     const p = u.parse(c);
+    for (const g of req.withRecommends ? [...p.depends, ...p.recommends] : p.depends) if (g.length > 1 && !hostSatisfied(g)) rankAlternatives(c, g);
     for (const g of p.depends) {
       if (hostSatisfied(g)) continue;
       const sats = inU(g.flatMap((r) => u.satisfiers(r)));
-      constraints.push({ kind: 'depends', owner: c, group: g, formula: Logic.implies(v(c), Logic.or(...sats.map(v))) });
-      // Preferred: the real package named by the first alternative (apt installs a real package before a
-      // provider of the same name), else any satisfier of the first alternative.
-      const firstAll = inU(u.satisfiers(g[0]!));
-      const firstReal = firstAll.filter((s) => s.name === g[0]!.name);
+      constraints.push({ kind: 'depends', owner: c, group: g, clauses: [[-v(c), ...sats.map(v)]] });
+      // Preferred: the first alternative that has a candidate at all (a name no channel has falls through, as in
+      // apt), and within it the real package of that name (apt installs a real package before a provider of the
+      // same name), else any of its satisfiers.
+      const firstRel = g.find((r) => inU(u.satisfiers(r)).length > 0) ?? g[0]!;
+      const firstAll = inU(u.satisfiers(firstRel));
+      const firstReal = firstAll.filter((s) => s.name === firstRel.name);
       const first = firstReal.length > 0 ? firstReal : firstAll;
       if (first.length > 0 && first.length < sats.length) {
-        const aux = `alt${altPenalties.length}`;
+        const aux = sat.newVar();
         altPenalties.push(aux);
-        structural.push(Logic.or(Logic.not(v(c)), ...first.map(v), aux));
+        structural.push([-v(c), ...first.map(v), aux]);
       }
     }
     if (req.withRecommends) {
       for (const g of p.recommends) {
         if (hostSatisfied(g)) continue;
         const sats = inU(g.flatMap((r) => u.satisfiers(r)));
-        const aux = `rec${softRecommends.length}`;
+        const aux = sat.newVar();
         softRecommends.push(aux);
-        structural.push(Logic.or(Logic.not(v(c)), ...sats.map(v), aux));
+        structural.push([-v(c), ...sats.map(v), aux]);
       }
     }
     for (const [kind, rels] of [['conflicts', p.conflicts], ['breaks', p.breaks]] as const) {
       for (const r of rels) {
         for (const other of inU(u.conflicting(c, r))) {
-          constraints.push({ kind, owner: c, relation: r, other, formula: Logic.not(Logic.and(v(c), v(other))) });
+          constraints.push({ kind, owner: c, relation: r, other, clauses: [[-v(c), -v(other)]] });
         }
       }
     }
   }
 
-  const solver = new Logic.Solver();
-  for (const f of structural) solver.require(f);
-  for (const k of constraints) solver.require(k.formula);
-  let sol = solver.solve();
-  if (!sol) {
-    throw new StrataError('E_UNSATISFIABLE', explainUnsatisfiable(u, structural, constraints, req.channels), 'change a version constraint or a channel pin named above, or add a channel that has what is missing');
+  let consistent = true;
+  for (const cl of structural) consistent = sat.addClause(cl) && consistent;
+  for (const k of constraints) for (const cl of k.clauses) consistent = sat.addClause(cl) && consistent;
+  if (!consistent || !sat.solve()) {
+    throw new StrataError('E_UNSATISFIABLE', explainUnsatisfiable(u, sat.numVars, structural, constraints, req.channels), 'change a version constraint or a channel pin named above, or add a channel that has what is missing');
   }
 
   // Objectives, lexicographic: each minimisation fixes its optimum before the next.
   const pinned = new Set(req.roots.filter((r) => r.channel !== undefined).map((r) => r.name));
-  const channelTerms: string[] = [];
+  const channelTerms: number[] = [];
   const channelWeights: number[] = [];
-  const ageTerms: string[] = [];
+  const ageTerms: number[] = [];
   const ageWeights: number[] = [];
   for (const n of names) {
     const list = u.byName.get(n)!;
@@ -226,19 +263,18 @@ export function solve(req: SolveRequest): Solution {
   const providerNames = [...new Set(cands.filter((c) => u.parse(c).provides.length > 0).map((c) => c.name))].sort(cmp);
   const nameRank = new Map(providerNames.map((n, i) => [n, i + 1]));
   const tieTerms = cands.filter((c) => nameRank.has(c.name));
-  const objectives: [string[], number[]][] = [
+  const objectives: [number[], number[]][] = [
     [channelTerms, channelWeights],
     [softRecommends, softRecommends.map(() => 1)],
     [ageTerms, ageWeights],
     [altPenalties, altPenalties.map(() => 1)],
     [cands.map(v), cands.map(() => 1)],
     [tieTerms.map(v), tieTerms.map((c) => nameRank.get(c.name)!)],
+    [laterAlternatives, laterAlternatives.map(() => 1)],
   ];
-  for (const [terms, weights] of objectives) {
-    if (terms.length > 0) sol = solver.minimizeWeightedSum(sol, terms, weights);
-  }
+  for (const [terms, weights] of objectives) if (terms.length > 0) minimize(sat, terms, weights);
 
-  const chosen = cands.filter((c) => sol.evaluate(v(c)));
+  const chosen = cands.filter((c) => sat.value(v(c)));
   const byName = new Map(chosen.map((c) => [c.name, c]));
   const rootNames = new Set<string>();
   for (const r of req.roots) {
@@ -270,6 +306,53 @@ export function solve(req: SolveRequest): Solution {
   });
   const hostProvided = [...hostReq.entries()].map(([name, c]) => ({ name, requires: c ? formatConstraint(c) : '' })).sort((a, b) => cmp(a.name, b.name));
   return { packages: packages.sort((a, b) => cmp(a.candidate.name, b.candidate.name)), hostProvided };
+}
+
+/** Conflicts allowed to a probe that is not the last one (the last one, `best - 1`, always runs to an answer). */
+const PROBE_CONFLICTS = 1000;
+
+/**
+ * Minimises `sum(weights[i] * terms[i])` (integer weights) over the models of `sat`, whose last model is the
+ * starting point, then fixes that optimum as a constraint; the solver's last model is then an optimal one.
+ * Cost 0 is tried first (as logic-solver's minimizeWeightedSum does); then each probe asks for a model with
+ * `sum <= target`, stepping down from the best cost found by 1, 2, 4, ... while that succeeds, so a first model
+ * far from the optimum costs a logarithmic number of solves, not one per unit of cost. A probe below `best - 1`
+ * that fails proves a lower bound; one that runs out of its conflict budget (a bound far below the optimum can
+ * be hard to refute by clause learning) proves nothing and halves the step. The last probe, `best - 1`, runs to
+ * an answer, so the optimum is exact.
+ */
+function minimize(sat: SatSolver, terms: number[], weights: number[]): void {
+  const cost = () => {
+    let sum = 0;
+    for (let i = 0; i < terms.length; i++) if (sat.value(terms[i]!)) sum += weights[i]!;
+    return sum;
+  };
+  let best = cost();
+  let lo = 0; // the optimum is at least lo
+  if (best > 0) {
+    const zero = sat.solveLimited(terms.map((t) => -t), PROBE_CONFLICTS);
+    if (zero === true) best = 0;
+    else if (zero === false) lo = 1;
+  }
+  let step = 1;
+  while (lo < best) {
+    const target = Math.max(lo, best - step);
+    const act = sat.newVar();
+    sat.addAtMost(terms, weights, target, act);
+    const found = target === best - 1 ? sat.solve([act]) : sat.solveLimited([act], PROBE_CONFLICTS);
+    sat.addClause([-act]); // retire this probe; the optimum is fixed below
+    if (found === true) {
+      best = cost();
+      step *= 2;
+    } else if (found === false) {
+      lo = target + 1;
+      step = Math.max(1, Math.floor((best - lo) / 2));
+    } else {
+      step = Math.max(1, Math.floor(step / 2));
+    }
+  }
+  if (best === 0) for (const t of terms) sat.addClause([-t]);
+  else sat.addAtMost(terms, weights, best);
 }
 
 function recordHost(into: Map<string, VersionConstraint | undefined>, g: Relation[], host: Set<string>): void {

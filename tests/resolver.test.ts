@@ -202,3 +202,18 @@ test('the default channel\'s Essential set is required but not recorded as reque
   const named = run(cands, ['hello', 'dash'], { withEssential: true });
   t.deepEqual(named.packages.filter((p) => p.root).map((p) => p.candidate.name), ['dash', 'hello']);
 });
+
+test('a first model far from the optimum still ends at the optimum of each priority', (t) => {
+  // 300 libraries in both channels and 7 only in current; one root needs them all. The default channel must win
+  // for every library that has it: exactly the 7 come from current.
+  const cands: Candidate[] = [];
+  const names = Array.from({ length: 307 }, (_, i) => `lib${String(i).padStart(3, '0')}`);
+  names.forEach((n, i) => {
+    if (i % 44 !== 0) cands.push(S(n, '1.0'));
+    cands.push(C(n, '2.0'));
+  });
+  cands.push(S('app', '1', { depends: names.join(', ') }));
+  const sol = chosen(run(cands, ['app']));
+  t.is(sol.length, 308);
+  t.deepEqual(sol.filter((x) => x.endsWith('@current')), names.filter((_, i) => i % 44 === 0).map((n) => `${n}=2.0@current`));
+});
