@@ -23,8 +23,8 @@
  * no change to its image). The output is stored (`generated/<key>`) under a key naming the package set (every
  * locked package's sha256), the script and the layers' mtime, so a warm realise runs no tool.
  */
-import { lstatSync } from 'node:fs';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { existsSync, lstatSync } from 'node:fs';
+import { cp, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { StrataError } from '../errors.ts';
 import { layerKey, type LayerJob } from '../realiser/layers.ts';
@@ -36,9 +36,50 @@ import type { Ctx } from './ctx.ts';
 import type { Lockfile } from '../model.ts';
 
 /** Bump when what a step is given or how its output is read changes: it invalidates stored outputs. */
-const GENERATED_FORMAT = 'strata-generated-v1';
+const GENERATED_FORMAT = 'strata-generated-v2';
 const OUT = '/strata-out';
 const PYC_PREFIX = `${OUT}/pycache`;
+
+/**
+ * What compileall -q --invalidation-mode unchecked-hash does over the given directories (the same files, the same
+ * py_compile call, so the same bytes), except that a .pyc already under the prefix whose header holds the source's
+ * hash is kept rather than compiled again. The prefix is seeded with the previous environment's bytecode, so after a
+ * one-package bump only that package's modules are compiled; a .pyc whose source is gone is removed, so the result is
+ * what a compile from nothing gives. A source that does not compile is named on stderr and skipped (compileall's
+ * exit status 1).
+ */
+export const PYC_SCRIPT = `import importlib.util, os, py_compile, sys
+keep = set()
+mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
+for top in sys.argv[1:]:
+    for d, dirs, files in os.walk(top):
+        dirs.sort()
+        for f in sorted(files):
+            if not f.endswith('.py'):
+                continue
+            src = os.path.join(d, f)
+            cfile = importlib.util.cache_from_source(src)
+            try:
+                with open(src, 'rb') as h:
+                    want = importlib.util.source_hash(h.read())
+                with open(cfile, 'rb') as h:
+                    head = h.read(16)
+                if head[:4] == importlib.util.MAGIC_NUMBER and head[4:8] == b'\\x01\\x00\\x00\\x00' and head[8:16] == want:
+                    keep.add(cfile)
+                    continue
+            except OSError:
+                pass
+            try:
+                py_compile.compile(src, cfile=cfile, doraise=True, invalidation_mode=mode)
+                keep.add(cfile)
+            except (py_compile.PyCompileError, OSError, ValueError) as e:
+                print(e, file=sys.stderr)
+for d, dirs, files in os.walk(sys.pycache_prefix):
+    for f in files:
+        p = os.path.join(d, f)
+        if p not in keep:
+            os.remove(p)
+`;
 
 export type GeneratedStep = 'ca-certificates' | 'ld.so.cache' | 'python-bytecode';
 
@@ -90,7 +131,7 @@ export function generatedScript(steps: GeneratedStep[]): string {
       '  set --',
       '  for d in /usr/lib/python$v /usr/lib/python3/dist-packages /usr/share/python3; do if [ -d "$d" ]; then set -- "$@" "$d"; fi; done',
       // Exit status 1 is a file that does not compile (a test's deliberately broken source): its name is in the log, the rest is compiled.
-      `  if [ $# -gt 0 ]; then PYTHONPYCACHEPREFIX=${PYC_PREFIX} python3 -m compileall -q -j 1 --invalidation-mode unchecked-hash "$@" || [ $? -eq 1 ]; fi`,
+      `  if [ $# -gt 0 ]; then PYTHONPYCACHEPREFIX=${PYC_PREFIX} python3 -c "$STRATA_PYC" "$@"; fi`,
       'fi',
     );
   }
@@ -108,7 +149,7 @@ interface GeneratedMeta {
 
 /** The store key of an environment's generated output: the package set, the steps' script, the layers' mtime. */
 export function generatedKey(lock: Lockfile, steps: GeneratedStep[], mtime: number): string {
-  return layerKey(GENERATED_FORMAT, mtime, [lock.project.arch, generatedScript(steps), CA_CONF_HEADER, lock.packages.map((p) => [p.name, p.sha256]).sort((a, b) => (a[0]! < b[0]! ? -1 : 1))]);
+  return layerKey(GENERATED_FORMAT, mtime, [lock.project.arch, generatedScript(steps), CA_CONF_HEADER, PYC_SCRIPT, lock.packages.map((p) => [p.name, p.sha256]).sort((a, b) => (a[0]! < b[0]! ? -1 : 1))]);
 }
 
 /**
@@ -171,7 +212,11 @@ export async function generatedLayer(lock: Lockfile, ctx: Ctx, o: GeneratedOptio
       }
       await writeFile(logFile, '');
       reporter.info(`making what the maintainer scripts would have: ${steps.join(', ')} (in the sandbox, no network)`);
-      const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/tmp', LC_ALL: 'C.UTF-8', TZ: 'UTC', SOURCE_DATE_EPOCH: String(o.mtime), PYTHONHASHSEED: '0', CA_CONF_HEADER };
+      const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/tmp', LC_ALL: 'C.UTF-8', TZ: 'UTC', SOURCE_DATE_EPOCH: String(o.mtime), PYTHONHASHSEED: '0', CA_CONF_HEADER, STRATA_PYC: PYC_SCRIPT };
+      // Seed the bytecode with the last environment's: only modules whose source changed are compiled again.
+      const last = await cache.readJson<{ key: string }>('last');
+      const seed = last && /^[0-9a-f]{64}$/.test(last.key) ? join(cache.path(last.key), 'out', 'pycache') : undefined;
+      if (steps.includes('python-bytecode') && seed && existsSync(seed)) await cp(seed, join(out, 'pycache'), { recursive: true });
       const [{ chooseMethod }, { runSandbox }] = await Promise.all([import('../run/sandbox/choose.ts'), import('../run/sandbox/supervise.ts')]);
       const code = await runSandbox(
         { rootfs: root.rootfs, argv: ['/bin/sh', '-c', generatedScript(steps)], env, cwd: '/', binds: [{ source: out, target: OUT, writable: true }], network: false, build: true },
@@ -192,6 +237,7 @@ export async function generatedLayer(lock: Lockfile, ctx: Ctx, o: GeneratedOptio
         await writeFile(join(tmp, 'generated.log'), log);
         await writeFile(join(tmp, 'meta.json'), JSON.stringify(m));
       });
+      await cache.writeJson('last', { key });
       const files = entries.filter((e) => e.type !== 'dir').length;
       reporter.info(`made ${steps.join(', ')} in ${seconds} s: ${files} files and links`);
     } finally {

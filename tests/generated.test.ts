@@ -3,7 +3,12 @@
  * file lands in the image, and what its store key depends on.
  */
 import test from 'ava';
-import { generatedEntries, generatedKey, generatedScript, generatedSteps, imagePath } from '../engine/generated.ts';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generatedEntries, generatedKey, generatedScript, PYC_SCRIPT, generatedSteps, imagePath } from '../engine/generated.ts';
 import type { Lockfile, LockedPackage } from '../model.ts';
 
 const pkg = (name: string, sha = 'a'): LockedPackage => ({ name, version: '1', arch: 'amd64', channel: 'stable', filename: `pool/${name}.deb`, size: 1, sha256: sha.repeat(64).slice(0, 64) }) as LockedPackage;
@@ -14,8 +19,9 @@ test('only an environment with ca-certificates, libc-bin or python3 gets steps, 
   t.deepEqual(generatedSteps(lockOf([pkg('zlib1g'), pkg('libblas3'), pkg('base-files')])), []);
   t.deepEqual(generatedSteps(lockOf([pkg('libc-bin')])), ['ld.so.cache']);
   t.deepEqual(generatedSteps(lockOf([pkg('python3'), pkg('ca-certificates'), pkg('libc-bin')])), ['ca-certificates', 'ld.so.cache', 'python-bytecode']);
-  t.notRegex(generatedScript(['ld.so.cache']), /update-ca-certificates|compileall/);
-  t.regex(generatedScript(['python-bytecode']), /--invalidation-mode unchecked-hash/);
+  t.notRegex(generatedScript(['ld.so.cache']), /update-ca-certificates|STRATA_PYC/);
+  t.regex(generatedScript(['python-bytecode']), /python3 -c "\$STRATA_PYC"/);
+  t.regex(PYC_SCRIPT, /PycInvalidationMode\.UNCHECKED_HASH/);
 });
 
 test("a compiled module goes to its source's __pycache__; the prefix's directories are not kept", (t) => {
@@ -45,4 +51,37 @@ test('the store key names the package set by hash, the steps and the mtime, not 
   t.not(generatedKey(lockOf([pkg('python3'), pkg('libc6', 'c')]), steps, 100), k, 'another .deb of any package');
   t.not(generatedKey(lockOf([pkg('python3'), pkg('libc6')]), steps, 101), k, 'another mtime');
   t.not(generatedKey(lockOf([pkg('python3'), pkg('libc6')]), ['python-bytecode', 'ld.so.cache'], 100), k, 'other steps');
+});
+
+test('the bytecode step gives compileall --invalidation-mode unchecked-hash bytes, keeps a seeded .pyc whose source is unchanged, drops one whose source is gone', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-pyc-'));
+  mkdirSync(join(dir, 'src/pkg'), { recursive: true });
+  writeFileSync(join(dir, 'src/pkg/a.py'), 'x = 1\n');
+  writeFileSync(join(dir, 'src/pkg/b.py'), 'def f():\n    return 2\n');
+  const run = (prefix: string, args: string[]) => spawnSync('python3', args, { cwd: dir, env: { ...process.env, PYTHONPYCACHEPREFIX: join(dir, prefix) }, encoding: 'utf8' });
+  const files = (prefix: string) => {
+    const out: Record<string, string> = {};
+    const walk = (d: string) => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        const p = join(d, e.name);
+        if (e.isDirectory()) walk(p);
+        else out[p.slice(join(dir, prefix).length)] = createHash('sha256').update(readFileSync(p)).digest('hex');
+      }
+    };
+    walk(join(dir, prefix));
+    return out;
+  };
+  t.is(run('ours', ['-c', PYC_SCRIPT, join(dir, 'src')]).status, 0);
+  t.is(run('theirs', ['-m', 'compileall', '-q', '--invalidation-mode', 'unchecked-hash', join(dir, 'src')]).status, 0);
+  t.deepEqual(files('ours'), files('theirs'));
+  t.is(Object.keys(files('ours')).length, 2);
+  // a seeded .pyc of an unchanged source is kept as it is (not rewritten); a changed source is compiled again
+  const b = Object.keys(files('ours')).find((p) => p.includes('/b.'))!;
+  const bPath = join(dir, 'ours', b);
+  utimesSync(bPath, 1_000_000, 1_000_000);
+  writeFileSync(join(dir, 'src/pkg/a.py'), 'x = 2\n');
+  rmSync(join(dir, 'src/pkg/a.py'));
+  t.is(run('ours', ['-c', PYC_SCRIPT, join(dir, 'src')]).status, 0);
+  t.is(statSync(bPath).mtimeMs, 1_000_000_000);
+  t.deepEqual(Object.keys(files('ours')), [b]);
 });
