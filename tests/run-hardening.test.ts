@@ -89,11 +89,18 @@ function dir(path: string, owner?: number): string {
 }
 
 /** Every file under `root` with its sha256 (symlinks by their target), sorted. */
+/**
+ * Every file of the store with its hash, but strata's own bookkeeping of who used what when (`roots/`, the gc roots,
+ * and `active/`, the markers of running strata processes): strata itself rewrites those around each run, from outside
+ * the sandbox, and they are no more writable from inside than the rest.
+ */
 function snapshot(root: string): string[] {
   const out: string[] = [];
+  const bookkeeping = new Set([join(root, 'roots'), join(root, 'active')]);
   const walk = (d: string) => {
     for (const e of readdirSync(d, { withFileTypes: true })) {
       const p = join(d, e.name);
+      if (bookkeeping.has(p)) continue;
       if (e.isDirectory()) walk(p);
       else if (e.isFile()) out.push(`${p} ${createHash('sha256').update(readFileSync(p)).digest('hex')}`);
       else out.push(`${p} ->`);
