@@ -14,6 +14,7 @@
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { FOREIGN_STALE_MS, ownerTag } from './leftovers.ts';
+import { processAlive as alive } from '../util/process.ts';
 
 export interface Used {
   blobs: string[];
@@ -30,14 +31,6 @@ export interface Marker {
 
 const markerName = () => `${process.pid}-${ownerTag()}.json`;
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
-}
 
 /** Whether a marker or lock file of (pid, owner), last written at mtimeMs, still stands for a live process. */
 function live(pid: number, owner: string, mtimeMs: number): boolean {

@@ -13,6 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
+import { processAlive as alive } from '../util/process.ts';
 
 /** How long a temp of another owner (or of an unknown one) is left alone. */
 export const FOREIGN_STALE_MS = 24 * 60 * 60 * 1000;
@@ -42,14 +43,6 @@ export function writerOf(name: string): { pid: number; owner: string } | undefin
   return m ? { pid: Number(m[1]), owner: m[2]! } : undefined;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
-}
 
 /** Whether the temp `name`, last modified at `mtimeMs`, is a leftover that may be removed now. */
 export function isLeftover(name: string, mtimeMs: number, now: number): boolean {

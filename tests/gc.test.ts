@@ -126,9 +126,26 @@ test('a running strata run keeps its environment through a gc', async (t) => {
     env: { STRATA_CACHE_DIR: p.cache },
   });
   // Once the command runs, the lock goes: only the run's own marker keeps its rootfs now.
-  const running = () => ls(p, 'active').some((n) => readFileSync(join(p.cache, 'active', n), 'utf8').includes('"running"'));
+  // A marker may be renamed between the listing and the read (it is rewritten whole): that one is read next time.
+  const marker = (n: string) => {
+    try {
+      return readFileSync(join(p.cache, 'active', n), 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  // The marker of a live process (an earlier run's could still be there if it was not removed yet).
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const running = () => ls(p, 'active').some((n) => marker(n).includes('"running"') && alive(Number(n.split('-')[0])));
   for (let i = 0; !running(); i++) {
-    if (i > 200) throw new Error('the run never started its command');
+    if (i > 1200) throw new Error('the run never started its command (60 s)');
     await new Promise((r) => setTimeout(r, 50));
   }
   rmSync(join(p.dir, 'strata.lock'));

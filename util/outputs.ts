@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rmdir, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { StrataError } from '../errors.ts';
+import { processAlive } from './process.ts';
 import { diskFullAt, isDiskFull } from '../store/store.ts';
 
 /** What is being written, for messages: e.g. `the OCI image layout` and its path. */
@@ -47,12 +48,7 @@ export async function statOrNull(path: string): Promise<{ size: number; isDirect
 
 function alive(pid: number): boolean {
   if (pid === process.pid) return false; // this run has made no temp file here yet: one with its pid is a previous run's
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return errnoOf(e) === 'EPERM';
-  }
+  return processAlive(pid);
 }
 
 /**
