@@ -6,7 +6,7 @@
  * no tool; a realise into a second, empty cache gives the same image digest.
  */
 import test from 'ava';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from './helpers/project.ts';
@@ -22,6 +22,7 @@ test('trixie ca-certificates + python3-numpy: CA bundle and hash links, ld.so.ca
     return;
   }
   const dir = mkdtempSync(join(tmpdir(), 'strata-generated-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'strata.toml'), `[project]\nname = "generated-e2e"\narch = "amd64"\n\n[channels.stable]\nurl = "${m.url}"\nsuite = "trixie"\ncomponents = ["main"]\n\n[packages]\nca-certificates = "*"\npython3 = "*"\npython3-numpy = "*"\n`);
   const cacheA = { STRATA_CACHE_DIR: process.env.STRATA_TEST_DEBIAN_CACHE ?? join(dir, 'cache-a') };
   const cacheB = { STRATA_CACHE_DIR: join(dir, 'cache-b') };

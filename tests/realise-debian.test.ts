@@ -3,7 +3,7 @@
  * realise trixie python3 + python3-numpy, load it into a real dockerd, and run NumPy and dpkg in a container.
  */
 import test from 'ava';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -21,6 +21,7 @@ test('trixie python3 + numpy: realise, load into Docker, run numpy and dpkg -l',
     return;
   }
   const dir = mkdtempSync(join(tmpdir(), 'strata-numpy-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'strata.toml'), `[project]\nname = "numpy-e2e"\narch = "amd64"\n\n[channels.stable]\nurl = "${m.url}"\nsuite = "trixie"\ncomponents = ["main"]\n\n[packages]\npython3 = "*"\npython3-numpy = "*"\ndpkg = "*"\n`);
   const env = { STRATA_CACHE_DIR: process.env.STRATA_TEST_DEBIAN_CACHE ?? join(dir, 'cache') };
   const lock = await strata(['lock'], dir, env);

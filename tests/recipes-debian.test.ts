@@ -7,7 +7,7 @@
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from './helpers/project.ts';
@@ -43,6 +43,7 @@ test('trixie gcc, make and libc6-dev build a C library and a program linked to i
     return;
   }
   const dir = mkdtempSync(join(tmpdir(), 'strata-recipe-c-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const served = join(dir, 'served');
   mkdirSync(join(dir, 'src/libgreet-1.0'), { recursive: true });
   mkdirSync(served);
