@@ -2,6 +2,7 @@
 import { loadChannel } from '../channels/channel.ts';
 import { Universe } from '../resolver/universe.ts';
 import { solve } from '../resolver/solve.ts';
+import { describeSkippedRecommends, skippedLibraryRecommends } from '../resolver/skippedRecommends.ts';
 import { lockFromSolution } from '../lock/fromSolution.ts';
 import { lockPathFor, readLock, writeLock, diffLocks, type LockDiff } from '../lock/lockfile.ts';
 import { environmentRequests } from '../lock/verify.ts';
@@ -44,6 +45,9 @@ export async function lockManifest(manifest: Manifest, ctx: Ctx, opts: { offline
     withEssential: manifest.withEssential,
   });
   reporter.info(`resolved ${solution.packages.length} packages from ${universe.byName.size} names in ${Date.now() - indexed} ms (indexes read in ${indexed - started} ms)`);
+  if (!manifest.withRecommends) {
+    for (const line of describeSkippedRecommends(skippedLibraryRecommends(universe, solution.packages.map((p) => p.candidate)))) reporter.info(line);
+  }
   const locked = recipes ? await recipes.lockRecipes(manifest, universe, solution.packages, ctx) : [];
   const lock = lockFromSolution(manifest, loaded.map((l) => l.locked), solution.packages, solution.hostProvided, locked);
   const written = await writeLock(path, lock);

@@ -7,6 +7,7 @@ import { arch as nodeArch } from 'node:os';
 import TOML from '@iarna/toml';
 import { StrataError } from '../errors.ts';
 import { parseConstraint } from '../debian/relation.ts';
+import { BLAS_NAMES, blasPackages, isBlasName, type BlasName } from '../debian/blas.ts';
 import { MAX_MANIFEST_BYTES } from '../limits.ts';
 import { readBoundedSync } from '../store/readBounded.ts';
 import { ManifestReader, ENV_NAME, ENV_NAME_RULE, type Table } from './reader.ts';
@@ -189,6 +190,12 @@ export function parseManifest(source: string, path: string, sha256: string): Man
   const alts = r.table(doc, [], 'alternatives');
   if (alts) {
     for (const k of Object.keys(alts)) image.alternatives[k] = r.string(alts, ['alternatives'], k)!;
+    const blas = image.alternatives.blas;
+    if (blas !== undefined) {
+      if (!isBlasName(blas)) r.fail(['alternatives'], 'blas', `alternatives.blas must be one of ${BLAS_NAMES.map((b) => `"${b}"`).join(', ')}, not "${blas}"`);
+      // The implementation's run-time packages join the environment as if the manifest had named them.
+      for (const name of blasPackages(blas as BlasName)) if (!packages.some((p) => p.name === name)) packages.push({ name });
+    }
   }
   const shell = r.table(doc, [], 'shell');
   if (shell) {
@@ -201,7 +208,15 @@ export function parseManifest(source: string, path: string, sha256: string): Man
   const res = r.table(doc, [], 'resolve');
   if (res) {
     r.onlyKeys(res, ['resolve'], ['recommends', 'essential']);
-    withRecommends = r.bool(res, ['resolve'], 'recommends') ?? false;
+    if (Array.isArray(res.recommends)) {
+      // A list takes just those Recommends: each joins the environment as if [packages] had named it.
+      for (const name of r.strings(res, ['resolve'], 'recommends') ?? []) {
+        if (!PACKAGE_NAME.test(name)) r.fail(['resolve'], 'recommends', `resolve.recommends: "${name}" is not a valid Debian package name`);
+        if (!packages.some((p) => p.name === name)) packages.push({ name });
+      }
+    } else {
+      withRecommends = r.bool(res, ['resolve'], 'recommends') ?? false;
+    }
     withEssential = r.bool(res, ['resolve'], 'essential') ?? true;
   }
   const recipes = parseRecipes(r, doc, channelNames);

@@ -5,6 +5,7 @@
  */
 import { StrataError } from '../errors.ts';
 import { HOST_GPU } from '../model.ts';
+import { BLAS_NAMES, blasInterface, isBlasName, providesBlas, type BlasName } from '../debian/blas.ts';
 import type { LayerEntry } from './layertar.ts';
 
 /** Debian's multiarch triplets. */
@@ -192,11 +193,33 @@ export function chooseAlternatives(all: Alternative[], exists: (absPath: string)
   }
   const used = new Set<string>();
   const out: ChosenAlternative[] = [];
+  const blasChoice = overrides.blas;
+  if (blasChoice !== undefined && !isBlasName(blasChoice)) {
+    throw new StrataError('E_MANIFEST', `strata.toml: [alternatives] blas = "${blasChoice}" is not a BLAS strata knows`, `one of: ${BLAS_NAMES.join(', ')}`);
+  }
+  const blas: BlasName | undefined = blasChoice;
   for (const name of [...byName.keys()].sort()) {
     const list = byName.get(name)!.sort((a, b) => b.priority - a.priority || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
     const link = list[0]!.link;
     const key = overrides[name] !== undefined ? name : overrides[link] !== undefined ? link : undefined;
     let chosen = list[0]!;
+    const iface = blas !== undefined && key === undefined ? blasInterface(name) : undefined;
+    if (iface !== undefined) {
+      // blas = NAME: the implementation's own registration (its highest priority), in manual mode like an override.
+      const mine = list.find((a) => providesBlas(blas!, iface, a.package));
+      if (mine) {
+        used.add('blas');
+        out.push({ name, link, chosen: mine, all: list, manual: true });
+        continue;
+      }
+      if (/\.so\.3(-|$)/.test(name)) {
+        throw new StrataError(
+          'E_MANIFEST',
+          `strata.toml: [alternatives] blas = "${blas}": no package of the environment registers ${blas} for ${name}`,
+          `registered: ${list.map((a) => `${a.path} (from ${a.package})`).join(', ')}; the lock may predate the blas line: run \`strata lock\``,
+        );
+      }
+    }
     if (key !== undefined) {
       used.add(key);
       const want = overrides[key]!;
@@ -213,6 +236,9 @@ export function chooseAlternatives(all: Alternative[], exists: (absPath: string)
     out.push({ name, link, chosen, all: list, manual: key !== undefined });
   }
   for (const k of Object.keys(overrides)) {
+    if (!used.has(k) && k === 'blas') {
+      throw new StrataError('E_MANIFEST', `strata.toml: [alternatives] blas = "${blas}": no package of the environment registers a BLAS or LAPACK alternative`, 'run `strata lock`: the blas line adds its packages to the environment');
+    }
     if (!used.has(k)) {
       const known = [...byName.keys()].sort();
       throw new StrataError('E_MANIFEST', `strata.toml: [alternatives] "${k}" names no alternative registered by the environment's packages`, known.length ? `known alternatives: ${known.join(', ')}` : 'no package in the environment registers alternatives');
