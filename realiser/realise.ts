@@ -9,6 +9,8 @@
  * records and blobs are checked by `buildLayer`.
  */
 import { writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join, relative } from 'node:path';
 import { availableParallelism } from 'node:os';
 import PQueue from 'p-queue';
@@ -28,6 +30,7 @@ import {
   type Alternative,
   type InstalledPackage,
 } from './tree.ts';
+import { firstConfigureEntries, shippedPackage } from './firstConfigure.ts';
 import { buildImage, type BuiltImage } from './oci/image.ts';
 import { buildLayer, layerBlobs, layerKey, type LayerJob, type LayerRecord } from './layers.ts';
 import { imageInput, type SearchPaths } from './imageConfig.ts';
@@ -316,12 +319,26 @@ function installedStateJob(lock: Lockfile, unpacked: Map<string, UnpackedMeta>, 
     const inst: InstalledPackage = { name: p.name, arch: p.arch, control: meta.control, paths: meta.entries.map((e) => e.path), conffiles: meta.conffiles };
     if (ma) inst.multiArch = ma;
     if (meta.md5sums) inst.md5sums = meta.md5sums;
+    const conffileMd5: Record<string, string> = {};
+    for (const c of meta.conffiles) {
+      // `remove-on-upgrade PATH` names a file the package no longer ships; dpkg records only the installed ones.
+      if (!c.startsWith('/')) continue;
+      const shipped = meta.entries.find((e) => e.type === 'file' && `/${e.path}` === c);
+      if (shipped) conffileMd5[c] = createHash('md5').update(readFileSync(join(meta.root, shipped.path))).digest('hex');
+    }
+    if (Object.keys(conffileMd5).length > 0) inst.conffileMd5 = conffileMd5;
+    const members = { ...(meta.controlFiles ?? {}), ...meta.scripts };
+    if (Object.keys(members).length > 0) inst.controlMembers = members;
     installed.push(inst);
   }
   const resolvePath = (abs: string) => `/${mergedUsrPath(abs.replace(/^\/+/, ''))}`;
   const chosen = chooseAlternatives(alternatives, (abs) => present.has(resolvePath(abs)), lock.image.alternatives);
   installed.push(...extraInstalled);
-  const top = [...alternativesEntries(chosen), ...dpkgEntries(installed)];
+  const shipped = new Map(lock.packages.map((p) => {
+    const meta = unpacked.get(p.name)!;
+    return [p.name, shippedPackage(p.name, meta.entries.map((e) => e.path), meta.root)] as const;
+  }));
+  const top = [...firstConfigureEntries(shipped, lock.project.arch), ...alternativesEntries(chosen), ...dpkgEntries(installed)];
   return {
     label: 'strata config: update-alternatives links, dpkg database',
     key: layerKey('top', mtime, top.map((e) => entryKey(e, sha256Hex))),

@@ -285,21 +285,51 @@ export interface InstalledPackage {
   paths: string[];
   md5sums?: string;
   conffiles: string[];
+  /**
+   * The other members of the control archive (maintainer scripts, triggers, shlibs, symbols, templates...), which
+   * dpkg keeps as info/<package>.<member>: `dpkg-shlibdeps`, `dpkg-trigger` and a later `apt remove` read them.
+   */
+  controlMembers?: Record<string, string>;
+  /** md5 (hex) of each conffile's installed bytes, by path, in conffiles order: the status file's `Conffiles`. */
+  conffileMd5?: Record<string, string>;
 }
 
-/** The status paragraph: the control fields with `Status: install ok installed` after `Package`. */
-export function statusParagraph(control: string): string {
-  const lines = control.replace(/\n+$/, '').split('\n');
-  const at = lines.findIndex((l) => /^Package:/i.test(l));
-  lines.splice(at + 1, 0, 'Status: install ok installed');
-  return `${lines.join('\n')}\n`;
+const MAINTAINER_SCRIPTS = new Set(['preinst', 'postinst', 'prerm', 'postrm', 'config']);
+
+/** The fields dpkg writes first, in its order (dpkg's lib/dpkg/parse.c); any other field follows, in control order. */
+const STATUS_ORDER = [
+  'Package', 'Essential', 'Protected', 'Status', 'Priority', 'Section', 'Installed-Size', 'Origin', 'Maintainer', 'Bugs',
+  'Architecture', 'Multi-Arch', 'Source', 'Version', 'Config-Version', 'Replaces', 'Provides', 'Depends', 'Pre-Depends',
+  'Recommends', 'Suggests', 'Breaks', 'Conflicts', 'Enhances', 'Conffiles', 'Description', 'Triggers-Pending', 'Triggers-Awaited',
+];
+const STATUS_RANK = new Map(STATUS_ORDER.map((f, i) => [f.toLowerCase(), i]));
+
+/**
+ * The status paragraph as dpkg writes it after installing: the control fields in dpkg's order, with
+ * `Status: install ok installed` and, for a package with conffiles, `Conffiles:` naming each with the md5 of the
+ * bytes installed (`conffileMd5`, by path).
+ */
+export function statusParagraph(control: string, conffileMd5: Record<string, string> = {}): string {
+  const fields: { name: string; text: string }[] = [];
+  for (const line of control.replace(/\n+$/, '').split('\n')) {
+    if (/^[ \t]/.test(line) && fields.length > 0) fields[fields.length - 1]!.text += `\n${line}`;
+    else if (line.includes(':')) fields.push({ name: line.slice(0, line.indexOf(':')), text: line });
+  }
+  fields.push({ name: 'Status', text: 'Status: install ok installed' });
+  const conffiles = Object.keys(conffileMd5);
+  if (conffiles.length > 0) fields.push({ name: 'Conffiles', text: ['Conffiles:', ...conffiles.map((p) => ` ${p} ${conffileMd5[p]}`)].join('\n') });
+  const rank = (f: { name: string }) => STATUS_RANK.get(f.name.toLowerCase()) ?? STATUS_ORDER.length;
+  // A stable sort: unknown fields keep their control order, after the known ones.
+  const ordered = fields.map((f, i) => ({ f, i })).sort((a, b) => rank(a.f) - rank(b.f) || a.i - b.i).map((x) => x.f.text);
+  return `${ordered.join('\n')}\n`;
 }
 
 export function dpkgEntries(pkgs: InstalledPackage[]): LayerEntry[] {
   const sorted = [...pkgs].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const out: LayerEntry[] = [dir('var/lib/dpkg'), dir('var/lib/dpkg/info'), dir('var/lib/dpkg/updates')];
-  out.push(file('var/lib/dpkg/status', sorted.map((p) => statusParagraph(p.control)).join('\n')));
+  out.push(file('var/lib/dpkg/status', sorted.map((p) => `${statusParagraph(p.control, p.conffileMd5)}\n`).join('')));
   out.push(file('var/lib/dpkg/available', ''));
+  out.push(file('var/lib/dpkg/diversions', ''));
   out.push(file('var/lib/dpkg/info/format', '1\n'));
   for (const p of sorted) {
     const base = p.multiArch === 'same' ? `${p.name}:${p.arch}` : p.name;
@@ -307,6 +337,10 @@ export function dpkgEntries(pkgs: InstalledPackage[]): LayerEntry[] {
     out.push(file(`var/lib/dpkg/info/${base}.list`, `${listed.join('\n')}\n`));
     if (p.md5sums) out.push(file(`var/lib/dpkg/info/${base}.md5sums`, p.md5sums));
     if (p.conffiles.length > 0) out.push(file(`var/lib/dpkg/info/${base}.conffiles`, `${p.conffiles.join('\n')}\n`));
+    for (const [member, text] of Object.entries(p.controlMembers ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      if (!/^[a-z][a-z0-9_-]*$/.test(member)) continue;
+      out.push(file(`var/lib/dpkg/info/${base}.${member}`, text, MAINTAINER_SCRIPTS.has(member) ? 0o755 : 0o644));
+    }
   }
   return out;
 }

@@ -1,0 +1,104 @@
+/**
+ * The differential oracle for "installed" (issue: an environment is an installed Debian system). For a manifest on
+ * the real archive (skipped with a message when no mirror is reachable), strata locks and realises it as an OCI
+ * layout, umoci unpacks that (an independent unpacker), and mmdebstrap installs the lock's exact `name=version`
+ * list the way Debian does: apt and dpkg, every maintainer script run. The two trees are compared path by path:
+ * presence, type, mode, owner, symlink target and the bytes of every regular file, apart from a short list of
+ * volatile paths. Every remaining difference must be in EXPLAINED (and in the README); a new one fails the test.
+ *
+ * Slow (two installs of each environment): runs with STRATA_TEST_ORACLE=1 (scripts/long-checks.sh).
+ */
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runCli } from './helpers/project.ts';
+import { reachableDebianMirror } from './helpers/debianMirror.ts';
+import { diffTrees, type TreeDifference } from './helpers/treeDiff.ts';
+import { parseLock } from '../lock/lockfile.ts';
+
+/**
+ * Not compared, with why: what only exists because of how each tree was made, not what was installed.
+ * - apt's own state and caches, and mmdebstrap's apt configuration: strata's trees are not managed by apt;
+ * - logs, and dpkg's journal files (`*-old`, `available`, locks, triggers state): dpkg's bookkeeping of the run;
+ * - debconf's database: the answers the maintainer scripts gave (strata asks no questions);
+ * - machine-id, hostname, resolv.conf, hosts: per-machine files the runtime or first boot provides;
+ * - the ldconfig auxiliary cache: a timing cache of ldconfig itself;
+ * - /etc/fstab: written by the bootstrapper ("UNCONFIGURED FSTAB", as debootstrap does), by no package;
+ * - dev, proc, sys, run, tmp contents: runtime mounts.
+ */
+const IGNORE = new RegExp(
+  '^(' +
+    [
+      'var/lib/apt(/|$)', 'var/cache/apt(/|$)', 'etc/apt(/|$)', 'var/log(/|$)',
+      'var/lib/dpkg/(available|[a-z]+-old|lock|lock-frontend|triggers|cmethopt|arch)(/|$)', 'var/lib/dpkg/status-old',
+      'var/cache/debconf(/|$)', 'etc/machine-id$', 'var/lib/dbus/machine-id$', 'etc/hostname$', 'etc/resolv\\.conf$', 'etc/hosts$',
+      'var/cache/ldconfig/aux-cache$', 'etc/fstab$', 'dev/.', 'proc/.', 'sys/.', 'run/.', 'tmp/.',
+    ].join('|') +
+    ')',
+);
+/** Compared by presence and type alone: bytecode embeds the invalidation mode and, for Debian's, source mtimes. */
+const PRESENCE_ONLY = /(^|\/)__pycache__\/[^/]+\.pyc$/;
+
+/** Differences that remain, each explained (the README's list). Matched against `path kind`. */
+const EXPLAINED: { pattern: RegExp; why: string }[] = [
+  { pattern: /^(etc\/pam\.d\/common-[a-z-]+|var\/lib\/pam\/[a-z-]+) only-b$/, why: "pam-auth-update (libpam-runtime's postinst) is not run: the PAM stacks serve login and su, which an environment does not use" },
+  { pattern: /^etc\/shadow only-a$/, why: 'strata ships /etc/shadow with root and nobody locked; Debian makes one only with the passwd package (shadowconfig), dated the day it ran' },
+  { pattern: /^(etc\/systemd\/system\/[^/]+\.wants|var\/lib\/systemd\/deb-systemd-helper-enabled)(\/.*)? only-b$/, why: 'units enabled by deb-systemd-helper: an environment runs no init' },
+  { pattern: /^var\/lib\/dpkg\/diversions content$/, why: "the DEP17 protective diversions libc6's and others' preinst add for the /usr-merge transition: they guard dpkg's unpack order, and strata unpacks into a merged tree directly" },
+];
+
+const ENVIRONMENTS: { name: string; packages: string[] }[] = [
+  { name: 'web-tls', packages: ['ca-certificates', 'curl', 'python3-requests', 'openssl'] },
+  { name: 'toolchain', packages: ['gcc', 'g++', 'make', 'cmake', 'pkgconf'] },
+  { name: 'desktop', packages: ['python3-matplotlib', 'python3-gi', 'gir1.2-gtk-3.0', 'fonts-dejavu-core'] },
+];
+const only = process.env.STRATA_TEST_ORACLE_ENVS?.split(',');
+
+for (const env of ENVIRONMENTS.filter((e) => !only || only.includes(e.name))) {
+  test(`installed parity with apt and dpkg: ${env.name} (${env.packages.join(' ')})`, async (t) => {
+    if (process.env.STRATA_TEST_ORACLE !== '1') {
+      t.log('skipped: the oracle runs with STRATA_TEST_ORACLE=1 (scripts/long-checks.sh)');
+      t.pass();
+      return;
+    }
+    t.timeout(40 * 60_000);
+    const m = await reachableDebianMirror();
+    if ('skip' in m) {
+      t.log(`skipped: ${m.skip}`);
+      t.pass();
+      return;
+    }
+    const dir = mkdtempSync(join(process.env.STRATA_TEST_ORACLE_OUT ?? tmpdir(), `strata-oracle-${env.name}-`));
+    // STRATA_TEST_ORACLE_OUT=DIR keeps both trees there, to look at the differences.
+    if (!process.env.STRATA_TEST_ORACLE_OUT) t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(
+      join(dir, 'strata.toml'),
+      `[project]\nname = "oracle-${env.name}"\narch = "amd64"\n\n[channels.stable]\nurl = "${m.url}"\nsuite = "trixie"\ncomponents = ["main"]\n\n[packages]\n${env.packages.map((p) => `${p} = "*"`).join('\n')}\n`,
+    );
+    const cache = { STRATA_CACHE_DIR: process.env.STRATA_TEST_DEBIAN_CACHE ?? join(dir, 'cache') };
+    const strata = (args: string[]) => runCli(args, { cwd: dir, env: cache, timeoutMs: 1_800_000 });
+    const lock = await strata(['lock']);
+    t.is(lock.code, 0, lock.stderr);
+    const realise = await strata(['realise', '--locked', '--oci', join(dir, 'oci')]);
+    t.is(realise.code, 0, realise.stderr);
+    const ref = JSON.parse(readFileSync(join(dir, 'oci/index.json'), 'utf8')).manifests[0].annotations['org.opencontainers.image.ref.name'];
+    execFileSync('umoci', ['raw', 'unpack', '--image', `${join(dir, 'oci')}:${ref}`, join(dir, 'strata-root')], { stdio: 'pipe' });
+
+    const locked = parseLock(readFileSync(join(dir, 'strata.lock'), 'utf8'));
+    const include = locked.packages.map((p) => `${p.name}=${p.version}`).join(',');
+    execFileSync(
+      'mmdebstrap',
+      ['--quiet', '--mode=root', '--variant=custom', '--components=main', '--aptopt=APT::Install-Recommends "false"', `--include=${include}`, 'trixie', join(dir, 'debian-root'), m.url],
+      { stdio: 'pipe', maxBuffer: 64 << 20 },
+    );
+    const diffs = await diffTrees(join(dir, 'strata-root'), join(dir, 'debian-root'), { ignore: IGNORE, presenceOnly: PRESENCE_ONLY });
+    const unexplained: TreeDifference[] = diffs.filter((d) => !EXPLAINED.some((e) => e.pattern.test(`${d.path} ${d.kind}`)));
+    t.log(`${locked.packages.length} packages; ${diffs.length} differences, ${unexplained.length} unexplained`);
+    for (const d of unexplained.slice(0, 400)) t.log(`${d.kind.padEnd(7)} ${d.path}  (${d.detail})`);
+    const report = process.env.STRATA_TEST_ORACLE_OUT;
+    if (report) writeFileSync(join(report, `oracle-${env.name}.txt`), diffs.map((d) => `${d.kind}\t${d.path}\t${d.detail}`).join('\n') + '\n');
+    t.deepEqual(unexplained, [], 'every difference from the apt-installed tree is explained');
+  });
+}
