@@ -5,7 +5,9 @@
  * `sat.ts`), so if any consistent choice exists it is found, and if none exists that is a proof, which
  * `explain.ts` turns into a minimal chain.
  *
- * Among consistent choices the solver picks, lexicographically (apt's pinning with a default release):
+ * Among consistent choices the solver picks, lexicographically (apt's pinning with a default release), after two
+ * priorities that only a re-lock has (the newest versions of the names to update, then the previous lock's versions
+ * kept, see `SolveRequest.update` and `keep`):
  *   1. the fewest packages taken from channels other than the default (weighted by channel order),
  *   2. the fewest unmet Recommends (only when the manifest asks for Recommends),
  *   3. the newest versions within each channel (the sum of "versions behind the newest"),
@@ -39,6 +41,16 @@ export interface SolveRequest {
    * never declare dependencies on them because every system has them; an environment without them has no `sh`.
    */
   withEssential?: boolean;
+  /**
+   * The previous lock's choices (name -> version and channel): the solver first keeps as many of them as the
+   * channels still offer (priority 0, above all others), so a re-lock moves only what the manifest's change forces.
+   */
+  keep?: Map<string, { version: string; channel: string }>;
+  /**
+   * Names to update (`lock --update PKG...`): above everything, even keeping the others, each is taken at the
+   * newest version its channel offers that can be installed; what that newer version needs moves with it.
+   */
+  update?: Set<string>;
 }
 
 export type { SolvedPackage } from '../model.ts';
@@ -239,6 +251,8 @@ export function solve(req: SolveRequest): Solution {
   const channelWeights: number[] = [];
   const ageTerms: number[] = [];
   const ageWeights: number[] = [];
+  const updateTerms: number[] = [];
+  const updateWeights: number[] = [];
   for (const n of names) {
     const list = u.byName.get(n)!;
     const perChannel = new Map<string, Candidate[]>();
@@ -252,6 +266,10 @@ export function solve(req: SolveRequest): Solution {
         if (age > 0) {
           ageTerms.push(v(c));
           ageWeights.push(age);
+          if (req.update?.has(n)) {
+            updateTerms.push(v(c));
+            updateWeights.push(age);
+          }
         }
         if (c.channelRank > 0 && !pinned.has(n)) {
           channelTerms.push(v(c));
@@ -263,7 +281,19 @@ export function solve(req: SolveRequest): Solution {
   const providerNames = [...new Set(cands.filter((c) => u.parse(c).provides.length > 0).map((c) => c.name))].sort(cmp);
   const nameRank = new Map(providerNames.map((n, i) => [n, i + 1]));
   const tieTerms = cands.filter((c) => nameRank.has(c.name));
+  // Priority 0: the previous lock's versions kept. A name whose locked version the channels still offer costs 1
+  // when another version is chosen; one the channels dropped (or that is no longer needed) costs nothing.
+  const keepTerms: number[] = [];
+  for (const n of names) {
+    const was = req.keep?.get(n);
+    if (!was) continue;
+    const list = u.byName.get(n)!;
+    if (!list.some((c) => c.version === was.version && c.channel === was.channel)) continue;
+    for (const c of list) if (c.version !== was.version || c.channel !== was.channel) keepTerms.push(v(c));
+  }
   const objectives: [number[], number[]][] = [
+    [updateTerms, updateWeights],
+    [keepTerms, keepTerms.map(() => 1)],
     [channelTerms, channelWeights],
     [softRecommends, softRecommends.map(() => 1)],
     [ageTerms, ageWeights],
