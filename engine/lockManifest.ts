@@ -45,6 +45,7 @@ export async function lockManifest(manifest: Manifest, ctx: Ctx, opts: { offline
     hostDriver: manifest.image.gpuDriver === 'host',
     withRecommends: manifest.withRecommends,
     withEssential: manifest.withEssential,
+    rootsFromDefault: true,
     ...(keep ? { keep } : {}),
     ...(Array.isArray(opts.update) ? { update: new Set(opts.update) } : {}),
   });
