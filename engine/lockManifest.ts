@@ -5,10 +5,11 @@ import { solve } from '../resolver/solve.ts';
 import { lockFromSolution } from '../lock/fromSolution.ts';
 import { lockPathFor, readLock, writeLock, diffLocks, type LockDiff } from '../lock/lockfile.ts';
 import { environmentRequests } from '../lock/verify.ts';
+import { packageRequests } from '../recipes/recipe.ts';
 import { StrataError } from '../errors.ts';
 import { suggestNames } from '../resolver/suggest.ts';
 import type { Ctx } from './ctx.ts';
-import type { Lockfile, Manifest } from '../model.ts';
+import type { LockedChannel, Lockfile, Manifest } from '../model.ts';
 
 export interface LockResult {
   lock: Lockfile;
@@ -31,14 +32,22 @@ export async function lockManifest(manifest: Manifest, ctx: Ctx, opts: { offline
   const settled = await Promise.allSettled(
     manifest.channels.map((c, rank) => loadChannel(c, rank, manifest.arch, store, reporter, { offline: opts.offline ?? false })),
   );
-  const failed = settled.find((s) => s.status === 'rejected');
-  if (failed) throw (failed as PromiseRejectedResult).reason;
-  const loaded = settled.map((s) => (s as PromiseFulfilledResult<Awaited<ReturnType<typeof loadChannel>>>).value);
+  // A channel that failed to load is fatal when it is the default one or a request names it; any other is left
+  // out, and fatal after all only when the manifest does not resolve without it (it may be what is missing).
+  const named = new Set([...environmentRequests(manifest), ...(manifest.recipes ?? []).flatMap((r) => packageRequests(r.buildDepends))].map((r) => r.channel).filter((c) => c !== undefined));
+  const unread = new Map<number, unknown>();
+  settled.forEach((s, rank) => {
+    if (s.status === 'fulfilled') return;
+    const spec = manifest.channels[rank]!;
+    if (rank === 0 || named.has(spec.name) || !(s.reason instanceof StrataError)) throw s.reason;
+    unread.set(rank, s.reason);
+  });
+  const loaded = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
   const universe = new Universe(loaded.flatMap((l) => l.candidates), manifest.arch);
   const indexed = Date.now();
   const recipes = (manifest.recipes ?? []).length > 0 ? await import('./lockRecipes.ts') : undefined;
   recipes?.checkRecipeNames(manifest, universe);
-  const solution = solve({
+  const solveAll = () => solve({
     universe,
     roots: environmentRequests(manifest),
     channels: manifest.channels.map((c) => c.name),
@@ -49,9 +58,27 @@ export async function lockManifest(manifest: Manifest, ctx: Ctx, opts: { offline
     ...(keep ? { keep } : {}),
     ...(Array.isArray(opts.update) ? { update: new Set(opts.update) } : {}),
   });
+  let solution: ReturnType<typeof solve>;
+  try {
+    solution = solveAll();
+  } catch (e) {
+    // Without the unread channels the manifest does not resolve: one of them may be what it needs.
+    const first = [...unread.values()][0];
+    if (first !== undefined && e instanceof StrataError && (e.code === 'E_UNSATISFIABLE' || e.code === 'E_UNKNOWN_PACKAGE')) throw first;
+    throw e;
+  }
+  for (const [rank, reason] of unread) {
+    const spec = manifest.channels[rank]!;
+    reporter.warn(`channel "${spec.name}" could not be read (${(reason as StrataError).message.replace(/^channel "[^"]*": /, '')}); no package needs it, so the lock leaves it out and records it as unread`);
+  }
   reporter.info(`resolved ${solution.packages.length} packages from ${universe.byName.size} names in ${Date.now() - indexed} ms (indexes read in ${indexed - started} ms)`);
   const locked = recipes ? await recipes.lockRecipes(manifest, universe, solution.packages, ctx) : [];
-  const lock = lockFromSolution(manifest, loaded.map((l) => l.locked), solution.packages, solution.hostProvided, locked);
+  const channels = manifest.channels.map((spec, rank): LockedChannel => {
+    const l = loaded.find((x) => x.rank === rank);
+    if (l) return l.locked;
+    return { name: spec.name, suite: spec.suite, codename: '', components: [...spec.components], date: '', releaseSha256: '', urls: [...spec.urls], unread: true };
+  });
+  const lock = lockFromSolution(manifest, channels, solution.packages, solution.hostProvided, locked);
   const written = await writeLock(path, lock);
   return { lock, before, diff: diffLocks(before, lock), written, path };
 }
