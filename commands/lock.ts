@@ -24,7 +24,7 @@ export function summarize(lock: Lockfile, diff: LockDiff, hadBefore: boolean): s
   const bytes = lock.packages.reduce((n, p) => n + p.size, 0);
   const roots = lock.packages.filter((p) => p.root).length;
   lines.push(`${lock.packages.length} packages (${roots} requested), ${(bytes / 1e6).toFixed(1)} MB of .debs`);
-  for (const c of lock.channels) lines.push(`  ${c.name.padEnd(12)} ${String(perChannel.get(c.name) ?? 0).padStart(5)}  ${c.suite} ${c.unread ? '(not read: no package needs it)' : `(${c.codename}, ${c.date})`}`);
+  for (const c of lock.channels) lines.push(`  ${c.name.padEnd(12)} ${String(perChannel.get(c.name) ?? 0).padStart(5)}  ${c.suite} ${c.unread ? '(not read: no package needs it)' : `(${c.codename || (c.suite.endsWith('/') ? 'flat repository' : '')}, ${c.date})`}`);
   for (const h of lock.hostProvided) lines.push(`  host-provided ${h.name}${h.requires ? ` ${h.requires}` : ''}`);
   for (const r of lock.recipes ?? []) lines.push(`  recipe ${r.name} ${r.version}: ${r.sources.length} source${r.sources.length === 1 ? '' : 's'}, build environment of ${r.buildPackages.length} packages, input ${r.input.slice(0, 19)}…`);
   lines.push(`closure ${lock.closure}`);
