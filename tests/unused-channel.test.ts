@@ -40,6 +40,9 @@ test('an expired channel no package needs is left out with one warning; a needed
   const lock = parseLock(text);
   t.deepEqual(lock.packages.map((x) => `${x.name} ${x.version} ${x.channel}`), ['hello 1.0-1 stable']);
   t.is((await p.strata(['lock', '--check'])).code, 0);
+  const online = await p.strata(['lock', '--check', '--online']);
+  t.is(online.code, 0, online.stderr);
+  t.regex(online.stdout, /current\s+0\s+not read; the lock takes no package from it/);
 
   // Pinned to it: needed, so its own error.
   p.writeManifest(manifest('hello = { channel = "current" }'));
