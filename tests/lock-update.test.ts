@@ -68,6 +68,17 @@ test.serial('a re-lock keeps locked versions; --update PKG moves PKG and what it
   t.is((await q.strata(['lock'])).code, 0);
   t.deepEqual(Object.fromEntries(parseLock(readFileSync(join(q.dir, 'strata.lock'), 'utf8')).packages.map((x) => [x.name, x.version])), { app: '1.1-1', libbar1: '1.0-1', libc6: '2.36-10', libfoo1: '1.3-1', tool: '1.1-1' });
 
+  // A manifest change moves only what it forces: a new root that needs libbar1 (which the old state did not have)
+  // adds it, and every locked version stays.
+  const body = readFileSync(join(p.dir, 'strata.toml'), 'utf8');
+  p.writeManifest(`${body}libbar1 = "*"\n`);
+  const changed = await p.strata(['lock']);
+  t.is(changed.code, 0, changed.stderr);
+  t.regex(changed.stdout, /changes since the previous lock: 1 added, 0 removed, 0 changed/);
+  t.deepEqual(versions(), { app: '1.0-1', libbar1: '1.0-1', libc6: '2.36-9', libfoo1: '1.2-1', tool: '1.0-1' });
+  p.writeManifest(body);
+  t.is((await p.strata(['lock'])).code, 0);
+
   // --update app: app 1.1-1 needs libfoo1 >= 1.3, which needs libbar1; libc6 and tool stay.
   const one = await p.strata(['lock', '--update', 'app']);
   t.is(one.code, 0, one.stderr);
