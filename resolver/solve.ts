@@ -125,8 +125,10 @@ function withRelaxation(e: StrataError, req: SolveRequest, roots: PackageRequest
   let relaxed: Solution;
   try {
     relaxed = solveRoots(req, req.roots, new Set());
-  } catch {
-    return e; // unsatisfiable whatever channel the roots come from: the explanation stands alone
+  } catch (r) {
+    // Unsatisfiable whatever channel the roots come from: that conflict is the one to show, not the rule's.
+    if (!(r instanceof StrataError) || r.code !== 'E_UNSATISFIABLE') return e;
+    return new StrataError('E_UNSATISFIABLE', `${r.message}\nthis holds whichever channel the packages that name no channel come from`, r.hint);
   }
   const moved = new Map<string, string>();
   for (const p of relaxed.packages) if (p.root && defaulted.has(p.candidate.name) && p.candidate.channel !== def) moved.set(p.candidate.name, p.candidate.channel);

@@ -91,3 +91,15 @@ test('a root only another channel has is not taken from it unasked; the error sa
   const lock = parseLock(readFileSync(join(p.dir, 'strata.lock'), 'utf8'));
   t.deepEqual(Object.fromEntries(lock.packages.map((x) => [x.name, `${x.version}@${x.channel}`])), { git: '1:2.47.3-0+deb13u1@stable', libc6: '2.42-2@current', libgdal37: '3.11.4+dfsg-1@current' });
 });
+
+test('when no channel for the unpinned roots resolves it either, the conflict shown is that one', async (t) => {
+  const p = await project();
+  // stable's libc6 is too old for current's python3, and the manifest pins libc6 itself to stable.
+  p.writeManifest(manifest('libc6 = { channel = "stable" }\npython3-numpy = "*"\npython3-gdal = { channel = "current" }'));
+  const r = await p.strata(['lock']);
+  t.is(r.code, 4, r.stderr);
+  t.regex(r.stderr, /this holds whichever channel the packages that name no channel come from/);
+  t.regex(r.stderr, /the manifest asks for libc6 from channel "stable"/);
+  t.regex(r.stderr, /python3 3\.14\.0-2 \(current\) depends on libc6 \(>= 2\.42\)/);
+  t.notRegex(r.stderr, /it resolves if/);
+});
