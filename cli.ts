@@ -21,6 +21,7 @@ program
   .option('-m, --manifest <path>', 'the manifest to lock', 'strata.toml')
   .option('--check', 'exit 0 if strata.lock is up to date with the manifest, non-zero with the reason if not')
   .option('--online', "with --check: also check every locked package against the channels' signed indexes, fetched now")
+  .option('--update [packages...]', 'move these packages (and what they now need) to what the channels offer now; alone: every package. Without it, a re-lock keeps every locked version the channels still offer')
   .option('--offline', 'use only cached channel indexes; download nothing')
   .option('--json', 'print the summary as JSON')
   .action(async (opts) => (await import('./commands/lock.ts')).lockCommand(opts));

@@ -189,6 +189,11 @@ export interface LockedChannel {
   urls: string[];
   /** For a channel read from a snapshot archive: the concrete timestamp, archive and the bases the manifest wrote. */
   snapshot?: { timestamp: string; archive: string; urls: string[] };
+  /**
+   * The channel could not be read when the lock was made (an expired Release, a failed fetch) and supplies no
+   * package: codename, date and releaseSha256 are then empty.
+   */
+  unread?: true;
 }
 
 export interface LockedPackage {

@@ -14,7 +14,7 @@ import { parseParagraphs, parseParagraphStream, field } from '../debian/deb822.t
 import { httpGet, type Store } from '../store/store.ts';
 import { readBounded } from '../store/readBounded.ts';
 import { MAX_KEYRING_BYTES } from '../limits.ts';
-import { channelUrls, defaultKeyring, snapshotBases, snapshotTimestamp, snapshotUrl } from './mirror.ts';
+import { channelUrls, defaultKeyring, isFlat, releaseDir, snapshotBases, snapshotTimestamp, snapshotUrl } from './mirror.ts';
 import type { Reporter } from '../report/reporter.ts';
 import type { Candidate, ChannelSpec, LockedChannel } from '../model.ts';
 
@@ -222,22 +222,24 @@ async function fetchRelease(
     if (sig) out.signature = await readFile(sig);
     return out;
   }
-  const dist = `dists/${spec.suite}`;
-  const inRelease = await httpGet(urls, `${dist}/InRelease`);
+  const dist = releaseDir(spec.suite);
+  const inRelease = await httpGet(urls, `${dist}InRelease`);
   let result: { kind: 'InRelease' | 'Release'; bytes: Buffer; signature?: Buffer };
   if (inRelease.ok) {
     result = { kind: 'InRelease', bytes: inRelease.body };
   } else {
-    const release = await httpGet(urls, `${dist}/Release`);
+    const release = await httpGet(urls, `${dist}Release`);
     if (!release.ok) {
       throw new StrataError(
         'E_FETCH',
-        `channel "${spec.name}": suite "${spec.suite}" not found at ${urls.join(', ')} (HTTP ${release.status} for dists/${spec.suite}/Release)`,
-        'check the suite name and the mirror URL',
+        isFlat(spec.suite)
+          ? `channel "${spec.name}": no flat repository at ${urls.map((u) => `${u}/${dist}`).join(', ')} (HTTP ${release.status} for ${dist}Release)`
+          : `channel "${spec.name}": suite "${spec.suite}" not found at ${urls.join(', ')} (HTTP ${release.status} for dists/${spec.suite}/Release)`,
+        isFlat(spec.suite) ? 'a flat repository has InRelease (or Release and Release.gpg) and Packages at its URL itself: check the URL' : 'check the suite name and the mirror URL',
       );
     }
     result = { kind: 'Release', bytes: release.body };
-    const sig = await httpGet(urls, `${dist}/Release.gpg`);
+    const sig = await httpGet(urls, `${dist}Release.gpg`);
     if (sig.ok) result.signature = sig.body;
   }
   const ptr: ReleasePointer = { kind: result.kind, release: sha256(result.bytes) };
@@ -297,7 +299,9 @@ export async function loadChannel(
     }
   }
   const release = parseRelease(releaseText);
-  checkSuite(spec, fetched.kind, release);
+  // A flat repository names no suite (its Release usually has neither Suite nor Codename): apt checks none.
+  const flat = isFlat(spec.suite);
+  if (!flat) checkSuite(spec, fetched.kind, release);
   if (release.validUntil && !spec.trusted && !opts.offline) {
     const until = Date.parse(release.validUntil);
     if (!Number.isNaN(until) && until < Date.now()) {
@@ -314,11 +318,16 @@ export async function loadChannel(
   }
 
   const candidates: Candidate[] = [];
-  for (const component of spec.components) {
-    const base = `${component}/binary-${arch}/Packages`;
+  for (const component of flat ? [''] : spec.components) {
+    const base = flat ? 'Packages' : `${component}/binary-${arch}/Packages`;
     const variant = ['.xz', '.gz', ''].map((ext) => base + ext).find((p) => release.files.has(p));
     if (!variant) {
-      throw new StrataError('E_FETCH', `channel "${spec.name}": the Release of "${spec.suite}" lists no ${base}{.xz,.gz} (is "${component}" a component of this suite, and "${arch}" one of its architectures?)`);
+      throw new StrataError(
+        'E_FETCH',
+        flat
+          ? `channel "${spec.name}": the Release of the flat repository at ${urls[0]}/${releaseDir(spec.suite)} lists no Packages{.xz,.gz,}`
+          : `channel "${spec.name}": the Release of "${spec.suite}" lists no ${base}{.xz,.gz} (is "${component}" a component of this suite, and "${arch}" one of its architectures?)`,
+      );
     }
     const { sha256: want, size } = release.files.get(variant)!;
     const label = `${spec.name} ${spec.suite}/${variant}`;
@@ -329,7 +338,7 @@ export async function loadChannel(
     if (!path) {
       if (opts.offline) throw new StrataError('E_OFFLINE', `--offline: ${label} is not cached`, 'run `strata lock` once with network access');
       reporter.info(`fetching ${label}`);
-      path = await store.fetch({ urls: urls.map((u) => `${u}/dists/${spec.suite}/${variant}`), sha256: want, size, label });
+      path = await store.fetch({ urls: urls.map((u) => `${u}/${releaseDir(spec.suite)}${variant}`), sha256: want, size, label });
     }
     candidates.push(...(await readIndex(store, path, want, arch, spec.name, rank)));
   }
@@ -411,7 +420,8 @@ export function toCandidate(p: Map<string, string>, channel: string, rank: numbe
     provides: field(p, 'Provides') ?? '',
     conflicts: field(p, 'Conflicts') ?? '',
     breaks: field(p, 'Breaks') ?? '',
-    filename,
+    // `./name.deb` (flat repositories write their Filenames so) is `name.deb` below the same URL.
+    filename: filename.replace(/^(?:\.\/)+/, ''),
     size: Number(field(p, 'Size') ?? 0),
     sha256: sha.toLowerCase(),
   };

@@ -116,3 +116,19 @@ export function snapshotUrl(base: string, archive: string, timestamp: string): s
   return `${base}/archive/${archive}/${timestamp}`;
 }
 
+
+/**
+ * A flat repository (apt's "flat repository format"): the suite is a directory ending in `/` (`"/"` or `"./"`: the
+ * URL itself; `"sub/"`: a directory below it), holding `InRelease` (or `Release` + `Release.gpg`) and `Packages`
+ * directly, with no `dists/` and no components. Package `Filename`s are relative to the URL.
+ */
+export function isFlat(suite: string): boolean {
+  return suite.endsWith('/');
+}
+
+/** Where a channel's Release and indexes live below its URL: `dists/<suite>/`, or a flat repository's directory. */
+export function releaseDir(suite: string): string {
+  if (!isFlat(suite)) return `dists/${suite}/`;
+  const dir = suite.replace(/^(\.\/|\/)+/, '').replace(/\/+$/, '');
+  return dir === '' ? '' : `${dir}/`;
+}

@@ -13,6 +13,8 @@ export interface LockOptions {
   online?: boolean;
   offline?: boolean;
   json?: boolean;
+  /** `--update` alone: true; `--update PKG...`: the names. */
+  update?: string[] | boolean;
 }
 
 export function summarize(lock: Lockfile, diff: LockDiff, hadBefore: boolean): string[] {
@@ -22,7 +24,7 @@ export function summarize(lock: Lockfile, diff: LockDiff, hadBefore: boolean): s
   const bytes = lock.packages.reduce((n, p) => n + p.size, 0);
   const roots = lock.packages.filter((p) => p.root).length;
   lines.push(`${lock.packages.length} packages (${roots} requested), ${(bytes / 1e6).toFixed(1)} MB of .debs`);
-  for (const c of lock.channels) lines.push(`  ${c.name.padEnd(12)} ${String(perChannel.get(c.name) ?? 0).padStart(5)}  ${c.suite} (${c.codename}, ${c.date})`);
+  for (const c of lock.channels) lines.push(`  ${c.name.padEnd(12)} ${String(perChannel.get(c.name) ?? 0).padStart(5)}  ${c.suite} ${c.unread ? '(not read: no package needs it)' : `(${c.codename || (c.suite.endsWith('/') ? 'flat repository' : '')}, ${c.date})`}`);
   for (const h of lock.hostProvided) lines.push(`  host-provided ${h.name}${h.requires ? ` ${h.requires}` : ''}`);
   for (const r of lock.recipes ?? []) lines.push(`  recipe ${r.name} ${r.version}: ${r.sources.length} source${r.sources.length === 1 ? '' : 's'}, build environment of ${r.buildPackages.length} packages, input ${r.input.slice(0, 19)}…`);
   lines.push(`closure ${lock.closure}`);
@@ -36,7 +38,7 @@ export function summarize(lock: Lockfile, diff: LockDiff, hadBefore: boolean): s
   const shown = [
     ...diff.added.map((p) => `  + ${p.name} ${p.version} (${p.channel})`),
     ...diff.removed.map((p) => `  - ${p.name} ${p.version} (${p.channel})`),
-    ...diff.changed.map(({ from, to }) => `  ~ ${to.name} ${from.version} (${from.channel}) -> ${to.version} (${to.channel})`),
+    ...diff.changed.map(({ from, to }) => `  ~ ${to.name} ${from.version}${from.channel === to.channel ? '' : ` (${from.channel})`} -> ${to.version} (${to.channel})`),
   ];
   lines.push(...shown.slice(0, 15));
   if (shown.length > 15) lines.push(`  ... and ${shown.length - 15} more`);
@@ -48,6 +50,7 @@ export async function lockCommand(opts: LockOptions): Promise<void> {
   const path = lockPathFor(manifest.path);
   if (opts.online && !opts.check) throw new StrataError('E_USAGE', '--online goes with --check: strata lock --check --online');
   if (opts.online && opts.offline) throw new StrataError('E_USAGE', '--online and --offline contradict each other');
+  if (opts.update !== undefined && opts.update !== false && opts.check) throw new StrataError('E_USAGE', '--update and --check contradict each other: --check never writes the lock');
   if (opts.check) {
     const lock = await readLock(path);
     const reason = staleReason(manifest, lock);
@@ -58,9 +61,24 @@ export async function lockCommand(opts: LockOptions): Promise<void> {
     if (online.length > 0) process.stdout.write(`${online.join('\n')}\n`);
     return;
   }
-  const { lock, before, diff, written } = await lockManifest(manifest, await openCtx(), { offline: opts.offline ?? false });
+  const update = opts.update === true || (Array.isArray(opts.update) && opts.update.length === 0) ? true : Array.isArray(opts.update) ? opts.update : undefined;
+  const { lock, before, diff, written } = await lockManifest(manifest, await openCtx(), { offline: opts.offline ?? false, ...(update ? { update } : {}) });
   if (opts.json) {
-    process.stdout.write(`${JSON.stringify({ path, written, closure: lock.closure, packages: lock.packages.length, added: diff.added.map((p) => p.name), removed: diff.removed.map((p) => p.name), changed: diff.changed.map((c) => c.to.name) }, null, 2)}\n`);
+    const at = (p: { version: string; channel: string }) => ({ version: p.version, channel: p.channel });
+    process.stdout.write(`${JSON.stringify({
+      path,
+      written,
+      closure: lock.closure,
+      packages: lock.packages.length,
+      added: diff.added.map((p) => p.name),
+      removed: diff.removed.map((p) => p.name),
+      changed: diff.changed.map((c) => c.to.name),
+      changes: [
+        ...diff.added.map((p) => ({ name: p.name, to: at(p) })),
+        ...diff.removed.map((p) => ({ name: p.name, from: at(p) })),
+        ...diff.changed.map((c) => ({ name: c.to.name, from: at(c.from), to: at(c.to) })),
+      ].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+    }, null, 2)}\n`);
     return;
   }
   process.stdout.write(`${written ? 'wrote' : 'unchanged:'} ${shown(path)}\n`);

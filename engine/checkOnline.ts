@@ -53,9 +53,16 @@ function describe(p: LockedPackage, offered: Candidate[]): string | undefined {
 export async function compareOnline(manifest: Manifest, lock: Lockfile, ctx: Ctx): Promise<OnlineResult> {
   const { store, reporter } = ctx;
   const settled = await Promise.allSettled(manifest.channels.map((c, rank) => loadChannel(c, rank, manifest.arch, store, reporter, { offline: false })));
-  const failed = settled.find((s) => s.status === 'rejected');
-  if (failed) throw (failed as PromiseRejectedResult).reason;
-  const loaded = settled.map((s) => (s as PromiseFulfilledResult<Awaited<ReturnType<typeof loadChannel>>>).value);
+  // A channel the lock takes no package from (one `strata lock` left out as unread, say) cannot make it stale.
+  const skipped: string[] = [];
+  settled.forEach((s, rank) => {
+    if (s.status === 'fulfilled') return;
+    const name = manifest.channels[rank]!.name;
+    if (rank === 0 || lock.packages.some((p) => p.channel === name) || !(s.reason instanceof StrataError)) throw s.reason;
+    reporter.warn(`channel "${name}" could not be read (${s.reason.message.replace(/^channel "[^"]*": /, '')}); the lock takes no package from it`);
+    skipped.push(`  ${name.padEnd(12)} ${String(0).padStart(5)}  not read; the lock takes no package from it`);
+  });
+  const loaded = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
   const offered = new Map<string, Map<string, Candidate[]>>();
   for (const l of loaded) {
     const byName = new Map<string, Candidate[]>();
@@ -98,7 +105,7 @@ export async function compareOnline(manifest: Manifest, lock: Lockfile, ctx: Ctx
     const count = lock.packages.filter((p) => p.channel === l.spec.name).length;
     return `  ${l.spec.name.padEnd(12)} ${String(count).padStart(5)}  ${l.locked.codename}: ${same ? 'Release unchanged since the lock' : `Release changed since the lock (${was?.date ?? '?'} -> ${l.locked.date})`}`;
   });
-  return { checked: lock.packages.length, mismatches, unprovided, channels };
+  return { checked: lock.packages.length, mismatches, unprovided, channels: [...channels, ...skipped] };
 }
 
 /**

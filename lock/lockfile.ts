@@ -55,10 +55,15 @@ export function serializeLock(lock: Lockfile): string {
     out.push('[[channel]]');
     out.push(`name = ${str(c.name)}`);
     out.push(`suite = ${str(c.suite)}`);
-    out.push(`codename = ${str(c.codename)}`);
-    out.push(`components = ${inlineArray(c.components)}`);
-    out.push(`date = ${str(c.date)}`);
-    out.push(`release-sha256 = ${str(c.releaseSha256)}`);
+    if (c.unread) {
+      out.push('unread = true');
+      out.push(`components = ${inlineArray(c.components)}`);
+    } else {
+      out.push(`codename = ${str(c.codename)}`);
+      out.push(`components = ${inlineArray(c.components)}`);
+      out.push(`date = ${str(c.date)}`);
+      out.push(`release-sha256 = ${str(c.releaseSha256)}`);
+    }
     if (c.urls.length > 0) out.push(`urls = ${inlineArray(c.urls)}`);
     if (c.snapshot) {
       out.push(`snapshot = ${str(c.snapshot.timestamp)}`);
@@ -255,10 +260,11 @@ export function parseLock(text: string, path = 'strata.lock'): Lockfile {
     const channels: LockedChannel[] = tables(doc.channel, '[[channel]]').map((c, i) => ({
       name: need<string>(c.name, `channel[${i}].name`, isStr),
       suite: need<string>(c.suite, `channel[${i}].suite`, isStr),
-      codename: need<string>(c.codename, `channel[${i}].codename`, isStr),
+      codename: c.unread === true && c.codename === undefined ? '' : need<string>(c.codename, `channel[${i}].codename`, isStr),
       components: need<string[]>(c.components, `channel[${i}].components`, isStrs),
-      date: need<string>(c.date, `channel[${i}].date`, isStr),
-      releaseSha256: need<string>(c['release-sha256'], `channel[${i}].release-sha256`, isStr),
+      date: c.unread === true && c.date === undefined ? '' : need<string>(c.date, `channel[${i}].date`, isStr),
+      releaseSha256: c.unread === true && c['release-sha256'] === undefined ? '' : need<string>(c['release-sha256'], `channel[${i}].release-sha256`, isStr),
+      ...(c.unread === true ? { unread: true as const } : {}),
       urls: c.urls === undefined ? [] : need<string[]>(c.urls, `channel[${i}].urls`, isStrs),
       ...(c.snapshot === undefined
         ? {}

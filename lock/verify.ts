@@ -80,6 +80,7 @@ function packageProblem(p: LockedPackage, lock: Lockfile): string | undefined {
   if (!ARCH.test(p.arch) || (p.arch !== 'all' && p.arch !== lock.project.arch)) return `${w}: architecture ${JSON.stringify(p.arch)} is neither the project's (${lock.project.arch}) nor "all"`;
   if (!PACKAGE_NAME.test(p.source)) return `${w}: source ${JSON.stringify(p.source)} is not a valid Debian source package name`;
   if (!lock.channels.some((c) => c.name === p.channel)) return `${w}: names channel ${JSON.stringify(p.channel)}, which the lock does not contain`;
+  if (lock.channels.some((c) => c.name === p.channel && c.unread)) return `${w}: names channel ${JSON.stringify(p.channel)}, which the lock records as unread (supplying no package)`;
   const f = filenameProblem(p.filename);
   if (f) return `${w}: filename ${JSON.stringify(p.filename)} ${f}`;
   if (!Number.isSafeInteger(p.size) || p.size < 0) return `${w}: size ${p.size} is not a number of bytes`;

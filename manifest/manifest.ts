@@ -97,10 +97,16 @@ export function parseManifest(source: string, path: string, sha256: string): Man
       name: cname,
       urls: urls.map((u) => u.replace(/\/+$/, '')),
       suite,
-      components: r.strings(c, p, 'components') ?? ['main'],
+      components: r.strings(c, p, 'components') ?? (suite?.endsWith('/') ? [] : ['main']),
       trusted: r.bool(c, p, 'trusted') ?? false,
       checkValidUntil: r.bool(c, p, 'check-valid-until') ?? true,
     };
+    if (suite?.endsWith('/')) {
+      // A flat repository (suite "/" or "sub/"): no dists/, no components, and never a Debian mirror by default.
+      if (spec.components.length > 0) r.fail(p, 'components', `channel "${cname}": suite = "${suite}" is a flat repository, which has no components: leave components out`);
+      if (urls.length === 0) r.fail(p, 'suite', `channel "${cname}": suite = "${suite}" is a flat repository, which needs its url (e.g. url = "https://<the vendor's repository>/debian12/x86_64")`);
+      if (c.snapshot !== undefined) r.fail(p, 'snapshot', `channel "${cname}": a flat repository cannot be read from a Debian snapshot archive`);
+    }
     const snapshot = r.string(c, p, 'snapshot');
     const snapshotUrls = r.strings(c, p, 'snapshot-url') ?? [];
     const snapshotArchive = r.string(c, p, 'snapshot-archive');

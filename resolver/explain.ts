@@ -14,7 +14,7 @@ import type { Candidate, PackageRequest } from '../model.ts';
 
 /** A named requirement, as clauses over the solver's variables (DIMACS literals). */
 export type Constraint =
-  | { kind: 'root'; request: PackageRequest; clauses: number[][] }
+  | { kind: 'root'; request: PackageRequest; clauses: number[][]; /** the channel is the default one, the manifest naming none */ defaultChannel?: true }
   | { kind: 'depends'; owner: Candidate; group: Relation[]; clauses: number[][] }
   | { kind: 'conflicts' | 'breaks'; owner: Candidate; relation: Relation; other: Candidate; clauses: number[][] };
 
@@ -133,7 +133,10 @@ export function explainUnsatisfiable(u: Universe, numVars: number, structural: n
   }
   rest.sort((a, b) => (order.get(a.owner.name) ?? 1e9) - (order.get(b.owner.name) ?? 1e9));
   const lines = [`no choice of packages from channels ${channels.map((c) => `"${c}"`).join(', ')} satisfies the manifest; these requirements cannot all hold:`];
-  for (const k of roots.slice(0, MAX_LINES)) lines.push(`  - the manifest asks for ${describeRequest((k as { request: PackageRequest }).request)}`);
+  for (const k of roots.slice(0, MAX_LINES)) {
+    const root = k as Extract<Constraint, { kind: 'root' }>;
+    lines.push(`  - the manifest asks for ${describeRequest(root.request)}${root.defaultChannel ? ' (the default channel: it names none)' : ''}`);
+  }
   for (const k of rest.slice(0, Math.max(0, MAX_LINES - roots.length))) {
     if (k.kind === 'depends') {
       lines.push(`  - ${describeCandidate(k.owner)} depends on ${formatGroup(k.group)}`);

@@ -5,7 +5,9 @@
  * `sat.ts`), so if any consistent choice exists it is found, and if none exists that is a proof, which
  * `explain.ts` turns into a minimal chain.
  *
- * Among consistent choices the solver picks, lexicographically (apt's pinning with a default release):
+ * Among consistent choices the solver picks, lexicographically (apt's pinning with a default release), after two
+ * priorities that only a re-lock has (the newest versions of the names to update, then the previous lock's versions
+ * kept, see `SolveRequest.update` and `keep`):
  *   1. the fewest packages taken from channels other than the default (weighted by channel order),
  *   2. the fewest unmet Recommends (only when the manifest asks for Recommends),
  *   3. the newest versions within each channel (the sum of "versions behind the newest"),
@@ -39,6 +41,22 @@ export interface SolveRequest {
    * never declare dependencies on them because every system has them; an environment without them has no `sh`.
    */
   withEssential?: boolean;
+  /**
+   * The previous lock's choices (name -> version and channel): the solver first keeps as many of them as the
+   * channels still offer (priority 0, above all others), so a re-lock moves only what the manifest's change forces.
+   */
+  keep?: Map<string, { version: string; channel: string }>;
+  /**
+   * Names to update (`lock --update PKG...`): above everything, even keeping the others, each is taken at the
+   * newest version its channel offers that can be installed; what that newer version needs moves with it.
+   */
+  update?: Set<string>;
+  /**
+   * A root that names no channel comes from the default channel (its dependencies may still follow a constraint
+   * into another channel). When that makes the manifest unsatisfiable, the error also says what would resolve:
+   * which roots, taken from which channel, found by solving that problem.
+   */
+  rootsFromDefault?: boolean;
 }
 
 export type { SolvedPackage } from '../model.ts';
@@ -84,6 +102,73 @@ export function essentialNames(u: Universe, host: Set<string> = new Set()): stri
 }
 
 export function solve(req: SolveRequest): Solution {
+  const def = req.channels[0];
+  const defaulted = new Set(req.rootsFromDefault && def !== undefined ? req.roots.filter((r) => r.channel === undefined).map((r) => r.name) : []);
+  if (defaulted.size === 0) return solveRoots(req, req.roots, defaulted);
+  const roots = req.roots.map((r) => (defaulted.has(r.name) ? { ...r, channel: def! } : r));
+  try {
+    return solveRoots(req, roots, defaulted);
+  } catch (e) {
+    if (!(e instanceof StrataError) || e.code !== 'E_UNSATISFIABLE') throw e;
+    throw withRelaxation(e, req, roots, defaulted);
+  }
+}
+
+/**
+ * The default-channel rule made the manifest unsatisfiable: solve it again with the unpinned roots free to come
+ * from any channel (at the usual cost of every package from another channel), and name the roots that solution
+ * takes elsewhere. The consequence shown is that of the manifest with those roots pinned there, solved too, so
+ * what the user reads is what `strata lock` then gives.
+ */
+function withRelaxation(e: StrataError, req: SolveRequest, roots: PackageRequest[], defaulted: Set<string>): StrataError {
+  const def = req.channels[0]!;
+  let relaxed: Solution;
+  try {
+    relaxed = solveRoots(req, req.roots, new Set());
+  } catch (r) {
+    // Unsatisfiable whatever channel the roots come from: that conflict is the one to show, not the rule's.
+    if (!(r instanceof StrataError) || r.code !== 'E_UNSATISFIABLE') return e;
+    return new StrataError('E_UNSATISFIABLE', `${r.message}\nthis holds whichever channel the packages that name no channel come from`, r.hint);
+  }
+  const moved = new Map<string, string>();
+  for (const p of relaxed.packages) if (p.root && defaulted.has(p.candidate.name) && p.candidate.channel !== def) moved.set(p.candidate.name, p.candidate.channel);
+  // A root met through a virtual name: its provider is the root package.
+  for (const r of req.roots) {
+    if (!defaulted.has(r.name) || moved.has(r.name) || relaxed.packages.some((p) => p.root && p.candidate.name === r.name)) continue;
+    const provider = relaxed.packages.find((p) => p.root && rootCandidates(req.universe, r).includes(p.candidate));
+    if (provider && provider.candidate.channel !== def) moved.set(r.name, provider.candidate.channel);
+  }
+  if (moved.size === 0) return e;
+  let outcome = relaxed;
+  try {
+    outcome = solveRoots(req, roots.map((r) => (moved.has(r.name) ? { ...r, channel: moved.get(r.name)! } : r)), new Set([...defaulted].filter((n) => !moved.has(n))));
+  } catch {
+    // The relaxed solution itself stands as the consequence.
+  }
+  const perChannel = new Map<string, number>();
+  for (const p of outcome.packages) if (p.candidate.channel !== def) perChannel.set(p.candidate.channel, (perChannel.get(p.candidate.channel) ?? 0) + 1);
+  const names = [...moved.keys()].sort(cmp);
+  const byChannel = new Map<string, string[]>();
+  for (const n of names) byChannel.set(moved.get(n)!, [...(byChannel.get(moved.get(n)!) ?? []), n]);
+  const clauses = [...byChannel].map(([ch, ns]) => `${list(ns)} ${ns.length === 1 ? 'is' : 'are'} also taken from "${ch}"`);
+  const counts = req.channels.filter((c) => perChannel.has(c)).map((c) => `${perChannel.get(c)} package${perChannel.get(c) === 1 ? '' : 's'} from "${c}"`);
+  const pins = names.map((n) => {
+    const r = req.roots.find((x) => x.name === n)!;
+    return r.constraint ? `${n} = { version = "${r.constraint.op} ${r.constraint.version}", channel = "${moved.get(n)}" }` : `${n} = { channel = "${moved.get(n)}" }`;
+  });
+  return new StrataError(
+    'E_UNSATISFIABLE',
+    `${e.message}\na package that names no channel comes from the default channel "${def}"; it resolves if ${clauses.join(', and ')} (${counts.join(', ')}, ${outcome.packages.length} in all)`,
+    `to accept that, write in [packages]: ${pins.join('; ')}; otherwise ${e.hint ?? 'change a version constraint or a channel pin named above'}`,
+  );
+}
+
+function list(names: string[]): string {
+  return names.length <= 1 ? names.join('') : `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}`;
+}
+
+function solveRoots(req: SolveRequest, roots: PackageRequest[], defaulted: Set<string>): Solution {
+  req = { ...req, roots };
   const u = req.universe;
   const host = req.hostDriver ? hostProvidedNames(u) : new Set<string>();
   const hostSatisfied = (g: Relation[]) => g.some((r) => host.has(r.name));
@@ -103,7 +188,7 @@ export function solve(req: SolveRequest): Solution {
     }
     if (rootCandidates(u, r).length === 0) {
       const have = [...(u.byName.get(r.name) ?? [])].map((c) => `${c.version} (${c.channel})`);
-      const want = [r.constraint ? `${r.constraint.op} ${r.constraint.version}` : '', r.channel ? `from channel ${r.channel}` : ''].filter(Boolean).join(' ');
+      const want = [r.constraint ? `${r.constraint.op} ${r.constraint.version}` : '', r.channel ? `from channel ${r.channel}${defaulted.has(r.name) ? ' (the default channel: the manifest names none for it)' : ''}` : ''].filter(Boolean).join(' ');
       throw new StrataError(
         'E_UNSATISFIABLE',
         `no version of "${r.name}" matches ${want || 'the request'}; available: ${have.join(', ') || 'only as a virtual package'}`,
@@ -156,7 +241,7 @@ export function solve(req: SolveRequest): Solution {
     for (let i = 0; i < list.length; i++) for (let j = i + 1; j < list.length; j++) structural.push([-v(list[i]!), -v(list[j]!)]);
   }
   for (const r of required) {
-    constraints.push({ kind: 'root', request: r, clauses: [rootCandidates(u, r).map(v)] });
+    constraints.push({ kind: 'root', request: r, clauses: [rootCandidates(u, r).map(v)], ...(defaulted.has(r.name) ? { defaultChannel: true } : {}) });
   }
   const softRecommends: number[] = [];
   const altPenalties: number[] = [];
@@ -239,6 +324,8 @@ export function solve(req: SolveRequest): Solution {
   const channelWeights: number[] = [];
   const ageTerms: number[] = [];
   const ageWeights: number[] = [];
+  const updateTerms: number[] = [];
+  const updateWeights: number[] = [];
   for (const n of names) {
     const list = u.byName.get(n)!;
     const perChannel = new Map<string, Candidate[]>();
@@ -252,6 +339,10 @@ export function solve(req: SolveRequest): Solution {
         if (age > 0) {
           ageTerms.push(v(c));
           ageWeights.push(age);
+          if (req.update?.has(n)) {
+            updateTerms.push(v(c));
+            updateWeights.push(age);
+          }
         }
         if (c.channelRank > 0 && !pinned.has(n)) {
           channelTerms.push(v(c));
@@ -263,7 +354,19 @@ export function solve(req: SolveRequest): Solution {
   const providerNames = [...new Set(cands.filter((c) => u.parse(c).provides.length > 0).map((c) => c.name))].sort(cmp);
   const nameRank = new Map(providerNames.map((n, i) => [n, i + 1]));
   const tieTerms = cands.filter((c) => nameRank.has(c.name));
+  // Priority 0: the previous lock's versions kept. A name whose locked version the channels still offer costs 1
+  // when another version is chosen; one the channels dropped (or that is no longer needed) costs nothing.
+  const keepTerms: number[] = [];
+  for (const n of names) {
+    const was = req.keep?.get(n);
+    if (!was) continue;
+    const list = u.byName.get(n)!;
+    if (!list.some((c) => c.version === was.version && c.channel === was.channel)) continue;
+    for (const c of list) if (c.version !== was.version || c.channel !== was.channel) keepTerms.push(v(c));
+  }
   const objectives: [number[], number[]][] = [
+    [updateTerms, updateWeights],
+    [keepTerms, keepTerms.map(() => 1)],
     [channelTerms, channelWeights],
     [softRecommends, softRecommends.map(() => 1)],
     [ageTerms, ageWeights],

@@ -11,7 +11,16 @@ test.after.always(closeSharedMirror);
 
 test('locks a stable + current mix that apt calls held broken, deterministically', async (t) => {
   const p = await project();
+  // libc6-dev names no channel, so it comes from the default one; current's libfoo1 needs current's libc6, and
+  // stable's libc6-dev needs stable's: the error says so, and what would resolve, solved.
   p.writeManifest(manifestFor(p, 'libc6-dev = "*"\nlibfoo-dev = { channel = "current" }\nbusybox-fixture = "*"'));
+  const unpinned = await p.strata(['lock']);
+  t.is(unpinned.code, 4, unpinned.stderr);
+  t.regex(unpinned.stderr, /the manifest asks for libc6-dev from channel "stable" \(the default channel: it names none\)/);
+  t.regex(unpinned.stderr, /libc6-dev 2\.36-9 \(stable\) depends on libc6 \(= 2\.36-9\)/);
+  t.regex(unpinned.stderr, /a package that names no channel comes from the default channel "stable"; it resolves if libc6-dev is also taken from "current" \(4 packages from "current", 6 in all\)/);
+  t.regex(unpinned.stderr, /hint: to accept that, write in \[packages\]: libc6-dev = \{ channel = "current" \}/);
+  p.writeManifest(manifestFor(p, 'libc6-dev = { channel = "current" }\nlibfoo-dev = { channel = "current" }\nbusybox-fixture = "*"'));
   const r = await p.strata(['lock']);
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /wrote strata\.lock/);

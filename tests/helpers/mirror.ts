@@ -196,6 +196,70 @@ export async function buildMirror(dir: string, suites: FixtureSuite[], opts: Bui
   return mirrorAt(root, debs, keys.archive.armoredPublicKey);
 }
 
+export interface FlatOptions {
+  /** Release `Date`; default `Sat, 01 Jun 2024 12:00:00 UTC`. */
+  date?: string;
+  /** Write only `Release` + `Release.gpg`. */
+  noInRelease?: boolean;
+}
+
+/**
+ * A flat repository (apt's sources.list(5) "flat repository format", as NVIDIA's CUDA and Intel's oneAPI
+ * repositories publish them): no `dists/`, no components. In `dir` itself: the .debs, `Packages`,
+ * `Packages.gz`, `Packages.xz` (every architecture in one index, `Filename: ./<name>_<version>_<arch>.deb`,
+ * relative to the repository's URL), and a `Release` with no Suite or Codename (Origin, Label, Architectures,
+ * Date, the hashes) signed as `InRelease` and `Release.gpg` with the same key as `buildMirror`'s archives.
+ * `keys/` as in `buildMirror`.
+ */
+export async function buildFlatRepository(dir: string, packages: FixturePackage[], opts: FlatOptions = {}): Promise<FixtureMirror> {
+  const root = resolve(dir);
+  await mkdir(root, { recursive: true });
+  const entries: PoolEntry[] = packages.map((pkg) => {
+    const arch = pkg.arch ?? 'amd64';
+    const version = pkg.version.replace(/^\d+:/, '');
+    return { pkg, arch, component: '', filename: `./${pkg.name}_${version}_${arch}.deb`, signature: '' };
+  });
+  const work = await mkdtemp(join(tmpdir(), 'strata-debs-'));
+  try {
+    await mapLimit(entries, 4, (e) => buildDeb(root, work, e));
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+  entries.sort((a, b) => cmp(a.pkg.name, b.pkg.name) || cmp(a.arch, b.arch) || cmp(a.pkg.version, b.pkg.version));
+  const text = Buffer.from(entries.map(packagesStanza).join('\n'));
+  const files: IndexFile[] = [
+    { path: 'Packages', bytes: text },
+    { path: 'Packages.gz', bytes: gzipSync(text, { level: 9 }) },
+    { path: 'Packages.xz', bytes: await xz(text) },
+  ];
+  for (const f of files) await writeFile(join(root, f.path), f.bytes);
+  const width = Math.max(...files.map((f) => String(f.bytes.length).length), 1);
+  const list = (algo: 'md5' | 'sha256') =>
+    files.map((f) => `\n ${createHash(algo).update(f.bytes).digest('hex')} ${String(f.bytes.length).padStart(width)} ${f.path}`).join('');
+  const arches = [...new Set(entries.map((e) => e.arch))].sort(cmp);
+  const release = stanza([
+    ['Origin', ORIGIN],
+    ['Label', `${ORIGIN} flat`],
+    ['Architectures', arches.join(' ')],
+    ['Date', opts.date ?? DEFAULT_DATE],
+    ['MD5Sum', list('md5')],
+    ['SHA256', list('sha256')],
+  ]);
+  const releasePath = join(root, 'Release');
+  await writeFile(releasePath, release);
+  const keys = await fixtureKeys();
+  try {
+    await signRelease(keys, releasePath, { ...(opts.noInRelease ? {} : { inRelease: join(root, 'InRelease') }), releaseGpg: join(root, 'Release.gpg') });
+  } finally {
+    stopAgent(keys);
+  }
+  await mkdir(join(root, 'keys'), { recursive: true });
+  await writeFile(join(root, 'keys/archive.gpg'), keys.archive.publicKey);
+  await writeFile(join(root, 'keys/archive.asc'), keys.archive.armoredPublicKey);
+  await writeFile(join(root, 'keys/other.gpg'), keys.other.publicKey);
+  return mirrorAt(root, entries.map((e) => e.deb!).sort((a, b) => cmp(a.filename, b.filename)), keys.archive.armoredPublicKey);
+}
+
 function mirrorAt(root: string, debs: BuiltDeb[], armoredKey: string): FixtureMirror {
   return {
     root,
