@@ -75,7 +75,7 @@ for (const env of ENVIRONMENTS.filter((e) => !only || only.includes(e.name))) {
     if (!process.env.STRATA_TEST_ORACLE_OUT) t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     writeFileSync(
       join(dir, 'strata.toml'),
-      `[project]\nname = "oracle-${env.name}"\narch = "amd64"\n\n[channels.stable]\nurl = "${m.url}"\nsuite = "trixie"\ncomponents = ["main"]\n\n[packages]\n${env.packages.map((p) => `${p} = "*"`).join('\n')}\n`,
+      `[project]\nname = "oracle-${env.name}"\narch = "amd64"\n\n[channels.stable]\nurl = "${m.url}"\nsuite = "trixie"\ncomponents = ["main"]\n\n[packages]\n${env.packages.map((p) => `"${p}" = "*"`).join('\n')}\n`,
     );
     const cache = { STRATA_CACHE_DIR: process.env.STRATA_TEST_DEBIAN_CACHE ?? join(dir, 'cache') };
     const strata = (args: string[]) => runCli(args, { cwd: dir, env: cache, timeoutMs: 1_800_000 });
