@@ -16,7 +16,8 @@
 # Docker's own builders cannot do step 3 here: the legacy builder stamps each step's created time, and the daemon's
 # BuildKit (20.10) does not know SOURCE_DATE_EPOCH.
 # Environment: DOCKER_HOST (the engine), SOURCE_DATE_EPOCH, STRATA_IMAGE_TMP (where the temporary directory goes),
-# STRATA_CACHE_DIR (strata's store for the base's .debs and layers), STRATA_DEBIAN_MIRROR (as for any realise).
+# STRATA_CACHE_DIR (strata's store for the base's .debs and layers), STRATA_DEBIAN_MIRROR (as for any realise);
+# STRATA_IMAGE_LOAD=0 builds and prints the image ID without loading it (the test's second build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -58,7 +59,7 @@ git ls-files -z --cached -- . ':!:tests' ':!:bench' ':!:.ci' ':!:base' ':!:Docke
 "$node" -e '
   const { packages } = JSON.parse(require("node:fs").readFileSync("package-lock.json", "utf8"));
   for (const [p, e] of Object.entries(packages)) {
-    if (p === "" || e.dev || e.devOptional || e.link) continue;
+    if (p === "" || e.dev || e.devOptional || e.link || p.startsWith("node_modules/node/node_modules/")) continue;
     if (require("node:fs").existsSync(p)) process.stdout.write(p + "\0");
   }' | xargs -0 -r cp -a --parents -t "$ctx/opt/strata" --
 # Only nested packages were copied with their parents; drop any nested node_modules the parents carried in whole
@@ -68,6 +69,10 @@ git ls-files -z --cached -- . ':!:tests' ':!:bench' ':!:.ci' ':!:base' ':!:Docke
   const { packages } = JSON.parse(fs.readFileSync("package-lock.json", "utf8"));
   for (const [p, e] of Object.entries(packages)) if (p !== "" && (e.dev || e.devOptional)) fs.rmSync(process.argv[1] + "/" + p, { recursive: true, force: true });
 ' "$ctx/opt/strata"
+# The pinned Node is node_modules/node/bin/node, a copy (a hard link) of the platform package's binary; that package's
+# headers and npm, and the installer, are not needed at run time.
+rm -rf "$ctx/opt/strata/node_modules/node/node_modules"
+[ -f "$ctx/opt/strata/node_modules/node/bin/node" ] || die "node_modules/node/bin/node is not the Node binary: run \`npm ci\` again"
 mkdir -p "$ctx/opt/strata/node_modules/.bin"
 ln -sfn ../node/bin/node "$ctx/opt/strata/node_modules/.bin/node"
 rm -f "$ctx/opt/strata/node_modules/.package-lock.json"
@@ -82,6 +87,7 @@ podman_ tag "$base_id" localhost/strata-base:latest
 podman_ build --quiet --timestamp "$epoch" --format oci --layers=false --network none --pull=never \
   --build-arg BASE=localhost/strata-base:latest -f "$root/Dockerfile.base" -t strata:latest "$ctx" >/dev/null
 id=$(podman_ image inspect --format '{{.Id}}' strata:latest)
+if [ "${STRATA_IMAGE_LOAD:-1}" = 0 ]; then echo "sha256:$id"; exit 0; fi
 podman_ save --quiet --format docker-archive -o "$work/strata.tar" strata:latest
 say "docker load into $engine"
 docker load -q -i "$work/strata.tar" >/dev/null
