@@ -22,26 +22,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 say() { echo "npm run image: [$(date +%T)] $*" >&2; }
-die() { say "$*"; exit 1; }
+die() { echo "npm run image: $*" >&2; exit 1; }
 
 engine=${DOCKER_HOST:-unix:///var/run/docker.sock}
 command -v docker >/dev/null || die "the docker CLI is not installed (it loads and tags the image in the engine at $engine)"
 docker version --format '{{.Server.APIVersion}}' >/dev/null 2>&1 || die "no Docker engine answers at $engine: start one or set DOCKER_HOST"
 command -v podman >/dev/null || die "podman is not installed (it builds Dockerfile.base with pinned timestamps): run scripts/setup-host.sh or apt-get install podman"
+command -v skopeo >/dev/null || die "skopeo is not installed (it copies the base into the builder's storage): run scripts/setup-host.sh"
 [ -x node_modules/.bin/node ] || die "node_modules has no pinned Node binary: run \`npm ci\` first"
 node=node_modules/.bin/node
 version=$("$node" -p 'JSON.parse(require("node:fs").readFileSync("package.json", "utf8")).version')
 epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct HEAD)}
 
-# Lower-case: podman names an image pulled from an OCI layout after the layout's path.
-work=${STRATA_IMAGE_TMP:-${TMPDIR:-/tmp}}/strata-image.$$.$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
-mkdir -m 0700 "$work"
-podman_() { podman --root "$work/storage" --runroot "$work/run" --storage-driver overlay --cgroup-manager cgroupfs --events-backend none "$@"; }
+work=$(mktemp -d "${STRATA_IMAGE_TMP:-${TMPDIR:-/tmp}}/strata-image.XXXXXX")
+# podman refuses a runroot over 50 characters: that one goes straight under /tmp.
+runroot=$(mktemp -d /tmp/strata-image-run.XXXXXX)
+podman_() { podman --root "$work/storage" --runroot "$runroot" --storage-driver overlay --cgroup-manager cgroupfs --events-backend none "$@"; }
 cleanup() {
   podman_ rmi -a -f >/dev/null 2>&1 || true
   # overlay mounts the builder may leave behind
   findmnt -rn -o TARGET | awk -v r="$work" 'index($0, r) == 1' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  rm -rf --one-file-system "$work"
+  findmnt -rn -o TARGET | awk -v r="$runroot" 'index($0, r) == 1' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  rm -rf --one-file-system "$work" "$runroot"
 }
 trap cleanup EXIT
 
@@ -82,8 +84,8 @@ find "$ctx" -type f ! -perm /111 -exec chmod 0644 {} +
 say "context: $(du -sh --apparent-size "$ctx" | cut -f1), $(find "$ctx" -type f | wc -l) files; SOURCE_DATE_EPOCH=$epoch"
 
 say "podman build -f Dockerfile.base --timestamp $epoch"
-base_id=$(podman_ pull -q "oci:$work/base-oci:latest")
-podman_ tag "$base_id" localhost/strata-base:latest
+# skopeo, not podman pull, which names an image from an OCI layout after the layout's path.
+skopeo copy -q "oci:$work/base-oci:latest" "containers-storage:[overlay@$work/storage+$runroot]localhost/strata-base:latest" >&2
 podman_ build --quiet --timestamp "$epoch" --format oci --layers=false --network none --pull=never \
   --build-arg BASE=localhost/strata-base:latest -f "$root/Dockerfile.base" -t strata:latest "$ctx" >/dev/null
 id=$(podman_ image inspect --format '{{.Id}}' strata:latest)
