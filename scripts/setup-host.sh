@@ -5,10 +5,11 @@
 # busybox (the fixture's runnable shell), dpkg-dev/gnupg/xz/zstd (building the signed fixture archive),
 # dctrl-tools (deb822 oracle), python3 (a pseudo-terminal for the Ctrl-C test), libcap2-bin (capsh: the unshare
 # sandbox drops root's capabilities with it), git (diff against HEAD, git sources), mmdebstrap and GNU time (the
-# benchmark). Idempotent; uses sudo when not root.
+# benchmark), podman (builds strata's own image, Dockerfile.base, with pinned timestamps: `npm run image`).
+# Idempotent; uses sudo when not root.
 set -euo pipefail
 pkgs=(docker.io docker-registry apache2-utils skopeo umoci golang-github-opencontainers-image-spec-dev bubblewrap busybox-static mmdebstrap
-      dpkg-dev gnupg gpgv xz-utils zstd dctrl-tools python3 uidmap util-linux libcap2-bin tar time git)
+      dpkg-dev gnupg gpgv xz-utils zstd dctrl-tools python3 uidmap util-linux libcap2-bin tar time git podman)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 as_root=()
