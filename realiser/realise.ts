@@ -321,7 +321,12 @@ function installedStateJob(lock: Lockfile, unpacked: Map<string, UnpackedMeta>, 
     if (meta.md5sums) inst.md5sums = meta.md5sums;
     const conffileMd5: Record<string, string> = {};
     for (const c of meta.conffiles) {
-      // `remove-on-upgrade PATH` names a file the package no longer ships; dpkg records only the installed ones.
+      // `remove-on-upgrade PATH` names a file the package no longer ships: dpkg records it with no hash and the flag.
+      const flagged = /^remove-on-upgrade\s+(\/\S+)$/.exec(c);
+      if (flagged) {
+        conffileMd5[flagged[1]!] = 'newconffile remove-on-upgrade';
+        continue;
+      }
       if (!c.startsWith('/')) continue;
       const shipped = meta.entries.find((e) => e.type === 'file' && `/${e.path}` === c);
       if (shipped) conffileMd5[c] = createHash('md5').update(readFileSync(join(meta.root, shipped.path))).digest('hex');

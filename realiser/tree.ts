@@ -290,7 +290,10 @@ export interface InstalledPackage {
    * dpkg keeps as info/<package>.<member>: `dpkg-shlibdeps`, `dpkg-trigger` and a later `apt remove` read them.
    */
   controlMembers?: Record<string, string>;
-  /** md5 (hex) of each conffile's installed bytes, by path, in conffiles order: the status file's `Conffiles`. */
+  /**
+   * The status file's `Conffiles`, by path in conffiles order: the md5 (hex) of each conffile's installed bytes, or
+   * `newconffile remove-on-upgrade` for one the package asks dpkg to remove.
+   */
   conffileMd5?: Record<string, string>;
 }
 

@@ -46,6 +46,8 @@ const EXPLAINED: { pattern: RegExp; why: string }[] = [
   { pattern: /^(etc\/pam\.d\/common-[a-z-]+|var\/lib\/pam\/[a-z-]+) only-b$/, why: "pam-auth-update (libpam-runtime's postinst) is not run: the PAM stacks serve login and su, which an environment does not use" },
   { pattern: /^etc\/shadow only-a$/, why: 'strata ships /etc/shadow with root and nobody locked; Debian makes one only with the passwd package (shadowconfig), dated the day it ran' },
   { pattern: /^(etc\/systemd\/system\/[^/]+\.wants|var\/lib\/systemd\/deb-systemd-helper-enabled)(\/.*)? only-b$/, why: 'units enabled by deb-systemd-helper: an environment runs no init' },
+  { pattern: /^etc\/rc[0-6S]\.d(\/.*)? only-b$/, why: 'System V init links made by update-rc.d: an environment runs no init' },
+  { pattern: /^etc\/.*\.dpkg-old only-b$/, why: "dpkg's copy of a conffile another package gave up during the install (binutils-common's /etc/gprofng.rc, taken over by binutils): a tree made in one step has no earlier owner" },
   { pattern: /^var\/lib\/dpkg\/diversions content$/, why: "the DEP17 protective diversions libc6's and others' preinst add for the /usr-merge transition: they guard dpkg's unpack order, and strata unpacks into a merged tree directly" },
 ];
 
