@@ -44,7 +44,7 @@ export async function lockManifest(manifest: Manifest, ctx: Ctx, opts: { offline
     withEssential: manifest.withEssential,
   });
   reporter.info(`resolved ${solution.packages.length} packages from ${universe.byName.size} names in ${Date.now() - indexed} ms (indexes read in ${indexed - started} ms)`);
-  const locked = recipes ? await recipes.lockRecipes(manifest, universe, solution.packages, ctx) : [];
+  const locked = recipes ? await recipes.lockRecipes(manifest, universe, solution.packages, ctx, loaded.map((l) => l.locked), before) : [];
   const lock = lockFromSolution(manifest, loaded.map((l) => l.locked), solution.packages, solution.hostProvided, locked);
   const written = await writeLock(path, lock);
   return { lock, before, diff: diffLocks(before, lock), written, path };
