@@ -15,6 +15,8 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -63,14 +65,16 @@ async function gitCheckout(dir: string): Promise<{ git: string; rev: string } | 
   const remote = remotes.includes('origin') ? 'origin' : remotes[0];
   if (remote === undefined) return { reason: `the git checkout ${dir} has no remote a colleague could fetch from` };
   const url = (await git(['remote', 'get-url', remote], dir)).stdout.trim();
+  // Fetched by id into an empty scratch repository: only what the remote itself has can arrive.
+  const scratch = await mkdtemp(join(tmpdir(), 'strata-freeze-'));
   try {
-    const refs = (await git(['ls-remote', url], dir)).stdout;
-    if (!refs.split('\n').some((l) => l.startsWith(rev))) {
-      // The commit may still be reachable below a branch; a fetch by id tells for certain.
-      await git(['fetch', '--dry-run', '-q', url, rev], dir);
-    }
+    await git(['init', '-q', '--bare'], scratch);
+    await git(['-c', 'protocol.file.allow=always', 'fetch', '-q', '--depth', '1', url, rev], scratch);
   } catch (e) {
-    return { reason: `commit ${rev.slice(0, 12)} of ${dir} is not reachable at its remote ${url} (push it): ${((e as { stderr?: string }).stderr ?? '').trim().split('\n').pop() ?? ''}` };
+    const why = ((e as { stderr?: string }).stderr ?? '').trim().split('\n').pop() ?? '';
+    return { reason: `commit ${rev.slice(0, 12)} of ${dir} is not reachable at its remote ${url} (push it)${why ? `: ${why}` : ''}` };
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
   }
   return { git: url, rev };
 }
