@@ -78,6 +78,12 @@ runOptions(program.command('shell').description('open an interactive shell in th
 );
 
 program
+  .command('freeze')
+  .description("write what was pip-installed into the project's venv (.strata/venv) into strata.toml as recipes")
+  .option('-m, --manifest <path>', 'the manifest to add the recipes to', 'strata.toml')
+  .action(async (opts) => (await import('./commands/freeze.ts')).freezeCommand(opts));
+
+program
   .command('init')
   .description('write a commented starter strata.toml here (the suite from the host\'s apt sources, or --suite)')
   .argument('[packages...]', 'Debian packages to start with (default python3)')

@@ -115,7 +115,12 @@ export type RecipeRequest = { package: PackageRequest } | { recipe: string };
 export interface RecipeSpec {
   name: string;
   version: string;
-  kind: 'build';
+  /** `build`: shell commands over pinned sources; `pip`: Python packages from a package index, pinned by hash at lock time. */
+  kind: 'build' | 'pip';
+  /** kind "pip": the package index's "simple" URL as written (absent: STRATA_PIP_INDEX, else the host's pip configuration). */
+  index?: string;
+  /** kind "pip": the requirements (PEP 508, e.g. "scikit-cuda == 0.5.3"), as written. */
+  requirements?: string[];
   sources: RecipeSource[];
   buildDepends: RecipeRequest[];
   depends: RecipeRequest[];
@@ -131,8 +136,21 @@ export type LockedSource =
   | { url: string; sha256: string; dest?: string }
   | { git: string; rev: string; sha256: string; dest?: string };
 
+/** One file a pip recipe's requirements resolved to at lock time: a wheel on the index, pinned by sha256. */
+export interface LockedWheel {
+  /** The distribution's normalised name (PEP 503) and exact version. */
+  name: string;
+  version: string;
+  /** The file's name (a `.whl`), as pip finds it beside the others at install time. */
+  filename: string;
+  url: string;
+  sha256: string;
+}
+
 export interface LockedRecipe extends Omit<RecipeSpec, 'sources'> {
   sources: LockedSource[];
+  /** kind "pip": every file the requirements resolved to (dependencies included), sorted by name. */
+  wheels?: LockedWheel[];
   /** The build environment: locked packages (roots: what build-depends names), verified like the environment's. */
   buildPackages: LockedPackage[];
   buildHostProvided: HostProvided[];

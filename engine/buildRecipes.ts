@@ -46,7 +46,8 @@ import { removeTree } from '../run/rootfs.ts';
 import type { Bind } from '../run/sandbox/rootSteps.ts';
 import type { DerivedCache } from '../store/store.ts';
 import type { Ctx } from './ctx.ts';
-import type { LockedRecipe, LockedSource, Lockfile } from '../model.ts';
+import { PIP_REQUIREMENTS_FILE, pipRequirementsText } from '../recipes/pip.ts';
+import type { LockedRecipe, LockedSource, LockedWheel, Lockfile } from '../model.ts';
 
 /** Bump when what a build is given or how its output is read changes: it invalidates stored outputs. */
 const OUTPUT_FORMAT = 'strata-recipe-output-v1';
@@ -147,6 +148,16 @@ async function fetchSource(r: LockedRecipe, s: LockedSource, lock: Lockfile, ctx
   }
 }
 
+/** A pip recipe's locked file, fetched into the store and verified against its sha256 (the store is the judge). */
+async function fetchWheel(r: LockedRecipe, w: LockedWheel, ctx: Ctx): Promise<string> {
+  try {
+    return await ctx.store.fetch({ urls: [w.url], sha256: w.sha256, label: `recipe ${r.name}: file ${w.filename}` });
+  } catch (e) {
+    if (e instanceof StrataError && e.code === 'E_HASH') throw new StrataError('E_HASH', e.message, `the index now serves other bytes for ${w.filename} than when strata.lock was made; if that is expected, lock again without the old pins (remove strata.lock, then run \`strata lock\`)`);
+    throw e;
+  }
+}
+
 function tail(text: string, n: number): string {
   const lines = text.replace(/\n$/, '').split('\n');
   return lines.slice(-n).map((l) => `  | ${l}`).join('\n');
@@ -156,6 +167,7 @@ function tail(text: string, n: number): string {
 async function buildOnce(r: LockedRecipe, lock: Lockfile, ctx: Ctx, o: RecipeBuildOptions, outputs: Map<string, RecipeOutput>, scratch: string, logFile: string): Promise<{ own: OutputEntry[]; all: OutputEntry[]; out: string }> {
   const mtime = layerMtime(lock, o.env);
   const files = await Promise.all(r.sources.map((s) => fetchSource(r, s, lock, ctx, o)));
+  const wheels = await Promise.all((r.wheels ?? []).map((w) => fetchWheel(r, w, ctx)));
   const root = await o.rootfsFor(buildLockOf(lock, r));
   if (!lstatSync(join(root.rootfs, 'usr/bin/sh'), { throwIfNoEntry: false })) {
     throw new StrataError('E_BUILD', `recipe ${r.name}: its build environment has no /bin/sh to run the build commands with`, 'add a shell to build-depends (dash, bash or busybox), or leave [resolve] essential at its default');
@@ -169,6 +181,9 @@ async function buildOnce(r: LockedRecipe, lock: Lockfile, ctx: Ctx, o: RecipeBui
     const name = 'url' in s ? basename(new URL(s.url.replace(/^mirror:\/\//, 'http://')).pathname) || 'source' : 'source';
     await unpackSource(files[i]!, src, s.dest ?? '', { label: `recipe ${r.name}: source ${'url' in s ? s.url : s.git}`, name, strip: 'url' in s });
   }
+  // A pip recipe's locked files, under their own names beside the requirements file its install step reads.
+  for (let i = 0; i < wheels.length; i++) await copyFile(wheels[i]!, join(src, r.wheels![i]!.filename));
+  if (r.kind === 'pip') await writeFile(join(src, PIP_REQUIREMENTS_FILE), pipRequirementsText(r.wheels ?? []));
   // The outputs of the recipes it depends on: copied into $PREFIX when they share it, bound read-only elsewhere.
   const binds: Bind[] = [
     { source: src, target: BUILD_SRC, writable: true },

@@ -76,7 +76,7 @@ export async function lockManifest(manifest: Manifest, ctx: Ctx, opts: { offline
   if (!manifest.withRecommends) {
     for (const line of describeSkippedRecommends(skippedLibraryRecommends(universe, solution.packages.map((p) => p.candidate)))) reporter.info(line);
   }
-  const locked = recipes ? await recipes.lockRecipes(manifest, universe, solution.packages, ctx) : [];
+  const locked = recipes ? await recipes.lockRecipes(manifest, universe, solution.packages, ctx, loaded.map((l) => l.locked), before) : [];
   const channels = manifest.channels.map((spec, rank): LockedChannel => {
     const l = loaded.find((x) => x.rank === rank);
     if (l) return l.locked;

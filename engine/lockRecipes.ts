@@ -8,13 +8,13 @@ import { dirname } from 'node:path';
 import { StrataError } from '../errors.ts';
 import { environmentClosure } from '../lock/closure.ts';
 import { lockedPackages } from '../lock/fromSolution.ts';
-import { packageRequests, recipeClosure, recipeInput, recipeOrder } from '../recipes/recipe.ts';
+import { canonicalRecipe, packageRequests, recipeClosure, recipeInput, recipeOrder } from '../recipes/recipe.ts';
 import { gitTreeTar } from '../recipes/sources.ts';
 import { rootCandidates, solve } from '../resolver/solve.ts';
 import { suggestNames } from '../resolver/suggest.ts';
 import type { Universe } from '../resolver/universe.ts';
 import type { Ctx } from './ctx.ts';
-import type { LockedRecipe, LockedSource, Manifest, PackageRequest, RecipeSpec, SolvedPackage } from '../model.ts';
+import type { LockedChannel, LockedRecipe, LockedSource, LockedWheel, Lockfile, Manifest, PackageRequest, RecipeSpec, SolvedPackage } from '../model.ts';
 
 /** The channel packages a recipe's build environment needs: its build-depends and depends, and those of every recipe it depends on (their outputs run in the build). */
 export function buildRoots(r: RecipeSpec, byName: Map<string, RecipeSpec>): PackageRequest[] {
@@ -39,8 +39,13 @@ export function checkRecipeNames(manifest: Manifest, universe: Universe): void {
   }
 }
 
-/** Locks every recipe of the manifest against `universe`; `environment` is the environment's solution. */
-export async function lockRecipes(manifest: Manifest, universe: Universe, environment: SolvedPackage[], ctx: Ctx): Promise<LockedRecipe[]> {
+/**
+ * Locks every recipe of the manifest against `universe`; `environment` is the environment's solution, `channels`
+ * the locked channels. A pip recipe's requirements are resolved against its index (engine/lockPip.ts), unless
+ * `before` (the previous lock) holds the same recipe, as written, with the same build environment: its files are
+ * kept then, as pip-compile keeps its pins, and no index is asked.
+ */
+export async function lockRecipes(manifest: Manifest, universe: Universe, environment: SolvedPackage[], ctx: Ctx, channels: LockedChannel[], before?: Lockfile): Promise<LockedRecipe[]> {
   const recipes = manifest.recipes ?? [];
   if (recipes.length === 0) return [];
   const order = recipeOrder(recipes);
@@ -82,7 +87,26 @@ export async function lockRecipes(manifest: Manifest, universe: Universe, enviro
       if (!c) throw new Error(`recipe ${name}: depends ${d.package.name} is not in the environment's solution`);
       return c.name;
     });
-    const partial = { ...r, sources, buildClosure };
+    let wheels: LockedWheel[] | undefined;
+    if (r.kind === 'pip') {
+      const old = before?.recipes?.find((x) => x.name === name);
+      if (old?.wheels && old.buildClosure === buildClosure && canonicalRecipe(old) === canonicalRecipe(r)) wheels = old.wheels;
+      else {
+        const [{ resolvePipRequirements }, { ensureRootfs }] = await Promise.all([import('./lockPip.ts'), import('./ensureEnvironment.ts')]);
+        const buildLock: Lockfile = {
+          version: 1,
+          manifestSha256: '0'.repeat(64),
+          project: { name: 'strata-build', arch: manifest.arch },
+          closure: buildClosure,
+          channels,
+          image: { env: {}, alternatives: {} },
+          packages: buildPackages,
+          hostProvided: solution.hostProvided,
+        };
+        wheels = await resolvePipRequirements(r, buildLock, ctx, (l) => ensureRootfs(l, ctx, { frozen: false }));
+      }
+    }
+    const partial = { ...r, sources, buildClosure, ...(wheels ? { wheels } : {}) };
     const input = recipeInput(partial, manifest.arch, inputs);
     inputs.set(name, input);
     out.push({ ...partial, buildPackages, buildHostProvided: solution.hostProvided, resolvedDepends: [...new Set(resolvedDepends)].sort(), input });

@@ -126,6 +126,10 @@ function recipeBlock(out: string[], r: LockedRecipe): void {
   out.push(`name = ${str(r.name)}`);
   out.push(`version = ${str(r.version)}`);
   out.push(`kind = ${str(r.kind)}`);
+  if (r.kind === 'pip') {
+    if (r.index !== undefined) out.push(`index = ${str(r.index)}`);
+    out.push(`requirements = ${blockArray(r.requirements ?? [])}`);
+  }
   out.push(`prefix = ${str(r.prefix)}`);
   out.push(`build-depends = ${blockArray(r.buildDepends.map(formatRequest))}`);
   out.push(`depends = ${blockArray(r.depends.map(formatRequest))}`);
@@ -146,6 +150,15 @@ function recipeBlock(out: string[], r: LockedRecipe): void {
     else out.push(`git = ${str(s.git)}`, `rev = ${str(s.rev)}`);
     out.push(`sha256 = ${str(s.sha256)}`);
     if (s.dest !== undefined) out.push(`dest = ${str(s.dest)}`);
+  }
+  for (const w of r.wheels ?? []) {
+    out.push('');
+    out.push('[[recipe.wheel]]');
+    out.push(`name = ${str(w.name)}`);
+    out.push(`version = ${str(w.version)}`);
+    out.push(`filename = ${str(w.filename)}`);
+    out.push(`url = ${str(w.url)}`);
+    out.push(`sha256 = ${str(w.sha256)}`);
   }
   for (const h of [...r.buildHostProvided].sort((a, b) => cmp(a.name, b.name))) {
     out.push('');
@@ -202,7 +215,22 @@ function parseRecipe(r: T, i: number): LockedRecipe {
       }
     });
   const kind = need<string>(r.kind, `${w}.kind`, isStr);
-  if (kind !== 'build') throw new Error(`${w}.kind must be "build"`);
+  if (kind !== 'build' && kind !== 'pip') throw new Error(`${w}.kind must be "build" or "pip"`);
+  const pip =
+    kind === 'pip'
+      ? {
+          ...(r.index !== undefined ? { index: need<string>(r.index, `${w}.index`, isStr) } : {}),
+          requirements: [...need<string[]>(r.requirements, `${w}.requirements`, isStrs)],
+          wheels: tables(r.wheel, `${w}.wheel`).map((x, j) => ({
+            name: need<string>(x.name, `${w}.wheel[${j}].name`, isStr),
+            version: need<string>(x.version, `${w}.wheel[${j}].version`, isStr),
+            filename: need<string>(x.filename, `${w}.wheel[${j}].filename`, isStr),
+            url: need<string>(x.url, `${w}.wheel[${j}].url`, isStr),
+            sha256: need<string>(x.sha256, `${w}.wheel[${j}].sha256`, isStr),
+          })),
+        }
+      : {};
+  if (kind === 'build' && (r.index !== undefined || r.requirements !== undefined || r.wheel !== undefined)) throw new Error(`${w}: index, requirements and wheel belong to kind "pip"`);
   const sources: LockedSource[] = tables(r.source, `${w}.source`).map((s, j) => {
     const at = `${w}.source[${j}]`;
     const dest = s.dest === undefined ? {} : { dest: need<string>(s.dest, `${at}.dest`, isStr) };
@@ -213,7 +241,8 @@ function parseRecipe(r: T, i: number): LockedRecipe {
   return {
     name: need<string>(r.name, `${w}.name`, isStr),
     version: need<string>(r.version, `${w}.version`, isStr),
-    kind,
+    kind: kind as 'build' | 'pip',
+    ...pip,
     prefix: need<string>(r.prefix, `${w}.prefix`, isStr),
     sources,
     buildDepends: requests('build-depends'),

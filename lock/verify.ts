@@ -29,6 +29,7 @@ import { StrataError } from '../errors.ts';
 import { isValidVersion } from '../debian/version.ts';
 import { satisfiesVersion } from '../debian/relation.ts';
 import { closureHashes, environmentClosure } from './closure.ts';
+import { wheelProblem } from '../recipes/pip.ts';
 import {
   GIT_REV,
   RECIPE_NAME,
@@ -173,6 +174,10 @@ function recipeFieldProblem(r: LockedRecipe, lock: Lockfile, names: Set<string>)
   const prefix = prefixProblem(r.prefix);
   if (prefix) return `${w}: prefix ${JSON.stringify(r.prefix)} ${prefix}`;
   if (r.build.length === 0) return `${w}: it has no build commands`;
+  for (const wheel of r.wheels ?? []) {
+    const why = wheelProblem(wheel);
+    if (why) return `${w}: wheel ${wheel.name}: ${why}`;
+  }
   const channels = lock.channels.map((c) => c.name);
   for (const s of r.sources) {
     if (!SHA256.test(s.sha256)) return `${w}: a source's sha256 ${JSON.stringify(s.sha256)} is not 64 lower-case hex digits`;

@@ -14,11 +14,14 @@ import {
   recipeOrder,
   urlProblem,
 } from '../recipes/recipe.ts';
+import { PIP_BUILD_DEPENDS, PIP_DEPENDS, PIP_INSTALL, PIP_PREFIX, requirementProblem } from '../recipes/pip.ts';
 import { cmp } from '../util/order.ts';
 import { ENV_NAME, ENV_NAME_RULE, isTable, type ManifestReader, type Table } from './reader.ts';
 import type { RecipeRequest, RecipeSource, RecipeSpec } from '../model.ts';
 
 const KEYS = ['version', 'kind', 'source', 'sources', 'build-depends', 'depends', 'env', 'build', 'prefix'];
+/** A pip recipe's keys: its files come from the index, its install command and prefix are strata's. */
+const PIP_KEYS = ['version', 'kind', 'index', 'requirements', 'build-depends', 'depends', 'env'];
 /** Set by the build itself; a recipe's env cannot change them. */
 const RESERVED_ENV = ['PREFIX', 'JOBS', 'SOURCE_DATE_EPOCH', 'HOME'];
 export const DEFAULT_PREFIX = '/usr/local';
@@ -96,6 +99,59 @@ function parseRequests(r: ManifestReader, t: Table, path: string[], key: string,
   });
 }
 
+function parseEnv(r: ManifestReader, t: Table, path: string[], name: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  const envT = r.table(t, path, 'env');
+  if (envT) {
+    for (const k of Object.keys(envT)) {
+      const v = envT[k];
+      if (typeof v !== 'string') r.failInside(path, 'env', [k], `recipes.${name}.env.${k} must be a string`);
+      if (!ENV_NAME.test(k)) r.failInside(path, 'env', [k], `recipes.${name}.env: "${k}" is not a valid environment variable name (${ENV_NAME_RULE})`);
+      if (RESERVED_ENV.includes(k)) r.failInside(path, 'env', [k], `recipes.${name}.env: ${k} is set by the build sandbox itself`, `the build sees ${RESERVED_ENV.join(', ')} as strata sets them`);
+      if ((v as string).includes('\0')) r.failInside(path, 'env', [k], `recipes.${name}.env.${k} contains a NUL character`);
+      env[k] = v as string;
+    }
+  }
+  return env;
+}
+
+/** The requests with `implied` first (unless the user names the same package already). */
+function withImplied(implied: string, given: RecipeRequest[]): RecipeRequest[] {
+  const has = given.some((g) => 'package' in g && g.package.name === implied);
+  return has ? given : [{ package: { name: implied } }, ...given];
+}
+
+/**
+ * A `kind = "pip"` recipe: `requirements` (required, a non-empty list) resolved against `index` at lock time. Its
+ * build environment always has python3-pip, its output always depends on python3 (added unless named), it lives
+ * under /usr/local, and its one build step is strata's install of the locked files.
+ */
+function parsePip(r: ManifestReader, t: Table, path: string[], name: string, version: string, env: Record<string, string>, channels: string[]): RecipeSpec {
+  const index = r.string(t, path, 'index');
+  if (index !== undefined && !/^https?:\/\/\S+$/.test(index)) r.fail(path, 'index', `recipes.${name}.index "${index}" is not an http(s):// URL (a package index's "simple" page, PEP 503)`);
+  const requirements = r.strings(t, path, 'requirements');
+  if (requirements === undefined || requirements.length === 0) {
+    r.fail(path, requirements === undefined ? undefined : 'requirements', `recipe "${name}" (kind = "pip") needs requirements = ["<package> == <version>", ...]`, 'the requirements are resolved against the index at `strata lock`, each file pinned by sha256');
+  }
+  requirements!.forEach((q, i) => {
+    const why = requirementProblem(q);
+    if (why) r.failInside(path, 'requirements', [i], `recipes.${name}.requirements[${i}] "${q}" ${why}`);
+  });
+  return {
+    name,
+    version,
+    kind: 'pip',
+    ...(index !== undefined ? { index } : {}),
+    requirements: requirements!.map((q) => q.trim()),
+    sources: [],
+    buildDepends: withImplied(PIP_BUILD_DEPENDS, parseRequests(r, t, path, 'build-depends', channels)),
+    depends: withImplied(PIP_DEPENDS, parseRequests(r, t, path, 'depends', channels)),
+    env,
+    build: [PIP_INSTALL],
+    prefix: PIP_PREFIX,
+  };
+}
+
 /** Reads `[recipes]`; an empty list when there is none. */
 export function parseRecipes(r: ManifestReader, doc: Table, channels: string[]): RecipeSpec[] {
   const all = r.table(doc, [], 'recipes');
@@ -105,30 +161,22 @@ export function parseRecipes(r: ManifestReader, doc: Table, channels: string[]):
     const path = ['recipes', name];
     const t = r.table(all, ['recipes'], name)!;
     if (!RECIPE_NAME.test(name)) r.fail(path, undefined, `recipe name "${name}" must be ${RECIPE_NAME_RULE} (its output is the dpkg package strata-recipe-${name})`);
-    r.onlyKeys(t, path, KEYS);
     const kind = r.string(t, path, 'kind') ?? 'build';
-    if (kind === 'pip') r.fail(path, 'kind', `recipes.${name}.kind "pip" is not supported yet`, 'only kind = "build" (the default) exists for now');
-    if (kind !== 'build') r.fail(path, 'kind', `recipes.${name}.kind must be "build", not "${kind}"`);
+    if (kind !== 'build' && kind !== 'pip') r.fail(path, 'kind', `recipes.${name}.kind must be "build" or "pip", not "${kind}"`);
+    r.onlyKeys(t, path, kind === 'pip' ? PIP_KEYS : KEYS);
     const version = r.string(t, path, 'version');
     if (version === undefined) r.fail(path, undefined, `recipe "${name}" needs a version (e.g. version = "1.0"); it is the version of the dpkg entry strata-recipe-${name}`);
     if (!isValidVersion(version!)) r.fail(path, 'version', `recipes.${name}.version "${version}" is not a valid Debian version (it starts with a digit: "2.9.0", "1.0+git20240101")`);
+    const env = parseEnv(r, t, path, name);
+    if (kind === 'pip') {
+      out.push(parsePip(r, t, path, name, version!, env, channels));
+      continue;
+    }
     const sources: RecipeSource[] = [];
     if (t.source !== undefined) sources.push(parseSource(r, t.source, path, 'source', [], channels));
     if (t.sources !== undefined) {
       if (!Array.isArray(t.sources)) r.fail(path, 'sources', `recipes.${name}.sources must be an array of sources`);
       (t.sources as unknown[]).forEach((s, i) => sources.push(parseSource(r, s, path, 'sources', [i], channels)));
-    }
-    const env: Record<string, string> = {};
-    const envT = r.table(t, path, 'env');
-    if (envT) {
-      for (const k of Object.keys(envT)) {
-        const v = envT[k];
-        if (typeof v !== 'string') r.failInside(path, 'env', [k], `recipes.${name}.env.${k} must be a string`);
-        if (!ENV_NAME.test(k)) r.failInside(path, 'env', [k], `recipes.${name}.env: "${k}" is not a valid environment variable name (${ENV_NAME_RULE})`);
-        if (RESERVED_ENV.includes(k)) r.failInside(path, 'env', [k], `recipes.${name}.env: ${k} is set by the build sandbox itself`, `the build sees ${RESERVED_ENV.join(', ')} as strata sets them`);
-        if ((v as string).includes('\0')) r.failInside(path, 'env', [k], `recipes.${name}.env.${k} contains a NUL character`);
-        env[k] = v as string;
-      }
     }
     const build = r.strings(t, path, 'build');
     if (build === undefined || build.length === 0) r.fail(path, build === undefined ? undefined : 'build', `recipe "${name}" needs build = ["<shell command>", ...]: the commands that install into $PREFIX`);

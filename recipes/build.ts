@@ -205,6 +205,7 @@ export function provenance(r: LockedRecipe, arch: string, digest: string): strin
     depends: r.resolvedDepends,
     env: Object.fromEntries(Object.entries(r.env).sort(([a], [b]) => cmp(a, b))),
     build: r.build,
+    ...(r.kind === 'pip' ? { index: r.index ?? null, requirements: r.requirements ?? [], wheels: (r.wheels ?? []).map((w) => ({ name: w.name, version: w.version, url: w.url, sha256: w.sha256 })) } : {}),
   };
   return `${JSON.stringify(doc, null, 2)}\n`;
 }

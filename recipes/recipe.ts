@@ -116,12 +116,14 @@ export function mirrorUrl(url: string): { channel: string; path: string } | unde
 type AnySource = RecipeSource | LockedSource;
 
 /** The recipe as the manifest gives it, canonically: the same text from the manifest and from the lock. */
-export function canonicalRecipe(r: Pick<RecipeSpec, 'name' | 'version' | 'kind' | 'buildDepends' | 'depends' | 'env' | 'build' | 'prefix'> & { sources: AnySource[] }): string {
+export function canonicalRecipe(r: Pick<RecipeSpec, 'name' | 'version' | 'kind' | 'buildDepends' | 'depends' | 'env' | 'build' | 'prefix' | 'index' | 'requirements'> & { sources: AnySource[] }): string {
   const sources = r.sources.map((s) => ('url' in s ? ['url', s.url, s.sha256, s.dest ?? ''] : ['git', s.git, s.rev, s.dest ?? '']));
   const env = Object.keys(r.env)
     .sort(cmp)
     .map((k) => [k, r.env[k]!]);
-  return JSON.stringify(['strata-recipe-v1', r.name, r.version, r.kind, sources, r.buildDepends.map(formatRecipeRequest), r.depends.map(formatRecipeRequest), env, r.build, r.prefix]);
+  // A pip recipe adds its index (as written) and requirements; a build recipe's text is unchanged by them.
+  const pip = r.kind === 'pip' ? [r.index ?? null, r.requirements ?? []] : [];
+  return JSON.stringify(['strata-recipe-v1', r.name, r.version, r.kind, sources, r.buildDepends.map(formatRecipeRequest), r.depends.map(formatRecipeRequest), env, r.build, r.prefix, ...pip]);
 }
 
 /** The sha256 (hex) of a recipe's canonical text. */
@@ -129,12 +131,13 @@ export const recipeTextSha256 = (r: Parameters<typeof canonicalRecipe>[0]): stri
 
 /**
  * A recipe's input hash: its canonical text, every source's sha256 (a git source's: of its tree's deterministic
- * tar), its build environment's closure, the architecture, and the input hash of each recipe it depends on.
+ * tar), its build environment's closure, the architecture, the input hash of each recipe it depends on, and for a
+ * pip recipe each locked wheel (name, version, file name, sha256; its URL is not an input, the bytes are).
  */
 export function recipeInput(r: Omit<LockedRecipe, 'input' | 'buildPackages' | 'buildHostProvided' | 'resolvedDepends'>, arch: string, inputs: Map<string, string>): string {
   const deps = recipeDeps(r).map((d) => `${d} ${inputs.get(d) ?? '?'}`);
   return `sha256:${createHash('sha256')
-    .update(JSON.stringify(['strata-recipe-input-v1', arch, canonicalRecipe(r), r.sources.map((s) => s.sha256), r.buildClosure, deps]))
+    .update(JSON.stringify(['strata-recipe-input-v1', arch, canonicalRecipe(r), r.sources.map((s) => s.sha256), r.buildClosure, deps, ...(r.wheels ? [r.wheels.map((w) => [w.name, w.version, w.filename, w.sha256])] : [])]))
     .digest('hex')}`;
 }
 

@@ -89,6 +89,37 @@ function fails(t: import('ava').ExecutionContext, body: string, where: string, p
   t.regex(e.message, pattern);
 }
 
+test("the issue's pip recipe parses: pip in its build environment, python3 in its depends, strata's install step", (t) => {
+  const m = loadManifest(
+    write(`${HEAD}
+[recipes.skcuda]
+kind = "pip"                        # Python packages from a package index, pinned by hash
+version = "0.5.3"
+index = "https://example.invalid/simple"
+requirements = ["scikit-cuda == 0.5.3"]
+depends = ["recipe:magma"]
+
+[recipes.magma]
+version = "2.9.0"
+build = "true"
+`),
+  );
+  const r = m.recipes!.find((x) => x.name === 'skcuda')!;
+  t.is(r.kind, 'pip');
+  t.is(r.index, 'https://example.invalid/simple');
+  t.deepEqual(r.requirements, ['scikit-cuda == 0.5.3']);
+  t.deepEqual(r.buildDepends, [{ package: { name: 'python3-pip' } }]);
+  t.deepEqual(r.depends, [{ package: { name: 'python3' } }, { recipe: 'magma' }]);
+  t.is(r.prefix, '/usr/local');
+  t.is(r.build.length, 1);
+  t.regex(r.build[0]!, /^python3 -m pip install .*--no-index --no-deps --require-hashes .*-r \/build\/src\/strata-requirements\.txt$/);
+  t.deepEqual(m.recipes!.map((x) => x.name), ['magma', 'skcuda'].sort());
+  // The requirements are part of the recipe's text (so lock --check sees a change), a build recipe's text is as before.
+  const other = loadManifest(write(`${HEAD}\n[recipes.skcuda]\nkind = "pip"\nversion = "0.5.3"\nrequirements = ["scikit-cuda == 0.5.2"]\n`)).recipes![0]!;
+  t.not(canonicalRecipe(r), canonicalRecipe({ ...other, depends: r.depends, index: r.index! }));
+  t.is(canonicalRecipe({ ...r, requirements: ['scikit-cuda == 0.5.3'] }), canonicalRecipe(r));
+});
+
 // The manifest's head is 11 lines, then a blank line: a recipe's table starts on line 13.
 test('recipe mistakes are reported at their line and column', (t) => {
   fails(t, '[recipes.r]\nversion = "1"\nbuild = ["true"]\nbiuld = ["x"]\n', '16:1', /unknown key "biuld" in \[recipes\.r\]/);
@@ -110,7 +141,11 @@ test('recipe mistakes are reported at their line and column', (t) => {
   fails(t, '[recipes.r]\nbuild = ["true"]\n', '13:1', /recipe "r" needs a version/);
   fails(t, '[recipes.r]\nversion = "1"\n', '13:1', /recipe "r" needs build = /);
   fails(t, '[recipes.R]\nversion = "1"\nbuild = ["true"]\n', '13:1', /recipe name "R" must be lower-case/);
-  fails(t, '[recipes.r]\nversion = "1"\nkind = "pip"\nbuild = ["true"]\n', '15:1', /kind "pip" is not supported yet/);
+  fails(t, '[recipes.r]\nversion = "1"\nkind = "pip"\nrequirements = ["a"]\nbuild = ["true"]\n', '17:1', /unknown key "build" in \[recipes\.r\]/);
+  fails(t, '[recipes.r]\nversion = "1"\nkind = "pip"\n', '13:1', /recipe "r" \(kind = "pip"\) needs requirements = /);
+  fails(t, '[recipes.r]\nversion = "1"\nkind = "pip"\nrequirements = ["a", "-e ."]\n', '16:1', /recipes\.r\.requirements\[1\] "-e \." is a pip option, not a requirement/);
+  fails(t, '[recipes.r]\nversion = "1"\nkind = "pip"\nindex = "file:///srv/simple"\nrequirements = ["a"]\n', '16:1', /recipes\.r\.index "file:\/\/\/srv\/simple" is not an http\(s\):\/\/ URL/);
+  fails(t, '[recipes.r]\nversion = "1"\nkind = "conda"\nbuild = ["true"]\n', '15:1', /kind must be "build" or "pip", not "conda"/);
   fails(t, '[recipes.a]\nversion = "1"\ndepends = ["recipe:b"]\nbuild = ["true"]\n\n[recipes.b]\nversion = "1"\nbuild-depends = ["recipe:c"]\nbuild = ["true"]\n\n[recipes.c]\nversion = "1"\ndepends = ["recipe:a"]\nbuild = ["true"]\n', '13:1', /recipes depend on each other in a cycle: a -> b -> c -> a$/);
   fails(t, '[recipes.a]\nversion = "1"\nbuild-depends = ["recipe:zz"]\nbuild = ["true"]\n', '15:1', /recipe "a" depends on recipe:zz, which strata.toml does not define/);
 });
