@@ -11,13 +11,19 @@
  * `.wh..wh..opq`) remove what lower layers put there. Ownership is kept when unpacking as root; otherwise
  * everything belongs to the unpacking user, which is what a rootless sandbox maps to.
  *
+ * `linkRootfs` makes the same tree from the layers' entries instead of their tars: each regular file whose content
+ * already lies in the store (an unpacked package's file, a generated or recipe output) with the entry's mode and
+ * owner is hard-linked, not copied, so a root filesystem costs directories and links, not a third copy of the
+ * bytes. The link shares its inode with the store's file; the sandbox binds the tree read-only, so no command can
+ * write through it. Other files (small generated ones, a mode the stored file lacks) are written.
+ *
  * Each layer tar is hashed while it is read and must give its diffId, so a layer damaged in the store never becomes
  * a root filesystem (`DamagedLayer`; the caller drops the blob and builds the layer again). A record of the layers
  * (`<key>.json` beside the tree) lets `strata verify` check the tree against them later (`checkRootfs`).
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { chmod, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, unlink, utimes } from 'node:fs/promises';
+import { createReadStream, createWriteStream, statSync } from 'node:fs';
+import { chmod, copyFile, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
@@ -85,6 +91,52 @@ export async function unpackRootfs(cache: DerivedCache, manifestDigest: string, 
   } finally {
     progress?.done();
   }
+}
+
+/** A layer entry as `linkRootfs` applies it (the shape of the realiser's layer entries). */
+export interface RootfsEntry {
+  /** Relative, normalized: `usr/bin/x`. */
+  path: string;
+  type: 'file' | 'dir' | 'symlink' | 'hardlink';
+  mode: number;
+  uid: number;
+  gid: number;
+  /** A symlink's target, or the layer path a hardlink points at. */
+  linkname?: string;
+  /** Where a file's content lies (in the store). */
+  source?: string;
+  content?: Buffer;
+}
+
+/** A layer as `linkRootfs` takes it: its entries, and its diffId and size for the tree's record. */
+export interface LinkLayer {
+  diffId: string;
+  size: number;
+  entries(): RootfsEntry[] | Promise<RootfsEntry[]>;
+}
+
+/**
+ * Returns the rootfs for an image, making it when it is not there yet from its layers' entries (base first), with
+ * hard links to the stored files where their mode and owner are the entry's; every other entry gets `mtime`, as a
+ * tar's member would.
+ */
+export async function linkRootfs(cache: DerivedCache, manifestDigest: string, layers: LinkLayer[], mtime: number): Promise<string> {
+  return cache.dir(
+    rootfsKey(manifestDigest),
+    async (tmp) => {
+      await linkTree(tmp, layers, mtime);
+      const record: RootfsRecord = { layers: layers.map((l) => ({ diffId: l.diffId, size: l.size })) };
+      await cache.writeJson(rootfsKey(manifestDigest), record);
+    },
+    { remove: removeTree },
+  );
+}
+
+/** Makes the tree of `layers` (base first) in the empty directory `dir`, as `linkRootfs` does. */
+export async function linkTree(dir: string, layers: { entries(): RootfsEntry[] | Promise<RootfsEntry[]> }[], mtime: number): Promise<void> {
+  const tree = new Tree(dir, process.getuid?.() === 0);
+  for (const l of layers) await tree.place(await l.entries(), new Date(mtime * 1000));
+  await tree.finish();
 }
 
 /** Removes a tree that may hold read-only directories. */
@@ -282,6 +334,64 @@ class Tree {
       default:
         // Device nodes, fifos and anything else: the sandbox provides /dev itself.
         return;
+    }
+  }
+
+  /** Applies one layer's entries: directories and files first, then hardlinks (whose target may come later). */
+  async place(entries: RootfsEntry[], mtime: Date): Promise<void> {
+    const label = 'entries';
+    const links: RootfsEntry[] = [];
+    for (const e of entries) {
+      const rel = memberPath(label, e.path);
+      if (rel === undefined) continue;
+      if (e.type === 'hardlink') {
+        links.push(e);
+        continue;
+      }
+      await this.parents(label, rel);
+      const abs = join(this.root, rel);
+      const h = { uid: e.uid, gid: e.gid } as TarHeader;
+      if (e.type === 'dir') {
+        const st = await lstat(abs).catch(() => undefined);
+        if (st && !st.isDirectory()) await unlink(abs);
+        if (!st || !st.isDirectory()) await mkdir(abs, { mode: 0o755 });
+        this.dirs.add(rel);
+        this.dirMeta.set(rel, { mode: e.mode & 0o7777, mtime });
+        await this.own(abs, h);
+      } else if (e.type === 'symlink') {
+        await this.clear(rel, true);
+        await symlink(e.linkname ?? '', abs);
+        await this.own(abs, h);
+        await lutimes(abs, mtime, mtime).catch(() => {});
+      } else {
+        await this.clear(rel, true);
+        const mode = e.mode & 0o7777;
+        if (e.source !== undefined) {
+          const st = statSync(e.source);
+          const same = (st.mode & 0o7777) === mode && (!this.asRoot || (st.uid === e.uid && st.gid === e.gid));
+          if (same && (await link(e.source, abs).then(() => true, (err: NodeJS.ErrnoException) => {
+            if (err.code === 'EXDEV' || err.code === 'EMLINK' || err.code === 'EPERM') return false;
+            throw err;
+          }))) continue;
+          await copyFile(e.source, abs);
+        } else {
+          await writeFile(abs, e.content ?? Buffer.alloc(0), { flag: 'wx', mode: 0o600 });
+        }
+        await this.own(abs, h);
+        await chmod(abs, mode);
+        await utimes(abs, mtime, mtime);
+      }
+    }
+    for (const e of links) {
+      const rel = memberPath(label, e.path);
+      const target = memberPath(label, e.linkname ?? '');
+      if (rel === undefined || target === undefined) throw unsafe(label, `hardlink '${e.path}' has no target`);
+      await this.parents(label, rel);
+      await this.parents(label, target);
+      const st = await lstat(join(this.root, target)).catch(() => undefined);
+      if (!st || !st.isFile()) throw unsafe(label, `hardlink '${rel}' points at '${target}', which is not a regular file in the tree`);
+      await this.clear(rel, true);
+      await link(join(this.root, target), join(this.root, rel));
     }
   }
 
