@@ -13,11 +13,11 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, rename } from 'node:fs/promises';
+import { join, posix } from 'node:path';
 import type Dockerode from 'dockerode';
 import { StrataError } from '../errors.ts';
-import { rootfsKey } from '../run/rootfs.ts';
+import { rootfsKey, type RootfsEntry } from '../run/rootfs.ts';
 import type { DerivedCache } from '../store/store.ts';
 import type { BuildRoot } from './buildRecipes.ts';
 import type { BuiltImage } from '../realiser/oci/image.ts';
@@ -55,19 +55,44 @@ function pointerKey(lock: Lockfile, generated = true): string {
  * environment's own tools in the sandbox over a tree of the packages alone, hard links to the stored unpacked
  * packages, when the store does not hold it). Records the run pointer, so that `run --frozen` finds the image.
  */
-export async function realiseLock(lock: Lockfile, ctx: Ctx, opts: Omit<RealiseOptions, 'store' | 'reporter' | 'extraJobs' | 'extraInstalled' | 'searchPaths'> = {}, generated = true): Promise<RealisedImage> {
-  const result = await realiseImage(lock, ctx, opts, generated);
-  await ctx.store.cache('run').writeJson(pointerKey(lock, generated), pointerOf(result.plain));
-  return result;
+export async function realiseLock(lock: Lockfile, ctx: Ctx, opts: RealiseOpts = {}, generated = true): Promise<RealisedImage> {
+  const trees: ToolsTree[] = [];
+  try {
+    const result = await realiseImage(lock, ctx, opts, generated, trees);
+    await ctx.store.cache('run').writeJson(pointerKey(lock, generated), pointerOf(result.plain));
+    if (trees[0] && (lock.recipes ?? []).length === 0) await adoptToolsTree(ctx, trees[0], result);
+    return result;
+  } finally {
+    if (trees.length > 0) {
+      const { removeTree } = await import('../run/rootfs.ts');
+      for (const t of trees) await removeTree(t.scratch);
+    }
+  }
 }
 
-async function realiseImage(lock: Lockfile, ctx: Ctx, opts: Omit<RealiseOptions, 'store' | 'reporter' | 'extraJobs' | 'extraInstalled' | 'searchPaths'>, generated: boolean): Promise<RealisedImage> {
+type RealiseOpts = Omit<RealiseOptions, 'store' | 'reporter' | 'extraJobs' | 'extraInstalled' | 'searchPaths'>;
+
+/** The tree the generated layer's tools ran over: the image without that layer, in a scratch directory. */
+interface ToolsTree {
+  scratch: string;
+  tree: string;
+  add: (entries: RootfsEntry[], mtime: number) => Promise<void>;
+  finish: () => Promise<void>;
+  image: RealisedImage;
+}
+
+async function realiseImage(lock: Lockfile, ctx: Ctx, opts: RealiseOpts, generated: boolean, trees: ToolsTree[] = []): Promise<RealisedImage> {
   const { realise, layerMtime } = await import('../realiser/realise.ts');
   const base = { store: ctx.store, reporter: ctx.reporter, ...opts };
   const mtime = layerMtime(lock, opts.env);
   const { generatedSteps, generatedLayer } = await import('./generated.ts');
+  const rootfsFor = async (l: Lockfile): Promise<BuildRoot> => {
+    const t = await packagesTree(l, ctx, opts);
+    trees.push(t);
+    return { rootfs: t.tree, stage: await ctx.store.cache('rootfs').ensureDir('.stage'), skeletons: ctx.store.cache('skeletons') };
+  };
   const genJob = generated && generatedSteps(lock).length > 0
-    ? await generatedLayer(packagesOnly(lock), ctx, { rootfsFor: (l) => packagesTree(l, ctx, opts), mtime, ...(opts.frozen ? { frozen: true } : {}), ...(opts.env ? { env: opts.env } : {}) })
+    ? await generatedLayer(packagesOnly(lock), ctx, { rootfsFor, mtime, ...(opts.frozen ? { frozen: true } : {}), ...(opts.env ? { env: opts.env } : {}) })
     : undefined;
   const genJobs = genJob ? [genJob] : [];
   if ((lock.recipes ?? []).length === 0) return realise(lock, genJobs.length > 0 ? { ...base, extraJobs: genJobs } : base);
@@ -78,22 +103,58 @@ async function realiseImage(lock: Lockfile, ctx: Ctx, opts: Omit<RealiseOptions,
 }
 
 /**
- * A private tree of the image of `lock` without the generated layer (hard links to the stored unpacked packages,
- * made in a scratch directory): what the generated layer's tools run over; `release` removes it.
+ * A private tree of the image of `lock` without the generated layer, hard links to the stored unpacked packages,
+ * made in a scratch directory: what the generated layer's tools run over.
  */
-async function packagesTree(lock: Lockfile, ctx: Ctx, opts: Omit<RealiseOptions, 'store' | 'reporter' | 'extraJobs' | 'extraInstalled' | 'searchPaths'>): Promise<BuildRoot & { release(): Promise<void> }> {
-  const result = await realiseImage(lock, ctx, { ...(opts.env ? { env: opts.env } : {}), ...(opts.jobs ? { jobs: opts.jobs } : {}), ...(opts.frozen ? { frozen: true } : {}) }, false);
-  const { linkTree, removeTree } = await import('../run/rootfs.ts');
+async function packagesTree(lock: Lockfile, ctx: Ctx, opts: RealiseOpts): Promise<ToolsTree> {
+  const image = await realiseImage(lock, ctx, { ...(opts.env ? { env: opts.env } : {}), ...(opts.jobs ? { jobs: opts.jobs } : {}), ...(opts.frozen ? { frozen: true } : {}) }, false);
+  const { linkedTree, removeTree } = await import('../run/rootfs.ts');
   const scratch = await ctx.store.tmpDir();
   const tree = join(scratch, 'root');
   try {
     await mkdir(tree);
-    await linkTree(tree, result.layerJobs, result.mtime);
+    const t = linkedTree(tree);
+    for (const j of image.layerJobs) await t.add(await j.entries(), image.mtime);
+    await t.finish();
+    return { scratch, tree, ...t, image };
   } catch (e) {
     await removeTree(scratch);
     throw e;
   }
-  return { rootfs: tree, stage: await ctx.store.cache('rootfs').ensureDir('.stage'), skeletons: ctx.store.cache('skeletons'), release: () => removeTree(scratch) };
+}
+
+/**
+ * Makes the tools' tree the image's root filesystem by adding the generated layer, when that gives what the image's
+ * layers give: the tree's layers are the image's but that one, and the generated layer (below the top layer in the
+ * image, above it in the tree) shares no path with the top layer. Otherwise the tree is removed, and `ensureRootfs`
+ * links one when a run needs it.
+ */
+async function adoptToolsTree(ctx: Ctx, t: ToolsTree, result: RealisedImage): Promise<void> {
+  const layers = result.plain.layers;
+  const treeLayers = t.image.plain.layers;
+  if (layers.length !== treeLayers.length + 1) return;
+  const genAt = layers.length - 2;
+  const rest = [...layers.slice(0, genAt), layers[genAt + 1]!];
+  if (rest.some((l, i) => l.diffId !== treeLayers[i]!.diffId)) return;
+  const top = new Map((await result.layerJobs[genAt + 1]!.entries()).map((e) => [e.path, e.type]));
+  const gen = await result.layerJobs[genAt]!.entries();
+  for (const e of gen) {
+    if (top.has(e.path)) return;
+    for (let d = posix.dirname(e.path); d !== '.'; d = posix.dirname(d)) if (top.has(d) && top.get(d) !== 'dir') return;
+  }
+  const rootfs = ctx.store.cache('rootfs');
+  const key = rootfsKey(result.plain.manifestDigest);
+  if (existsSync(rootfs.path(key))) return;
+  try {
+    await t.add(gen, result.mtime);
+    await t.finish();
+  } catch {
+    return; // a path the tree cannot take as the layers would: ensureRootfs makes the tree afresh
+  }
+  await rootfs.dir(key, async (tmp) => {
+    await rename(t.tree, tmp);
+    await rootfs.writeJson(key, { layers: layers.map((l) => ({ diffId: l.diffId, size: l.size })) });
+  });
 }
 
 /** The lock of the packages alone (its recipes left out): what the generated layer is made over. */

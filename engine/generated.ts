@@ -191,8 +191,8 @@ async function linkCopy(from: string, to: string): Promise<void> {
 }
 
 export interface GeneratedOptions {
-  /** A tree of the environment without this layer, for the tools; `release` is called once they are done. */
-  rootfsFor(lock: Lockfile): Promise<BuildRoot & { release?(): Promise<void> }>;
+  /** A tree of the environment without this layer, for the tools (read-only to them). */
+  rootfsFor(lock: Lockfile): Promise<BuildRoot>;
   mtime: number;
   /** Run no tool: output the store lacks is an error (`run --frozen`). */
   frozen?: boolean;
@@ -218,10 +218,7 @@ export async function generatedLayer(lock: Lockfile, ctx: Ctx, o: GeneratedOptio
   if (!meta) {
     const started = Date.now();
     const root = await o.rootfsFor(lock);
-    const scratch = await store.tmpDir().catch(async (e: unknown) => {
-      await root.release?.();
-      throw e;
-    });
+    const scratch = await store.tmpDir();
     const logFile = join(scratch, 'generated.log');
     try {
       const out = join(scratch, 'out');
@@ -262,7 +259,6 @@ export async function generatedLayer(lock: Lockfile, ctx: Ctx, o: GeneratedOptio
       reporter.info(`made ${steps.join(', ')} in ${seconds} s: ${files} files and links`);
     } finally {
       await removeTree(scratch);
-      await root.release?.();
     }
   }
   const dir = join(cache.path(key), 'out');

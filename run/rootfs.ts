@@ -22,8 +22,8 @@
  * (`<key>.json` beside the tree) lets `strata verify` check the tree against them later (`checkRootfs`).
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, statSync } from 'node:fs';
-import { chmod, copyFile, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
+import { chmodSync, copyFileSync, createReadStream, createWriteStream, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmod, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, unlink, utimes } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
@@ -134,9 +134,19 @@ export async function linkRootfs(cache: DerivedCache, manifestDigest: string, la
 
 /** Makes the tree of `layers` (base first) in the empty directory `dir`, as `linkRootfs` does. */
 export async function linkTree(dir: string, layers: { entries(): RootfsEntry[] | Promise<RootfsEntry[]> }[], mtime: number): Promise<void> {
-  const tree = new Tree(dir, process.getuid?.() === 0);
-  for (const l of layers) await tree.place(await l.entries(), new Date(mtime * 1000));
+  const tree = linkedTree(dir);
+  for (const l of layers) await tree.add(await l.entries(), mtime);
   await tree.finish();
+}
+
+/**
+ * A tree filled layer by layer as `linkRootfs` does, from an empty directory `dir`; `finish` applies the directories'
+ * modes and times so far, and more layers may follow it (a tree made for the generated layer's tools becomes the
+ * image's once that layer is added).
+ */
+export function linkedTree(dir: string): { add(entries: RootfsEntry[], mtime: number): Promise<void>; finish(): Promise<void> } {
+  const tree = new Tree(dir, process.getuid?.() === 0);
+  return { add: (entries, mtime) => tree.place(entries, new Date(mtime * 1000)), finish: () => tree.finish() };
 }
 
 /** Removes a tree that may hold read-only directories. */
@@ -180,6 +190,8 @@ class Tree {
   private dirs = new Set<string>(['']);
   /** Directory modes and times to apply once every member is written (a read-only directory must stay writable until then). */
   private dirMeta = new Map<string, { mode: number; mtime: Date }>();
+  /** Paths `place` has written (anything else is absent from a tree `place` fills from empty). */
+  private placed = new Set<string>();
 
   constructor(root: string, asRoot: boolean) {
     this.root = root;
@@ -337,61 +349,111 @@ class Tree {
     }
   }
 
-  /** Applies one layer's entries: directories and files first, then hardlinks (whose target may come later). */
+  /** `parents`, synchronously: the entries of a tree come by the hundred thousand, each a few system calls. */
+  private parentsSync(layer: string, rel: string): void {
+    const parts = rel.split('/');
+    parts.pop();
+    let cur = '';
+    for (const p of parts) {
+      cur = cur === '' ? p : `${cur}/${p}`;
+      if (this.dirs.has(cur)) continue;
+      const abs = join(this.root, cur);
+      const st = lstatSync(abs, { throwIfNoEntry: false });
+      if (!st) {
+        mkdirSync(abs, { mode: 0o755 });
+      } else if (st.isSymbolicLink()) {
+        throw unsafe(layer, `member '${rel}' would be written through the symlink '${cur}'`);
+      } else if (!st.isDirectory()) {
+        throw unsafe(layer, `member '${rel}' would be written below the non-directory '${cur}'`);
+      }
+      this.dirs.add(cur);
+    }
+  }
+
+  private ownSync(abs: string, uid: number, gid: number): void {
+    if (this.asRoot) lchownSync(abs, uid, gid);
+  }
+
+  /**
+   * Applies one layer's entries (synchronous system calls: no thread-pool round trip per entry): directories,
+   * files and symlinks first, then hardlinks (whose target may come later).
+   */
   async place(entries: RootfsEntry[], mtime: Date): Promise<void> {
     const label = 'entries';
     const links: RootfsEntry[] = [];
+    // The layer's tar holds every missing parent as a 0755 root:root directory (realiser/layertar.ts): so here.
+    const explicit = new Set<string>();
+    for (const e of entries) if (e.type === 'dir') explicit.add(e.path);
+    const implicit = new Set<string>();
     for (const e of entries) {
       const rel = memberPath(label, e.path);
       if (rel === undefined) continue;
+      for (let d = posix.dirname(rel); d !== '.' && !implicit.has(d); d = posix.dirname(d)) {
+        implicit.add(d);
+        if (explicit.has(d)) continue;
+        this.parentsSync(label, `${d}/x`);
+        this.dirMeta.set(d, { mode: 0o755, mtime });
+        this.ownSync(join(this.root, d), 0, 0);
+      }
       if (e.type === 'hardlink') {
         links.push(e);
         continue;
       }
-      await this.parents(label, rel);
+      this.parentsSync(label, rel);
       const abs = join(this.root, rel);
-      const h = { uid: e.uid, gid: e.gid } as TarHeader;
+      // A path no entry took yet is free in the fresh tree (its parents were just made): no lstat needed.
+      const there = this.placed.has(rel) || this.dirs.has(rel) ? lstatSync(abs, { throwIfNoEntry: false }) : undefined;
+      this.placed.add(rel);
       if (e.type === 'dir') {
-        const st = await lstat(abs).catch(() => undefined);
-        if (st && !st.isDirectory()) await unlink(abs);
-        if (!st || !st.isDirectory()) await mkdir(abs, { mode: 0o755 });
+        if (there && !there.isDirectory()) unlinkSync(abs);
+        if (!there || !there.isDirectory()) mkdirSync(abs, { mode: 0o755 });
         this.dirs.add(rel);
         this.dirMeta.set(rel, { mode: e.mode & 0o7777, mtime });
-        await this.own(abs, h);
-      } else if (e.type === 'symlink') {
-        await this.clear(rel, true);
-        await symlink(e.linkname ?? '', abs);
-        await this.own(abs, h);
-        await lutimes(abs, mtime, mtime).catch(() => {});
-      } else {
-        await this.clear(rel, true);
-        const mode = e.mode & 0o7777;
-        if (e.source !== undefined) {
-          const st = statSync(e.source);
-          const same = (st.mode & 0o7777) === mode && (!this.asRoot || (st.uid === e.uid && st.gid === e.gid));
-          if (same && (await link(e.source, abs).then(() => true, (err: NodeJS.ErrnoException) => {
-            if (err.code === 'EXDEV' || err.code === 'EMLINK' || err.code === 'EPERM') return false;
-            throw err;
-          }))) continue;
-          await copyFile(e.source, abs);
-        } else {
-          await writeFile(abs, e.content ?? Buffer.alloc(0), { flag: 'wx', mode: 0o600 });
-        }
-        await this.own(abs, h);
-        await chmod(abs, mode);
-        await utimes(abs, mtime, mtime);
+        this.ownSync(abs, e.uid, e.gid);
+        continue;
       }
+      if (there) await this.clear(rel, true);
+      if (e.type === 'symlink') {
+        symlinkSync(e.linkname ?? '', abs);
+        this.ownSync(abs, e.uid, e.gid);
+        try {
+          lutimesSync(abs, mtime, mtime);
+        } catch {
+          // not supported: the time of a symlink matters to nothing
+        }
+        continue;
+      }
+      const mode = e.mode & 0o7777;
+      if (e.source !== undefined) {
+        const st = statSync(e.source);
+        if ((st.mode & 0o7777) === mode && (!this.asRoot || (st.uid === e.uid && st.gid === e.gid))) {
+          try {
+            linkSync(e.source, abs);
+            continue;
+          } catch (err) {
+            const code = (err as NodeJS.ErrnoException).code;
+            if (code !== 'EXDEV' && code !== 'EMLINK' && code !== 'EPERM') throw err;
+          }
+        }
+        copyFileSync(e.source, abs);
+      } else {
+        writeFileSync(abs, e.content ?? Buffer.alloc(0), { flag: 'wx', mode: 0o600 });
+      }
+      this.ownSync(abs, e.uid, e.gid);
+      chmodSync(abs, mode);
+      utimesSync(abs, mtime, mtime);
     }
     for (const e of links) {
       const rel = memberPath(label, e.path);
       const target = memberPath(label, e.linkname ?? '');
       if (rel === undefined || target === undefined) throw unsafe(label, `hardlink '${e.path}' has no target`);
-      await this.parents(label, rel);
-      await this.parents(label, target);
-      const st = await lstat(join(this.root, target)).catch(() => undefined);
+      this.parentsSync(label, rel);
+      this.parentsSync(label, target);
+      const st = lstatSync(join(this.root, target), { throwIfNoEntry: false });
       if (!st || !st.isFile()) throw unsafe(label, `hardlink '${rel}' points at '${target}', which is not a regular file in the tree`);
-      await this.clear(rel, true);
-      await link(join(this.root, target), join(this.root, rel));
+      if (lstatSync(join(this.root, rel), { throwIfNoEntry: false })) await this.clear(rel, true);
+      linkSync(join(this.root, target), join(this.root, rel));
+      this.placed.add(rel);
     }
   }
 
@@ -406,9 +468,10 @@ class Tree {
     for (const [rel, m] of dirs) {
       const abs = join(this.root, rel);
       // A rootless tree keeps its directories writable by their owner, so the store can remove them later.
-      await chmod(abs, this.asRoot ? m.mode : m.mode | 0o200);
-      await utimes(abs, m.mtime, m.mtime);
+      chmodSync(abs, this.asRoot ? m.mode : m.mode | 0o200);
+      utimesSync(abs, m.mtime, m.mtime);
     }
+    this.dirMeta.clear();
   }
 }
 
