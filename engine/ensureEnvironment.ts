@@ -151,10 +151,15 @@ async function adoptToolsTree(ctx: Ctx, t: ToolsTree, result: RealisedImage): Pr
   } catch {
     return; // a path the tree cannot take as the layers would: ensureRootfs makes the tree afresh
   }
-  await rootfs.dir(key, async (tmp) => {
-    await rename(t.tree, tmp);
-    await rootfs.writeJson(key, { layers: layers.map((l) => ({ diffId: l.diffId, size: l.size })) });
-  });
+  const { removeTree } = await import('../run/rootfs.ts');
+  await rootfs.dir(
+    key,
+    async (tmp) => {
+      await rename(t.tree, tmp);
+      await rootfs.writeJson(key, { layers: layers.map((l) => ({ diffId: l.diffId, size: l.size })) });
+    },
+    { remove: removeTree },
+  );
 }
 
 /** The lock of the packages alone (its recipes left out): what the generated layer is made over. */
