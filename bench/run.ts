@@ -123,7 +123,7 @@ rmSync(beforeOci, { recursive: true, force: true });
 rmSync(afterOci, { recursive: true, force: true });
 const bump = timed(strata, ['realise', '-m', manifest, '--locked', '--oci', afterOci], env);
 // The first run after a realise: the bumped lock's environment, in the sandbox.
-const firstRun = timed(strata, ['run', '-m', manifest, '--frozen', '--backend', 'sandbox', '--', 'true'], { ...env, DOCKER_HOST: 'unix:///nonexistent' });
+const firstRun = timed(strata, ['run', '-m', manifest, '--frozen', '--backend', 'sandbox', '--gpus', 'none', '--', 'true'], { ...env, DOCKER_HOST: 'unix:///nonexistent' });
 writeFileSync(lockPath, original);
 timed(strata, ['realise', '-m', manifest, '--locked', '--oci', beforeOci], env);
 const layerSet = (d: string) => {
