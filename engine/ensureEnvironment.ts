@@ -13,10 +13,13 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { mkdir, rename } from 'node:fs/promises';
+import { join, posix } from 'node:path';
 import type Dockerode from 'dockerode';
 import { StrataError } from '../errors.ts';
-import { rootfsKey } from '../run/rootfs.ts';
+import { rootfsKey, type RootfsEntry } from '../run/rootfs.ts';
 import type { DerivedCache } from '../store/store.ts';
+import type { BuildRoot } from './buildRecipes.ts';
 import type { BuiltImage } from '../realiser/oci/image.ts';
 import type { RealisedImage, RealiseOptions } from '../realiser/realise.ts';
 import type { Ctx } from './ctx.ts';
@@ -49,15 +52,47 @@ function pointerKey(lock: Lockfile, generated = true): string {
  * Realises a lock: its recipes first when it has any (engine/buildRecipes.ts: each output not in the store is
  * built, its build environment made with `ensureRootfs`), their outputs as layers above the packages'; then, unless
  * `generated` is false, the layer of what the maintainer scripts would have made (engine/generated.ts: made by the
- * environment's own tools in the sandbox over the rootfs of the packages alone, when the store does not hold it).
+ * environment's own tools in the sandbox over a tree of the packages alone, hard links to the stored unpacked
+ * packages, when the store does not hold it). Records the run pointer, so that `run --frozen` finds the image.
  */
-export async function realiseLock(lock: Lockfile, ctx: Ctx, opts: Omit<RealiseOptions, 'store' | 'reporter' | 'extraJobs' | 'extraInstalled' | 'searchPaths'> = {}, generated = true): Promise<RealisedImage> {
+export async function realiseLock(lock: Lockfile, ctx: Ctx, opts: RealiseOpts = {}, generated = true): Promise<RealisedImage> {
+  const trees: ToolsTree[] = [];
+  try {
+    const result = await realiseImage(lock, ctx, opts, generated, trees);
+    await ctx.store.cache('run').writeJson(pointerKey(lock, generated), pointerOf(result.plain));
+    if (trees[0] && (lock.recipes ?? []).length === 0) await adoptToolsTree(ctx, trees[0], result);
+    return result;
+  } finally {
+    if (trees.length > 0) {
+      const { removeTree } = await import('../run/rootfs.ts');
+      for (const t of trees) await removeTree(t.scratch);
+    }
+  }
+}
+
+type RealiseOpts = Omit<RealiseOptions, 'store' | 'reporter' | 'extraJobs' | 'extraInstalled' | 'searchPaths'>;
+
+/** The tree the generated layer's tools ran over: the image without that layer, in a scratch directory. */
+interface ToolsTree {
+  scratch: string;
+  tree: string;
+  add: (entries: RootfsEntry[], mtime: number) => Promise<void>;
+  finish: () => Promise<void>;
+  image: RealisedImage;
+}
+
+async function realiseImage(lock: Lockfile, ctx: Ctx, opts: RealiseOpts, generated: boolean, trees: ToolsTree[] = []): Promise<RealisedImage> {
   const { realise, layerMtime } = await import('../realiser/realise.ts');
   const base = { store: ctx.store, reporter: ctx.reporter, ...opts };
   const mtime = layerMtime(lock, opts.env);
   const { generatedSteps, generatedLayer } = await import('./generated.ts');
+  const rootfsFor = async (l: Lockfile): Promise<BuildRoot> => {
+    const t = await packagesTree(l, ctx, opts);
+    trees.push(t);
+    return { rootfs: t.tree, stage: await ctx.store.cache('rootfs').ensureDir('.stage'), skeletons: ctx.store.cache('skeletons') };
+  };
   const genJob = generated && generatedSteps(lock).length > 0
-    ? await generatedLayer(packagesOnly(lock), ctx, { rootfsFor: (l) => ensureRootfs(l, ctx, { frozen: false }, false), mtime, ...(opts.env ? { env: opts.env } : {}) })
+    ? await generatedLayer(packagesOnly(lock), ctx, { rootfsFor, mtime, ...(opts.frozen ? { frozen: true } : {}), ...(opts.env ? { env: opts.env } : {}) })
     : undefined;
   const genJobs = genJob ? [genJob] : [];
   if ((lock.recipes ?? []).length === 0) return realise(lock, genJobs.length > 0 ? { ...base, extraJobs: genJobs } : base);
@@ -67,20 +102,75 @@ export async function realiseLock(lock: Lockfile, ctx: Ctx, opts: Omit<RealiseOp
   return realise(lock, { ...base, extraJobs: [...jobs, ...genJobs], extraInstalled: installed, searchPaths: paths });
 }
 
+/**
+ * A private tree of the image of `lock` without the generated layer, hard links to the stored unpacked packages,
+ * made in a scratch directory: what the generated layer's tools run over.
+ */
+async function packagesTree(lock: Lockfile, ctx: Ctx, opts: RealiseOpts): Promise<ToolsTree> {
+  const image = await realiseImage(lock, ctx, { ...(opts.env ? { env: opts.env } : {}), ...(opts.jobs ? { jobs: opts.jobs } : {}), ...(opts.frozen ? { frozen: true } : {}) }, false);
+  const { linkedTree, removeTree } = await import('../run/rootfs.ts');
+  const scratch = await ctx.store.tmpDir();
+  const tree = join(scratch, 'root');
+  try {
+    await mkdir(tree);
+    const t = linkedTree(tree);
+    for (const j of image.layerJobs) await t.add(await j.entries(), image.mtime);
+    await t.finish();
+    return { scratch, tree, ...t, image };
+  } catch (e) {
+    await removeTree(scratch);
+    throw e;
+  }
+}
+
+/**
+ * Makes the tools' tree the image's root filesystem by adding the generated layer, when that gives what the image's
+ * layers give: the tree's layers are the image's but that one, and the generated layer (below the top layer in the
+ * image, above it in the tree) shares no path with the top layer. Otherwise the tree is removed, and `ensureRootfs`
+ * links one when a run needs it.
+ */
+async function adoptToolsTree(ctx: Ctx, t: ToolsTree, result: RealisedImage): Promise<void> {
+  const layers = result.plain.layers;
+  const treeLayers = t.image.plain.layers;
+  if (layers.length !== treeLayers.length + 1) return;
+  const genAt = layers.length - 2;
+  const rest = [...layers.slice(0, genAt), layers[genAt + 1]!];
+  if (rest.some((l, i) => l.diffId !== treeLayers[i]!.diffId)) return;
+  const top = new Map((await result.layerJobs[genAt + 1]!.entries()).map((e) => [e.path, e.type]));
+  const gen = await result.layerJobs[genAt]!.entries();
+  for (const e of gen) {
+    if (top.has(e.path)) return;
+    for (let d = posix.dirname(e.path); d !== '.'; d = posix.dirname(d)) if (top.has(d) && top.get(d) !== 'dir') return;
+  }
+  const rootfs = ctx.store.cache('rootfs');
+  const key = rootfsKey(result.plain.manifestDigest);
+  if (existsSync(rootfs.path(key))) return;
+  try {
+    await t.add(gen, result.mtime);
+    await t.finish();
+  } catch {
+    return; // a path the tree cannot take as the layers would: ensureRootfs makes the tree afresh
+  }
+  const { removeTree } = await import('../run/rootfs.ts');
+  await rootfs.dir(
+    key,
+    async (tmp) => {
+      await rename(t.tree, tmp);
+      await rootfs.writeJson(key, { layers: layers.map((l) => ({ diffId: l.diffId, size: l.size })) });
+    },
+    { remove: removeTree },
+  );
+}
+
 /** The lock of the packages alone (its recipes left out): what the generated layer is made over. */
 function packagesOnly(lock: Lockfile): Lockfile {
   const { recipes: _recipes, ...rest } = lock;
   return rest;
 }
 
-/** Realises the lock (cached) and records the run pointer. */
-async function realiseAndPoint(lock: Lockfile, ctx: Ctx, generated = true): Promise<{ pointer: ImagePointer; plainLayers: { path: string; size: number; diffId: string }[]; image: BuiltImage }> {
-  const result = await realiseLock(lock, ctx, {}, generated);
-  const image = result.plain;
+function pointerOf(image: BuiltImage): ImagePointer {
   const config = JSON.parse(image.config.toString('utf8')) as { config?: { Env?: string[] } };
-  const pointer: ImagePointer = { manifestDigest: image.manifestDigest, configDigest: image.configDigest, env: config.config?.Env ?? [] };
-  await ctx.store.cache('run').writeJson(pointerKey(lock, generated), pointer);
-  return { pointer, plainLayers: image.layers, image };
+  return { manifestDigest: image.manifestDigest, configDigest: image.configDigest, env: config.config?.Env ?? [] };
 }
 
 async function sandboxEnvironment(ctx: Ctx, pointer: ImagePointer): Promise<SandboxEnvironment> {
@@ -103,29 +193,25 @@ async function readPointer(lock: Lockfile, ctx: Ctx, generated = true): Promise<
 }
 
 /**
- * The unpacked root filesystem of the lock's image, realising and unpacking it first when needed; with `generated`
- * false, of the image without the generated layer (what that layer's tools run over).
+ * The root filesystem of the lock's image, realising it first when needed; with `generated` false, of the image
+ * without the generated layer. The tree is made of hard links to the files the store holds (the unpacked packages,
+ * the generated and recipe outputs), not a copy of them. With `frozen`, the lock must have been realised before
+ * (`strata realise` records it): making the tree from what the store holds is allowed, fetching or running a tool is not.
  */
 export async function ensureRootfs(lock: Lockfile, ctx: Ctx, o: { frozen: boolean }, generated = true): Promise<SandboxEnvironment> {
   const rootfs = ctx.store.cache('rootfs');
   const known = await readPointer(lock, ctx, generated);
   if (known && existsSync(rootfs.path(rootfsKey(known.manifestDigest)))) return sandboxEnvironment(ctx, known);
-  if (o.frozen) {
+  if (o.frozen && !known) {
     throw new StrataError('E_RUN', 'the environment is not realised yet and --frozen forbids realising it', 'run `strata realise` first, or drop --frozen');
   }
-  ctx.reporter.info(known ? 'unpacking the environment for the sandbox' : 'preparing the environment: realising it (cached layers are reused) and unpacking it for the sandbox');
-  const { unpackRootfs, DamagedLayer } = await import('../run/rootfs.ts');
-  for (let attempt = 0; ; attempt++) {
-    const { pointer, plainLayers } = await realiseAndPoint(lock, ctx, generated);
-    try {
-      await unpackRootfs(rootfs, pointer.manifestDigest, plainLayers, ctx.reporter);
-      return sandboxEnvironment(ctx, pointer);
-    } catch (e) {
-      if (!(e instanceof DamagedLayer) || attempt > 0) throw e;
-      ctx.reporter.warn(`the cached layer ${e.diffId.slice(0, 19)}… was damaged (${e.reason}); building it again`);
-      await ctx.store.drop(e.diffId);
-    }
-  }
+  if (!known) ctx.reporter.info('preparing the environment: realising it (cached layers are reused)');
+  const { linkRootfs } = await import('../run/rootfs.ts');
+  const result = await realiseLock(lock, ctx, o.frozen ? { frozen: true } : {}, generated);
+  const pointer = pointerOf(result.plain);
+  const layers = result.layerJobs.map((j, i) => ({ diffId: result.plain.layers[i]!.diffId, size: result.plain.layers[i]!.size, entries: j.entries }));
+  await linkRootfs(rootfs, pointer.manifestDigest, layers, result.mtime);
+  return sandboxEnvironment(ctx, pointer);
 }
 
 /** The engine's ID of the image `tag`, or undefined when it has none. */
@@ -148,7 +234,9 @@ export async function ensureDockerImage(lock: Lockfile, ctx: Ctx, o: { docker: D
     if (id !== undefined) return { manifestDigest: '', configDigest: id, env: [], tag };
     throw new StrataError('E_RUN', `the Docker engine has no image ${tag} and --frozen forbids realising it`, 'run `strata realise --load` first, or drop --frozen');
   }
-  const { pointer, image } = await realiseAndPoint(lock, ctx);
+  const result = await realiseLock(lock, ctx);
+  const pointer = pointerOf(result.plain);
+  const image = result.plain;
   const { loadImage } = await import('../realiser/oci/dockerLoad.ts');
   await loadImage(image, tag, { docker: o.docker, reporter: ctx.reporter });
   return { ...pointer, tag };

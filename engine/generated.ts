@@ -24,7 +24,7 @@
  * locked package's sha256), the script and the layers' mtime, so a warm realise runs no tool.
  */
 import { existsSync, lstatSync } from 'node:fs';
-import { cp, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { StrataError } from '../errors.ts';
 import { layerKey, type LayerJob } from '../realiser/layers.ts';
@@ -179,10 +179,23 @@ export function generatedEntries(dir: string, entries: OutputEntry[]): LayerEntr
   return out;
 }
 
+/** Copies the tree `from` to `to` (which must not exist) as hard links to its files. */
+async function linkCopy(from: string, to: string): Promise<void> {
+  await mkdir(to);
+  for (const d of await readdir(from, { withFileTypes: true })) {
+    const a = join(from, d.name);
+    const b = join(to, d.name);
+    if (d.isDirectory()) await linkCopy(a, b);
+    else if (d.isFile()) await link(a, b);
+  }
+}
+
 export interface GeneratedOptions {
-  /** The unpacked rootfs of the environment without this layer. */
+  /** A tree of the environment without this layer, for the tools (read-only to them). */
   rootfsFor(lock: Lockfile): Promise<BuildRoot>;
   mtime: number;
+  /** Run no tool: output the store lacks is an error (`run --frozen`). */
+  frozen?: boolean;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -199,6 +212,9 @@ export async function generatedLayer(lock: Lockfile, ctx: Ctx, o: GeneratedOptio
   let meta = await readFile(join(cache.path(key), 'meta.json'), 'utf8')
     .then((t) => JSON.parse(t) as GeneratedMeta)
     .catch(() => undefined);
+  if (!meta && o.frozen) {
+    throw new StrataError('E_RUN', `the store lacks what ${steps.join(', ')} make for this environment and --frozen forbids running them`, 'run `strata realise` first, or drop --frozen');
+  }
   if (!meta) {
     const started = Date.now();
     const root = await o.rootfsFor(lock);
@@ -216,7 +232,8 @@ export async function generatedLayer(lock: Lockfile, ctx: Ctx, o: GeneratedOptio
       // Seed the bytecode with the last environment's: only modules whose source changed are compiled again.
       const last = await cache.readJson<{ key: string }>('last');
       const seed = last && /^[0-9a-f]{64}$/.test(last.key) ? join(cache.path(last.key), 'out', 'pycache') : undefined;
-      if (steps.includes('python-bytecode') && seed && existsSync(seed)) await cp(seed, join(out, 'pycache'), { recursive: true });
+      // As hard links: the compiler replaces a .pyc by renaming a new file over it, never writing through it.
+      if (steps.includes('python-bytecode') && seed && existsSync(seed)) await linkCopy(seed, join(out, 'pycache'));
       const [{ chooseMethod }, { runSandbox }] = await Promise.all([import('../run/sandbox/choose.ts'), import('../run/sandbox/supervise.ts')]);
       const code = await runSandbox(
         { rootfs: root.rootfs, argv: ['/bin/sh', '-c', generatedScript(steps)], env, cwd: '/', binds: [{ source: out, target: OUT, writable: true }], network: false, build: true },

@@ -57,6 +57,8 @@ export interface RealiseOptions {
   extraInstalled?: InstalledPackage[];
   /** Directories the extra layers add to the image's search paths (PATH, LD_LIBRARY_PATH, PKG_CONFIG_PATH). */
   searchPaths?: SearchPaths;
+  /** Fetch nothing: a .deb the store lacks is an error (`run --frozen`: the environment was realised before). */
+  frozen?: boolean;
 }
 
 /** At most this many layers in an image, whatever the recipes: Docker refuses more than 125. */
@@ -70,6 +72,8 @@ export interface RealisedImage {
   /** The same image with gzip-compressed layers, with `gzip`. */
   gzip?: BuiltImage;
   layerCount: number;
+  /** The image's layer jobs, base first, one per layer of `plain` (their entries name the stored files). */
+  layerJobs: LayerJob[];
   /** Layers built this run (the rest came from the cache). */
   builtLayers: number;
   mtime: number;
@@ -167,6 +171,9 @@ export async function fetchDebs(lock: Lockfile, opts: RealiseOptions): Promise<M
     else missing.push(p);
   }
   if (missing.length === 0) return paths;
+  if (opts.frozen) {
+    throw new StrataError('E_RUN', `the store lacks ${missing.length} of the environment's packages (${missing.slice(0, 3).map((p) => p.name).join(', ')}${missing.length > 3 ? ', ...' : ''}) and --frozen forbids fetching them`, 'run `strata realise` first, or drop --frozen');
+  }
   const total = missing.reduce((n, p) => n + p.size, 0);
   reporter.info(`fetching ${missing.length} packages (${(total / 1e6).toFixed(1)} MB)`);
   const bytes = reporter.progress('download', total, 'bytes');
@@ -434,5 +441,5 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
 
   const plain = buildImage(imageInput(lock, jobs, await layerBlobs(store, records, 'plain'), mtime, opts.searchPaths));
   const gzipped = gzip ? buildImage(imageInput(lock, jobs, await layerBlobs(store, records, 'gzip'), mtime, opts.searchPaths)) : undefined;
-  return { image: gzipped ?? plain, plain, ...(gzipped ? { gzip: gzipped } : {}), layerCount: records.length, builtLayers, mtime };
+  return { image: gzipped ?? plain, plain, ...(gzipped ? { gzip: gzipped } : {}), layerCount: records.length, layerJobs: jobs, builtLayers, mtime };
 }

@@ -11,12 +11,18 @@
  * `.wh..wh..opq`) remove what lower layers put there. Ownership is kept when unpacking as root; otherwise
  * everything belongs to the unpacking user, which is what a rootless sandbox maps to.
  *
+ * `linkRootfs` makes the same tree from the layers' entries instead of their tars: each regular file whose content
+ * already lies in the store (an unpacked package's file, a generated or recipe output) with the entry's mode and
+ * owner is hard-linked, not copied, so a root filesystem costs directories and links, not a third copy of the
+ * bytes. The link shares its inode with the store's file; the sandbox binds the tree read-only, so no command can
+ * write through it. Other files (small generated ones, a mode the stored file lacks) are written.
+ *
  * Each layer tar is hashed while it is read and must give its diffId, so a layer damaged in the store never becomes
  * a root filesystem (`DamagedLayer`; the caller drops the blob and builds the layer again). A record of the layers
  * (`<key>.json` beside the tree) lets `strata verify` check the tree against them later (`checkRootfs`).
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { chmodSync, copyFileSync, createReadStream, createWriteStream, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { chmod, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, unlink, utimes } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -87,6 +93,62 @@ export async function unpackRootfs(cache: DerivedCache, manifestDigest: string, 
   }
 }
 
+/** A layer entry as `linkRootfs` applies it (the shape of the realiser's layer entries). */
+export interface RootfsEntry {
+  /** Relative, normalized: `usr/bin/x`. */
+  path: string;
+  type: 'file' | 'dir' | 'symlink' | 'hardlink';
+  mode: number;
+  uid: number;
+  gid: number;
+  /** A symlink's target, or the layer path a hardlink points at. */
+  linkname?: string;
+  /** Where a file's content lies (in the store). */
+  source?: string;
+  content?: Buffer;
+}
+
+/** A layer as `linkRootfs` takes it: its entries, and its diffId and size for the tree's record. */
+export interface LinkLayer {
+  diffId: string;
+  size: number;
+  entries(): RootfsEntry[] | Promise<RootfsEntry[]>;
+}
+
+/**
+ * Returns the rootfs for an image, making it when it is not there yet from its layers' entries (base first), with
+ * hard links to the stored files where their mode and owner are the entry's; every other entry gets `mtime`, as a
+ * tar's member would.
+ */
+export async function linkRootfs(cache: DerivedCache, manifestDigest: string, layers: LinkLayer[], mtime: number): Promise<string> {
+  return cache.dir(
+    rootfsKey(manifestDigest),
+    async (tmp) => {
+      await linkTree(tmp, layers, mtime);
+      const record: RootfsRecord = { layers: layers.map((l) => ({ diffId: l.diffId, size: l.size })) };
+      await cache.writeJson(rootfsKey(manifestDigest), record);
+    },
+    { remove: removeTree },
+  );
+}
+
+/** Makes the tree of `layers` (base first) in the empty directory `dir`, as `linkRootfs` does. */
+export async function linkTree(dir: string, layers: { entries(): RootfsEntry[] | Promise<RootfsEntry[]> }[], mtime: number): Promise<void> {
+  const tree = linkedTree(dir);
+  for (const l of layers) await tree.add(await l.entries(), mtime);
+  await tree.finish();
+}
+
+/**
+ * A tree filled layer by layer as `linkRootfs` does, from an empty directory `dir`; `finish` applies the directories'
+ * modes and times so far, and more layers may follow it (a tree made for the generated layer's tools becomes the
+ * image's once that layer is added).
+ */
+export function linkedTree(dir: string): { add(entries: RootfsEntry[], mtime: number): Promise<void>; finish(): Promise<void> } {
+  const tree = new Tree(dir, process.getuid?.() === 0);
+  return { add: (entries, mtime) => tree.place(entries, new Date(mtime * 1000)), finish: () => tree.finish() };
+}
+
 /** Removes a tree that may hold read-only directories. */
 export async function removeTree(dir: string): Promise<void> {
   try {
@@ -128,6 +190,8 @@ class Tree {
   private dirs = new Set<string>(['']);
   /** Directory modes and times to apply once every member is written (a read-only directory must stay writable until then). */
   private dirMeta = new Map<string, { mode: number; mtime: Date }>();
+  /** Paths `place` has written (anything else is absent from a tree `place` fills from empty). */
+  private placed = new Set<string>();
 
   constructor(root: string, asRoot: boolean) {
     this.root = root;
@@ -285,6 +349,114 @@ class Tree {
     }
   }
 
+  /** `parents`, synchronously: the entries of a tree come by the hundred thousand, each a few system calls. */
+  private parentsSync(layer: string, rel: string): void {
+    const parts = rel.split('/');
+    parts.pop();
+    let cur = '';
+    for (const p of parts) {
+      cur = cur === '' ? p : `${cur}/${p}`;
+      if (this.dirs.has(cur)) continue;
+      const abs = join(this.root, cur);
+      const st = lstatSync(abs, { throwIfNoEntry: false });
+      if (!st) {
+        mkdirSync(abs, { mode: 0o755 });
+      } else if (st.isSymbolicLink()) {
+        throw unsafe(layer, `member '${rel}' would be written through the symlink '${cur}'`);
+      } else if (!st.isDirectory()) {
+        throw unsafe(layer, `member '${rel}' would be written below the non-directory '${cur}'`);
+      }
+      this.dirs.add(cur);
+    }
+  }
+
+  private ownSync(abs: string, uid: number, gid: number): void {
+    if (this.asRoot) lchownSync(abs, uid, gid);
+  }
+
+  /**
+   * Applies one layer's entries (synchronous system calls: no thread-pool round trip per entry): directories,
+   * files and symlinks first, then hardlinks (whose target may come later).
+   */
+  async place(entries: RootfsEntry[], mtime: Date): Promise<void> {
+    const label = 'entries';
+    const links: RootfsEntry[] = [];
+    // The layer's tar holds every missing parent as a 0755 root:root directory (realiser/layertar.ts): so here.
+    const explicit = new Set<string>();
+    for (const e of entries) if (e.type === 'dir') explicit.add(e.path);
+    const implicit = new Set<string>();
+    for (const e of entries) {
+      const rel = memberPath(label, e.path);
+      if (rel === undefined) continue;
+      for (let d = posix.dirname(rel); d !== '.' && !implicit.has(d); d = posix.dirname(d)) {
+        implicit.add(d);
+        if (explicit.has(d)) continue;
+        this.parentsSync(label, `${d}/x`);
+        this.dirMeta.set(d, { mode: 0o755, mtime });
+        this.ownSync(join(this.root, d), 0, 0);
+      }
+      if (e.type === 'hardlink') {
+        links.push(e);
+        continue;
+      }
+      this.parentsSync(label, rel);
+      const abs = join(this.root, rel);
+      // A path no entry took yet is free in the fresh tree (its parents were just made): no lstat needed.
+      const there = this.placed.has(rel) || this.dirs.has(rel) ? lstatSync(abs, { throwIfNoEntry: false }) : undefined;
+      this.placed.add(rel);
+      if (e.type === 'dir') {
+        if (there && !there.isDirectory()) unlinkSync(abs);
+        if (!there || !there.isDirectory()) mkdirSync(abs, { mode: 0o755 });
+        this.dirs.add(rel);
+        this.dirMeta.set(rel, { mode: e.mode & 0o7777, mtime });
+        this.ownSync(abs, e.uid, e.gid);
+        continue;
+      }
+      if (there) await this.clear(rel, true);
+      if (e.type === 'symlink') {
+        symlinkSync(e.linkname ?? '', abs);
+        this.ownSync(abs, e.uid, e.gid);
+        try {
+          lutimesSync(abs, mtime, mtime);
+        } catch {
+          // not supported: the time of a symlink matters to nothing
+        }
+        continue;
+      }
+      const mode = e.mode & 0o7777;
+      if (e.source !== undefined) {
+        const st = statSync(e.source);
+        if ((st.mode & 0o7777) === mode && (!this.asRoot || (st.uid === e.uid && st.gid === e.gid))) {
+          try {
+            linkSync(e.source, abs);
+            continue;
+          } catch (err) {
+            const code = (err as NodeJS.ErrnoException).code;
+            if (code !== 'EXDEV' && code !== 'EMLINK' && code !== 'EPERM') throw err;
+          }
+        }
+        copyFileSync(e.source, abs);
+      } else {
+        writeFileSync(abs, e.content ?? Buffer.alloc(0), { flag: 'wx', mode: 0o600 });
+      }
+      this.ownSync(abs, e.uid, e.gid);
+      chmodSync(abs, mode);
+      utimesSync(abs, mtime, mtime);
+    }
+    for (const e of links) {
+      const rel = memberPath(label, e.path);
+      const target = memberPath(label, e.linkname ?? '');
+      if (rel === undefined || target === undefined) throw unsafe(label, `hardlink '${e.path}' has no target`);
+      this.parentsSync(label, rel);
+      this.parentsSync(label, target);
+      const st = lstatSync(join(this.root, target), { throwIfNoEntry: false });
+      if (!st || !st.isFile()) throw unsafe(label, `hardlink '${rel}' points at '${target}', which is not a regular file in the tree`);
+      if (lstatSync(join(this.root, rel), { throwIfNoEntry: false })) await this.clear(rel, true);
+      linkSync(join(this.root, target), join(this.root, rel));
+      this.placed.add(rel);
+    }
+  }
+
   private async own(abs: string, h: TarHeader): Promise<void> {
     if (!this.asRoot) return;
     await lchown(abs, h.uid ?? 0, h.gid ?? 0);
@@ -296,9 +468,10 @@ class Tree {
     for (const [rel, m] of dirs) {
       const abs = join(this.root, rel);
       // A rootless tree keeps its directories writable by their owner, so the store can remove them later.
-      await chmod(abs, this.asRoot ? m.mode : m.mode | 0o200);
-      await utimes(abs, m.mtime, m.mtime);
+      chmodSync(abs, this.asRoot ? m.mode : m.mode | 0o200);
+      utimesSync(abs, m.mtime, m.mtime);
     }
+    this.dirMeta.clear();
   }
 }
 
