@@ -38,6 +38,8 @@ program
   .option('--gzip', 'gzip-compress layers in --oci and --docker-archive output (deterministic)')
   .option('--locked', 'refuse a lock that is stale against the manifest')
   .option('-j, --jobs <n>', 'concurrent downloads', '8')
+  .option('--push-cache', 'upload to the cache registry ([cache] registry, STRATA_CACHE_REGISTRY) every layer and recipe output it lacks')
+  .option('--insecure', 'allow plain HTTP to a cache registry that is not on loopback')
   .action(async (opts) => {
     await (await import('./commands/realise.ts')).realiseCommand(opts);
   });
@@ -88,13 +90,14 @@ program
 program
   .command('push')
   .description('realise the environment (gzip layers) and push it to an OCI registry: host[:port]/name[:tag]')
-  .argument('<ref>', 'where to push: host[:port]/name[:tag] (default tag: the lock\'s closure prefix)')
+  .argument('[ref]', 'where to push: host[:port]/name[:tag] (default tag: the lock\'s closure prefix)')
+  .option('--cache', 'also upload to the cache registry ([cache] registry, STRATA_CACHE_REGISTRY) every layer and recipe output it lacks')
   .option('-m, --manifest <path>', 'the manifest whose environment to push', 'strata.toml')
   .option('--tag <tag>', 'also push under this tag (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
   .option('--insecure', 'allow plain HTTP to a registry that is not on loopback')
   .option('--locked', 'refuse a lock that is stale against the manifest')
   .option('-j, --jobs <n>', 'concurrent downloads while realising', '8')
-  .action(async (ref: string, opts) => (await import('./commands/push.ts')).pushCommand(ref, opts));
+  .action(async (ref: string | undefined, opts) => (await import('./commands/push.ts')).pushCommand(ref, opts));
 
 program
   .command('pull')

@@ -53,22 +53,28 @@ function pointerKey(lock: Lockfile, generated = true): string {
  */
 export async function realiseLock(lock: Lockfile, ctx: Ctx, opts: Omit<RealiseOptions, 'store' | 'reporter' | 'extraJobs' | 'extraInstalled' | 'searchPaths'> = {}, generated = true): Promise<RealisedImage> {
   const { realise, layerMtime } = await import('../realiser/realise.ts');
-  const base = { store: ctx.store, reporter: ctx.reporter, ...opts };
+  // The cache registry, when one is set (engine/substitute.ts): asked before anything is built.
+  const sub = ctx.cache;
+  const base = { store: ctx.store, reporter: ctx.reporter, ...opts, ...(sub ? { substitute: (j: { key: string; label: string }) => sub.layer(j) } : {}) };
   const mtime = layerMtime(lock, opts.env);
   const { generatedSteps, generatedLayer } = await import('./generated.ts');
   const genJob = generated && generatedSteps(lock).length > 0
-    ? await generatedLayer(packagesOnly(lock), ctx, { rootfsFor: (l) => ensureRootfs(l, ctx, { frozen: false }, false), mtime, ...(opts.env ? { env: opts.env } : {}) })
+    ? await generatedLayer(packagesOnly(lock), ctx, { rootfsFor: (l) => ensureRootfs(l, ctx, { frozen: false }, false), mtime, ...(opts.env ? { env: opts.env } : {}), ...(sub ? { substitute: (k: string, label: string) => sub.output('generated', k, label) } : {}) })
     : undefined;
   const genJobs = genJob ? [genJob] : [];
-  if ((lock.recipes ?? []).length === 0) return realise(lock, genJobs.length > 0 ? { ...base, extraJobs: genJobs } : base);
+  if ((lock.recipes ?? []).length === 0) {
+    const cached = await sub?.image(lock, generated, { mtime, gzip: opts.gzip ?? false });
+    return cached ?? realise(lock, genJobs.length > 0 ? { ...base, extraJobs: genJobs } : base);
+  }
   const { ensureRecipeOutputs, recipeLayers } = await import('./buildRecipes.ts');
-  const outputs = await ensureRecipeOutputs(lock, ctx, { rootfsFor: (l) => ensureRootfs(l, ctx, { frozen: false }), projectDir: ctx.projectDir ?? process.cwd(), ...(opts.env ? { env: opts.env } : {}) });
+  const outputs = await ensureRecipeOutputs(lock, ctx, { rootfsFor: (l) => ensureRootfs(l, ctx, { frozen: false }), projectDir: ctx.projectDir ?? process.cwd(), ...(opts.env ? { env: opts.env } : {}), ...(sub ? { substitute: (k: string, label: string) => sub.output('recipes', k, label) } : {}) });
   const { jobs, installed, paths } = recipeLayers(lock, outputs, mtime);
-  return realise(lock, { ...base, extraJobs: [...jobs, ...genJobs], extraInstalled: installed, searchPaths: paths });
+  const cached = await sub?.image(lock, generated, { mtime, gzip: opts.gzip ?? false, paths });
+  return cached ?? realise(lock, { ...base, extraJobs: [...jobs, ...genJobs], extraInstalled: installed, searchPaths: paths });
 }
 
 /** The lock of the packages alone (its recipes left out): what the generated layer is made over. */
-function packagesOnly(lock: Lockfile): Lockfile {
+export function packagesOnly(lock: Lockfile): Lockfile {
   const { recipes: _recipes, ...rest } = lock;
   return rest;
 }

@@ -184,6 +184,8 @@ export interface GeneratedOptions {
   rootfsFor(lock: Lockfile): Promise<BuildRoot>;
   mtime: number;
   env?: NodeJS.ProcessEnv;
+  /** Asked for the output before it is made (a cache registry): true when it put it in the store. */
+  substitute?: (key: string, label: string) => Promise<boolean>;
 }
 
 /**
@@ -196,9 +198,12 @@ export async function generatedLayer(lock: Lockfile, ctx: Ctx, o: GeneratedOptio
   const { store, reporter } = ctx;
   const key = generatedKey(lock, steps, o.mtime);
   const cache = store.cache('generated');
-  let meta = await readFile(join(cache.path(key), 'meta.json'), 'utf8')
-    .then((t) => JSON.parse(t) as GeneratedMeta)
-    .catch(() => undefined);
+  const readMeta = () =>
+    readFile(join(cache.path(key), 'meta.json'), 'utf8')
+      .then((t) => JSON.parse(t) as GeneratedMeta)
+      .catch(() => undefined);
+  let meta = await readMeta();
+  if (!meta && (await o.substitute?.(key, 'the generated files'))) meta = await readMeta();
   if (!meta) {
     const started = Date.now();
     const root = await o.rootfsFor(lock);

@@ -57,6 +57,8 @@ export interface RealiseOptions {
   extraInstalled?: InstalledPackage[];
   /** Directories the extra layers add to the image's search paths (PATH, LD_LIBRARY_PATH, PKG_CONFIG_PATH). */
   searchPaths?: SearchPaths;
+  /** Asked for each layer before it is built (a cache registry; see `buildLayer`). */
+  substitute?: (job: LayerJob) => Promise<LayerRecord | undefined>;
 }
 
 /** At most this many layers in an image, whatever the recipes: Docker refuses more than 125. */
@@ -73,6 +75,8 @@ export interface RealisedImage {
   /** Layers built this run (the rest came from the cache). */
   builtLayers: number;
   mtime: number;
+  /** Every layer, base first: its job's key, label and comment, and its record (what a cache registry is given). */
+  layers?: { key: string; label: string; comment: string; record: LayerRecord }[];
 }
 
 interface UnpackedMeta extends UnpackedDeb {
@@ -383,7 +387,7 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
     const repaired = new Set<string>();
     for (;;) {
       try {
-        return await buildLayer(j, { store, mtime, gzip, reporter });
+        return await buildLayer(j, { store, mtime, gzip, reporter, ...(opts.substitute ? { substitute: opts.substitute } : {}) });
       } catch (e) {
         if (!(e instanceof DamagedSource)) throw e;
         const hit = group.find((p) => e.source.startsWith(`${unpacked.get(p.name)?.root}/`));
@@ -429,5 +433,6 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
 
   const plain = buildImage(imageInput(lock, jobs, await layerBlobs(store, records, 'plain'), mtime, opts.searchPaths));
   const gzipped = gzip ? buildImage(imageInput(lock, jobs, await layerBlobs(store, records, 'gzip'), mtime, opts.searchPaths)) : undefined;
-  return { image: gzipped ?? plain, plain, ...(gzipped ? { gzip: gzipped } : {}), layerCount: records.length, builtLayers, mtime };
+  const layers = jobs.map((j, i) => ({ key: j.key, label: j.label, comment: j.comment, record: records[i]! }));
+  return { image: gzipped ?? plain, plain, ...(gzipped ? { gzip: gzipped } : {}), layerCount: records.length, builtLayers, mtime, layers };
 }

@@ -1,0 +1,133 @@
+/**
+ * A registry as a cache of layers and recipe outputs, against a real registry (Debian's docker-registry on
+ * loopback). Machine A realises a lock with a recipe and pushes to the cache; machine B, a fresh store whose Debian
+ * mirror is a closed port, realises the same lock from the cache alone: the recipe's build never starts and the
+ * image has A's digest. A cache that misses, or that cannot be reached, falls back to building, with one line.
+ */
+import test from 'ava';
+import { execFile, execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { closeSharedMirror, runCli, sharedMirror, type Shared } from './helpers/project.ts';
+import { haveRegistry, layoutDigest, startRegistry, type Registry } from './helpers/registry.ts';
+
+const run = promisify(execFile);
+/** A loopback port nothing listens on. */
+const CLOSED = '127.0.0.1:9';
+
+let reg: Registry;
+let fx: Shared;
+let manifest: string;
+/** Machine A's image digest (realise --oci, uncompressed layers). */
+let imageA: string;
+/** Machine A's strata.lock. */
+let lockA: string;
+
+const imageLine = (stdout: string) => /^image (sha256:[0-9a-f]{64})$/m.exec(stdout)?.[1];
+
+/** A machine: its own project directory (the same strata.toml, and strata.lock once A made it) and store. */
+function machine(env: NodeJS.ProcessEnv) {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-machine-'));
+  writeFileSync(join(dir, 'strata.toml'), manifest);
+  const cache = join(dir, '.cache');
+  return { dir, cache, strata: (args: string[]) => runCli(args, { cwd: dir, env: { STRATA_CACHE_DIR: cache, DOCKER_CONFIG: join(dir, 'no-docker-config'), ...env }, timeoutMs: 180_000 }) };
+}
+
+test.before(async () => {
+  if (!haveRegistry()) throw new Error('docker-registry is not installed (Debian package docker-registry; scripts/setup-host.sh installs it)');
+  [reg, fx] = await Promise.all([startRegistry(), sharedMirror()]);
+  // The recipe's source, a tarball on the fixture mirror, named by mirror:// so that no host is in the lock.
+  const name = `stamp-${randomBytes(4).toString('hex')}`;
+  const work = mkdtempSync(join(tmpdir(), 'strata-src-'));
+  mkdirSync(join(work, name));
+  writeFileSync(join(work, name, 'stamp.txt'), `stamp ${name}\n`);
+  mkdirSync(join(fx.mirror.root, 'sources'), { recursive: true });
+  const file = join(fx.mirror.root, 'sources', `${name}.tar.gz`);
+  execFileSync('tar', ['-C', work, '-czf', file, name]);
+  const sha = createHash('sha256').update(readFileSync(file)).digest('hex');
+  const channel = (n: string, suite: string) => `[channels.${n}]\nsuite = "${suite}"\ncomponents = ["main", "contrib"]\nsigned-by = "${fx.mirror.keyring}"\n`;
+  manifest = [
+    '[project]\nname = "cached"\narch = "amd64"\n',
+    channel('stable', 'stable'),
+    channel('current', 'current'),
+    '[packages]\nbusybox-fixture = "*"\n',
+    '[recipes.stamp]',
+    'version = "1.0"',
+    `source = { url = "mirror://stable/sources/${name}.tar.gz", sha256 = "${sha}" }`,
+    'build-depends = ["busybox-fixture"]',
+    'build = ["mkdir -p $PREFIX/share/stamp", "cp stamp.txt $PREFIX/share/stamp/", "mkdir -p $PREFIX/bin", "printf \'#!/bin/sh\\\\necho stamped\\\\n\' > $PREFIX/bin/stamp", "chmod 755 $PREFIX/bin/stamp"]',
+    '',
+  ].join('\n');
+});
+
+test.after.always(async () => {
+  await reg?.stop();
+  await closeSharedMirror();
+});
+
+test.serial('machine A builds the recipe and pushes layers and outputs to the cache; machine B, with no mirror, realises the same image from it without building', async (t) => {
+  const cacheRepo = `${reg.host}/team/strata-cache`;
+  const a = machine({ STRATA_DEBIAN_MIRROR: fx.served.url, STRATA_CACHE_REGISTRY: cacheRepo });
+  const locked = await a.strata(['lock']);
+  t.is(locked.code, 0, locked.stderr);
+  const ra = await a.strata(['realise', '--push-cache', '--oci', join(a.dir, 'oci')]);
+  t.is(ra.code, 0, ra.stderr);
+  t.regex(ra.stderr, /^building recipe stamp 1\.0 /m);
+  t.regex(ra.stderr, /has no image of this lock; realising it here/);
+  imageA = imageLine(ra.stdout) ?? 'no image line';
+  lockA = join(a.dir, 'strata.lock');
+  t.is(layoutDigest(join(a.dir, 'oci')), imageA);
+  const entries = /^cache: (\d+) entries pushed \((\d+) blobs uploaded\), 0 already there$/m.exec(ra.stdout);
+  t.truthy(entries, ra.stdout);
+  // The registry lists what the cache holds under its tags: one recipe output, the image, a layer per image layer.
+  const tags = (JSON.parse((await run('skopeo', ['list-tags', '--tls-verify=false', `docker://${cacheRepo}`])).stdout) as { Tags: string[] }).Tags;
+  const layers = tags.filter((x) => /^layer-[0-9a-f]{64}$/.test(x)).length;
+  t.is(tags.filter((x) => /^recipe-[0-9a-f]{64}$/.test(x)).length, 1, tags.join(' '));
+  t.is(tags.filter((x) => /^image-[0-9a-f]{64}$/.test(x)).length, 1, tags.join(' '));
+  t.true(layers >= 3, tags.join(' '));
+  t.is(Number(entries![1]), tags.length);
+  const raw = JSON.parse((await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${cacheRepo}:${tags.find((x) => x.startsWith('recipe-'))}`])).stdout) as { artifactType?: string };
+  t.is(raw.artifactType, 'application/vnd.dev.strata.cache.v1');
+
+  // A second push finds everything there.
+  const again = await a.strata(['push', '--cache']);
+  t.is(again.code, 0, again.stderr);
+  t.regex(again.stdout, new RegExp(`^cache: 0 entries pushed \\(0 blobs uploaded\\), ${tags.length} already there$`, 'm'));
+
+  // Machine B: a fresh store, the same strata.toml and strata.lock, a Debian mirror nobody answers at.
+  const b = machine({ STRATA_DEBIAN_MIRROR: `http://${CLOSED}/debian`, STRATA_CACHE_REGISTRY: cacheRepo });
+  copyFileSync(join(a.dir, 'strata.lock'), join(b.dir, 'strata.lock'));
+  const rb = await b.strata(['realise', '--locked', '--oci', join(b.dir, 'oci')]);
+  t.is(rb.code, 0, rb.stderr);
+  t.notRegex(rb.stderr, /building recipe/);
+  t.regex(rb.stderr, /^took recipe stamp 1\.0 from the cache \S+ \(not building it\)$/m);
+  t.regex(rb.stderr, /took the image of this lock from the cache/);
+  t.is(imageLine(rb.stdout), imageA);
+  t.is(layoutDigest(join(b.dir, 'oci')), imageA);
+  // The build never started: no build log, no build environment, no .deb fetched.
+  t.false(existsSync(join(b.cache, 'build-logs')) && readdirSync(join(b.cache, 'build-logs')).length > 0);
+  t.false(existsSync(join(b.cache, 'unpacked')) && readdirSync(join(b.cache, 'unpacked')).length > 0);
+  // A second realise there needs the cache no more: everything is in B's store.
+  const rb2 = await runCli(['realise', '--locked'], { cwd: b.dir, env: { STRATA_CACHE_DIR: b.cache, STRATA_DEBIAN_MIRROR: `http://${CLOSED}/debian`, STRATA_CACHE_REGISTRY: `${CLOSED}/team/strata-cache` }, timeoutMs: 120_000 });
+  t.is(rb2.code, 0, rb2.stderr);
+  t.is(imageLine(rb2.stdout), imageA);
+});
+
+test.serial('a cache that misses, or that cannot be reached, falls back to building with one line', async (t) => {
+  t.truthy(imageA, 'needs the first test');
+  for (const [repo, line] of [
+    [`${reg.host}/team/empty-cache`, /^.*has no image of this lock; realising it here.*$/gm],
+    [`${CLOSED}/team/strata-cache`, /^.*cannot be used \(cannot reach the registry 127\.0\.0\.1:9.*building here without it$/gm],
+  ] as const) {
+    const m = machine({ STRATA_DEBIAN_MIRROR: fx.served.url, STRATA_CACHE_REGISTRY: repo });
+    copyFileSync(lockA, join(m.dir, 'strata.lock'));
+    const r = await m.strata(['realise', '--locked', '--oci', join(m.dir, 'oci')]);
+    t.is(r.code, 0, r.stderr);
+    t.regex(r.stderr, /^building recipe stamp 1\.0 /m);
+    t.is(r.stderr.match(line)?.length, 1, r.stderr);
+    t.is(imageLine(r.stdout), imageA);
+  }
+});
