@@ -7,12 +7,12 @@
 import test from 'ava';
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, existsSync, rmSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { closeSharedMirror, runCli, sharedMirror, type Shared } from './helpers/project.ts';
-import { haveRegistry, layoutDigest, startRegistry, type Registry } from './helpers/registry.ts';
+import { haveRegistry, layoutDigest, startRegistry, testCa, type Registry } from './helpers/registry.ts';
 
 const run = promisify(execFile);
 /** A loopback port nothing listens on. */
@@ -129,5 +129,56 @@ test.serial('a cache that misses, or that cannot be reached, falls back to build
     t.regex(r.stderr, /^building recipe stamp 1\.0 /m);
     t.is(r.stderr.match(line)?.length, 1, r.stderr);
     t.is(imageLine(r.stdout), imageA);
+  }
+});
+
+/** The first IPv4 address of this host that is not loopback: a TLS registry there is reached over HTTPS. */
+function hostAddress(): string | undefined {
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  return undefined;
+}
+
+test.serial('TLS with a test CA: push, pull and the cache are refused without the CA, naming the certificate problem, and accepted with --ca-file or SSL_CERT_FILE', async (t) => {
+  t.truthy(lockA, 'needs the first test');
+  const ip = hostAddress();
+  if (!ip) {
+    t.log('skipped: this host has no non-loopback IPv4 address to serve TLS on (loopback registries are plain HTTP)');
+    t.pass();
+    return;
+  }
+  const ca = testCa(ip);
+  const tls = await startRegistry({ tls: { cert: ca.cert, key: ca.key, host: ip } });
+  try {
+    const a = machine({ STRATA_DEBIAN_MIRROR: fx.served.url });
+    copyFileSync(lockA, join(a.dir, 'strata.lock'));
+    const repo = `${tls.host}/team/tls`;
+    const refused = await a.strata(['push', `${repo}:v1`, '--locked']);
+    t.is(refused.code, 1, refused.stderr);
+    t.regex(refused.stderr, new RegExp(`^error: the registry ${tls.host.replace(/\./g, '\\.')} presented a TLS certificate strata cannot verify: .*(UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT)`, 'm'));
+    t.regex(refused.stderr, /^hint: give the CA that signed it with --ca-file FILE/m);
+    const pushed = await a.strata(['push', `${repo}:v1`, '--locked', '--ca-file', ca.ca]);
+    t.is(pushed.code, 0, pushed.stderr);
+    const node = machine({ STRATA_DEBIAN_MIRROR: `http://${CLOSED}/debian`, SSL_CERT_FILE: ca.ca });
+    const pulled = await node.strata(['pull', `${repo}:v1`]);
+    t.is(pulled.code, 0, pulled.stderr);
+    t.is(/@(sha256:[0-9a-f]{64})$/m.exec(pulled.stdout)?.[1], /@(sha256:[0-9a-f]{64})$/m.exec(pushed.stdout)?.[1]);
+    // The cache over TLS: pushed with --ca-file, refused (one line, then a local build) without it.
+    const cache = `${tls.host}/team/strata-cache`;
+    const withCache = await runCli(['realise', '--locked', '--push-cache', '--ca-file', ca.ca], { cwd: a.dir, env: { STRATA_CACHE_DIR: a.cache, STRATA_DEBIAN_MIRROR: fx.served.url, STRATA_CACHE_REGISTRY: cache }, timeoutMs: 180_000 });
+    t.is(withCache.code, 0, withCache.stderr);
+    t.regex(withCache.stdout, /^cache: \d+ entries pushed/m);
+    const noCa = machine({ STRATA_DEBIAN_MIRROR: `http://${CLOSED}/debian`, STRATA_CACHE_REGISTRY: cache });
+    copyFileSync(lockA, join(noCa.dir, 'strata.lock'));
+    const refusedCache = await noCa.strata(['realise', '--locked']);
+    t.not(refusedCache.code, 0);
+    t.regex(refusedCache.stderr, /the cache \S+ cannot be used \(the registry \S+ presented a TLS certificate strata cannot verify/);
+    const b = machine({ STRATA_DEBIAN_MIRROR: `http://${CLOSED}/debian`, STRATA_CACHE_REGISTRY: cache, SSL_CERT_FILE: ca.ca });
+    copyFileSync(lockA, join(b.dir, 'strata.lock'));
+    const fromCache = await b.strata(['realise', '--locked']);
+    t.is(fromCache.code, 0, fromCache.stderr);
+    t.is(imageLine(fromCache.stdout), imageA);
+  } finally {
+    await tls.stop();
+    rmSync(ca.dir, { recursive: true, force: true });
   }
 });

@@ -8,6 +8,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,9 +34,9 @@ function freePort(): Promise<number> {
   });
 }
 
-function answers(port: number): Promise<number | undefined> {
+function answers(port: number, host = '127.0.0.1', tls = false): Promise<number | undefined> {
   return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/v2/', timeout: 1000 }, (res) => {
+    const req = (tls ? https : http).get({ host, port, path: '/v2/', timeout: 1000, ...(tls ? { rejectUnauthorized: false } : {}) }, (res) => {
       res.resume();
       resolve(res.statusCode);
     });
@@ -50,10 +51,11 @@ export function haveRegistry(): boolean {
 }
 
 /** Starts a registry; with `auth`, only that user and password get in (htpasswd, bcrypt). */
-export async function startRegistry(o: { auth?: { user: string; password: string } } = {}): Promise<Registry> {
+export async function startRegistry(o: { auth?: { user: string; password: string }; tls?: { cert: string; key: string; host: string } } = {}): Promise<Registry> {
   const dir = mkdtempSync(join(tmpdir(), 'strata-registry-'));
   const port = await freePort();
-  const lines = ['version: 0.1', 'log:', '  level: warn', '  accesslog:', '    disabled: true', 'storage:', '  filesystem:', `    rootdirectory: ${join(dir, 'storage')}`, 'http:', `  addr: 127.0.0.1:${port}`];
+  const ip = o.tls?.host ?? '127.0.0.1';
+  const lines = ['version: 0.1', 'log:', '  level: warn', '  accesslog:', '    disabled: true', 'storage:', '  filesystem:', `    rootdirectory: ${join(dir, 'storage')}`, 'http:', `  addr: ${ip}:${port}`, ...(o.tls ? ['  tls:', `    certificate: ${o.tls.cert}`, `    key: ${o.tls.key}`] : [])];
   if (o.auth) {
     const line = execFileSync('htpasswd', ['-Bbn', o.auth.user, o.auth.password], { encoding: 'utf8' }).trim();
     writeFileSync(join(dir, 'htpasswd'), `${line}\n`);
@@ -64,7 +66,7 @@ export async function startRegistry(o: { auth?: { user: string; password: string
   let log = '';
   child.stderr!.on('data', (d) => (log += d));
   const deadline = Date.now() + 20_000;
-  while ((await answers(port)) === undefined) {
+  while ((await answers(port, ip, o.tls !== undefined)) === undefined) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`docker-registry did not start on port ${port}: ${log.slice(-2000)}`);
@@ -72,7 +74,7 @@ export async function startRegistry(o: { auth?: { user: string; password: string
     await new Promise((r) => setTimeout(r, 100));
   }
   return {
-    host: `127.0.0.1:${port}`,
+    host: `${ip}:${port}`,
     port,
     dir,
     async stop() {
@@ -198,4 +200,16 @@ export async function bearerProxy(target: string, user: string, password: string
       server.closeAllConnections();
     }),
   };
+}
+
+/** A test CA (made now with the host's openssl) and a server certificate it signed for the IP address `ip`. */
+export function testCa(ip: string): { dir: string; ca: string; cert: string; key: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-ca-'));
+  const f = (n: string) => join(dir, n);
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=strata test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', `/CN=${ip}`);
+  writeFileSync(f('ext.cnf'), `subjectAltName=IP:${ip}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n`);
+  ssl('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('server.pem'), '-days', '2', '-extfile', f('ext.cnf'));
+  return { dir, ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key') };
 }
