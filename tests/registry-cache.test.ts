@@ -12,6 +12,7 @@ import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { closeSharedMirror, runCli, sharedMirror, type Shared } from './helpers/project.ts';
+import { startDockerd } from './helpers/dockerd.ts';
 import { haveRegistry, layoutDigest, startRegistry, testCa, type Registry } from './helpers/registry.ts';
 
 const run = promisify(execFile);
@@ -180,5 +181,27 @@ test.serial('TLS with a test CA: push, pull and the cache are refused without th
   } finally {
     await tls.stop();
     rmSync(ca.dir, { recursive: true, force: true });
+  }
+});
+
+test.serial('an independent client: the private dockerd pulls the pushed image from the registry and runs programs of it (busybox and the recipe\'s own script)', async (t) => {
+  t.truthy(lockA, 'needs the first test');
+  const a = machine({ STRATA_DEBIAN_MIRROR: fx.served.url });
+  copyFileSync(lockA, join(a.dir, 'strata.lock'));
+  const ref = `${reg.host}/team/docker:v1`;
+  const pushed = await a.strata(['push', ref, '--locked']);
+  t.is(pushed.code, 0, pushed.stderr);
+  const digest = /@(sha256:[0-9a-f]{64})$/m.exec(pushed.stdout)?.[1] ?? 'no digest line';
+  const engine = await startDockerd();
+  const docker = (...args: string[]) => run('docker', args, { env: { PATH: process.env.PATH, DOCKER_HOST: engine.host, DOCKER_CONFIG: join(engine.dir, 'docker-config') }, timeout: 120_000 });
+  try {
+    // Docker allows plain HTTP to a registry on 127.0.0.0/8 by default (insecure-registries).
+    await docker('pull', ref);
+    const { stdout: repoDigest } = await docker('image', 'inspect', '--format', '{{index .RepoDigests 0}}', ref);
+    t.is(repoDigest.trim(), `${reg.host}/team/docker@${digest}`);
+    const { stdout } = await docker('run', '--rm', '--network', 'none', ref, 'sh', '-c', 'echo $((6 * 7)); stamp; cat /usr/local/share/stamp/stamp.txt');
+    t.regex(stdout, /^42\nstamped\nstamp stamp-[0-9a-f]{8}\n$/);
+  } finally {
+    await engine.stop();
   }
 });
