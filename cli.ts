@@ -116,6 +116,7 @@ program
   .option('--insecure', 'allow plain HTTP to a registry that is not on loopback')
   .option('--ca-file <file>', 'also trust the CA certificates in this PEM file for TLS (default: SSL_CERT_FILE)')
   .option('-j, --jobs <n>', 'concurrent blob downloads', '4')
+  .option('--lock <file>', 'write the strata.lock attached to the image to FILE')
   .action(async (ref: string, opts) => (await import('./commands/pull.ts')).pullCommand(ref, opts));
 
 program

@@ -66,6 +66,11 @@ export async function pushCommand(refText: string | undefined, opts: PushOptions
   out(`pushing ${ref.repository} (${tags.join(', ')}): ${img.layers.length} layers and a config`);
   const r = await pushImage(client, img, tags, { chunkBytes, say: out });
   out(`${r.pushed} blobs pushed (${formatBytes(r.pushedBytes)}), ${r.present} already there`);
+  // The lock rides along as an OCI 1.1 artifact whose subject is the image (registry/referrers.ts).
+  const { attachLock } = await import('../registry/referrers.ts');
+  const { serializeLock } = await import('../lock/lockfile.ts');
+  const artifact = await attachLock(client, { digest: img.manifestDigest, size: img.manifest.length }, serializeLock(lock), { 'dev.strata.closure': lock.closure });
+  out(`strata.lock attached: ${ref.repository}@${artifact}`);
   for (const t of tags) out(`${ref.repository}:${t}`);
   out(`${ref.repository}@${r.manifestDigest}`);
 }

@@ -191,7 +191,17 @@ test.serial('an independent client: the private dockerd pulls the pushed image f
   const ref = `${reg.host}/team/docker:v1`;
   const pushed = await a.strata(['push', ref, '--locked']);
   t.is(pushed.code, 0, pushed.stderr);
-  const digest = /@(sha256:[0-9a-f]{64})$/m.exec(pushed.stdout)?.[1] ?? 'no digest line';
+  const digest = /^\S+\/team\/docker@(sha256:[0-9a-f]{64})$/m.exec(pushed.stdout)?.[1] ?? 'no digest line';
+  t.regex(pushed.stdout, /^strata\.lock attached: \S+@sha256:[0-9a-f]{64}$/m);
+  // The lock is an OCI 1.1 artifact whose subject is the image, listed under the spec's fallback tag sha256-<hex>.
+  const index = JSON.parse((await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.host}/team/docker:${digest.replace(':', '-')}`])).stdout) as { mediaType: string; manifests: { artifactType?: string; digest: string }[] };
+  t.is(index.mediaType, 'application/vnd.oci.image.index.v1+json');
+  t.deepEqual(index.manifests.map((m) => m.artifactType), ['application/vnd.dev.strata.lock.v1']);
+  const node = machine({ STRATA_DEBIAN_MIRROR: `http://${CLOSED}/debian` });
+  const pulled = await node.strata(['pull', ref, '--lock', join(node.dir, 'attached.lock')]);
+  t.is(pulled.code, 0, pulled.stderr);
+  t.regex(pulled.stdout, /^ {2}strata\.lock attached \(sha256:[0-9a-f]{64}\): project cached, \d+ packages, 1 recipes, channels stable, current$/m);
+  t.is(readFileSync(join(node.dir, 'attached.lock'), 'utf8'), readFileSync(lockA, 'utf8'));
   const engine = await startDockerd();
   const docker = (...args: string[]) => run('docker', args, { env: { PATH: process.env.PATH, DOCKER_HOST: engine.host, DOCKER_CONFIG: join(engine.dir, 'docker-config') }, timeout: 120_000 });
   try {
