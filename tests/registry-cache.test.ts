@@ -215,3 +215,41 @@ test.serial('an independent client: the private dockerd pulls the pushed image f
     await engine.stop();
   }
 });
+
+test.serial('a push after a one-package bump uploads one package layer and the top layer (and the config), counted in the registry\'s access log', async (t) => {
+  const logged = await startRegistry({ accessLog: true });
+  try {
+    const p = machine({ STRATA_DEBIAN_MIRROR: fx.served.url });
+    const base = manifest.replace(/\n\[recipes\.stamp\][\s\S]*$/, '\n');
+    writeFileSync(join(p.dir, 'strata.toml'), base.replace('busybox-fixture = "*"', 'busybox-fixture = "*"\nzlib1g = "*"'));
+    const repo = `${logged.host}/team/bump`;
+    // Blob uploads the registry logged, less those of the attached lock (strata.lock's own bytes, one per lock).
+    const uploads = (lock?: string) => {
+      const all = logged.log().match(/"PUT \/v2\/team\/bump\/blobs\/uploads\/[^" ]*digest=sha256%3A[0-9a-f]{64}/g) ?? [];
+      const lockDigest = lock ? createHash('sha256').update(readFileSync(lock)).digest('hex') : '-';
+      return all.filter((l) => !l.endsWith(lockDigest)).length;
+    };
+    const first = await p.strata(['push', `${repo}:v1`]);
+    t.is(first.code, 0, first.stderr);
+    const before = uploads();
+    t.true(before >= 4, logged.log().slice(-2000));
+    const lock1 = readFileSync(join(p.dir, 'strata.lock'), 'utf8');
+    writeFileSync(join(p.dir, 'strata.toml'), base.replace('busybox-fixture = "*"', 'busybox-fixture = "*"\nzlib1g = { channel = "current" }'));
+    const second = await p.strata(['push', `${repo}:v2`]);
+    t.is(second.code, 0, second.stderr);
+    // One package changed: zlib1g, to the current channel's version.
+    const versions = (text: string) => new Map([...text.matchAll(/^name = "([^"]+)"\nversion = "([^"]+)"/gm)].map((m) => [m[1]!, m[2]!]));
+    const [v1, v2] = [versions(lock1), versions(readFileSync(join(p.dir, 'strata.lock'), 'utf8'))];
+    t.deepEqual([...v2].filter(([n, v]) => v1.get(n) !== v).map(([n]) => n), ['zlib1g']);
+    t.is(uploads(join(p.dir, 'strata.lock')) - before, 3, `${second.stdout}\n${logged.log().slice(-3000)}`);
+    const lines = second.stdout.split('\n').filter((l) => /: pushed /.test(l));
+    t.is(lines.length, 3, second.stdout);
+    t.is(lines.filter((l) => /layer \d+\/\d+: pushed/.test(l)).length, 2, second.stdout);
+    t.true(lines.some((l) => /the config: pushed/.test(l)), second.stdout);
+    // The two layers are the package layer of zlib1g and the top layer (the last one).
+    const total = /pushing \S+ \(v2\): (\d+) layers/.exec(second.stdout)?.[1];
+    t.true(lines.some((l) => new RegExp(`layer ${total}/${total}: pushed`).test(l)), second.stdout);
+  } finally {
+    await logged.stop();
+  }
+});

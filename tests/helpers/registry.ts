@@ -20,6 +20,8 @@ export interface Registry {
   host: string;
   port: number;
   dir: string;
+  /** What the registry logged so far (its access log too, with `accessLog`). */
+  log(): string;
   stop(): Promise<void>;
 }
 
@@ -51,19 +53,20 @@ export function haveRegistry(): boolean {
 }
 
 /** Starts a registry; with `auth`, only that user and password get in (htpasswd, bcrypt). */
-export async function startRegistry(o: { auth?: { user: string; password: string }; tls?: { cert: string; key: string; host: string } } = {}): Promise<Registry> {
+export async function startRegistry(o: { auth?: { user: string; password: string }; tls?: { cert: string; key: string; host: string }; accessLog?: boolean } = {}): Promise<Registry> {
   const dir = mkdtempSync(join(tmpdir(), 'strata-registry-'));
   const port = await freePort();
   const ip = o.tls?.host ?? '127.0.0.1';
-  const lines = ['version: 0.1', 'log:', '  level: warn', '  accesslog:', '    disabled: true', 'storage:', '  filesystem:', `    rootdirectory: ${join(dir, 'storage')}`, 'http:', `  addr: ${ip}:${port}`, ...(o.tls ? ['  tls:', `    certificate: ${o.tls.cert}`, `    key: ${o.tls.key}`] : [])];
+  const lines = ['version: 0.1', 'log:', '  level: warn', '  accesslog:', `    disabled: ${o.accessLog ? 'false' : 'true'}`, 'storage:', '  filesystem:', `    rootdirectory: ${join(dir, 'storage')}`, 'http:', `  addr: ${ip}:${port}`, ...(o.tls ? ['  tls:', `    certificate: ${o.tls.cert}`, `    key: ${o.tls.key}`] : [])];
   if (o.auth) {
     const line = execFileSync('htpasswd', ['-Bbn', o.auth.user, o.auth.password], { encoding: 'utf8' }).trim();
     writeFileSync(join(dir, 'htpasswd'), `${line}\n`);
     lines.push('auth:', '  htpasswd:', '    realm: strata-test', `    path: ${join(dir, 'htpasswd')}`);
   }
   writeFileSync(join(dir, 'config.yml'), `${lines.join('\n')}\n`);
-  const child: ChildProcess = spawn(REGISTRY_BIN, ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child: ChildProcess = spawn(REGISTRY_BIN, ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
+  child.stdout!.on('data', (d) => (log += d));
   child.stderr!.on('data', (d) => (log += d));
   const deadline = Date.now() + 20_000;
   while ((await answers(port, ip, o.tls !== undefined)) === undefined) {
@@ -77,6 +80,7 @@ export async function startRegistry(o: { auth?: { user: string; password: string
     host: `${ip}:${port}`,
     port,
     dir,
+    log: () => log,
     async stop() {
       if (child.exitCode === null) {
         const gone = new Promise((r) => child.once('exit', r));
