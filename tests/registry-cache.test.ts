@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { closeSharedMirror, runCli, sharedMirror, type Shared } from './helpers/project.ts';
 import { startDockerd } from './helpers/dockerd.ts';
-import { haveRegistry, layoutDigest, startRegistry, testCa, type Registry } from './helpers/registry.ts';
+import { droppingProxy, haveRegistry, layoutDigest, startRegistry, testCa, type Registry } from './helpers/registry.ts';
 
 const run = promisify(execFile);
 /** A loopback port nothing listens on. */
@@ -27,6 +27,9 @@ let imageA: string;
 /** Machine A's strata.lock. */
 let lockA: string;
 
+/** The image digest a push prints last (`REPOSITORY@sha256:...`), or a pull first. */
+const pushedDigest = (stdout: string) => [...stdout.matchAll(/^\S+@(sha256:[0-9a-f]{64})$/gm)].at(-1)?.[1];
+const pulledDigest = (stdout: string) => /^\S+@(sha256:[0-9a-f]{64})$/m.exec(stdout)?.[1];
 const imageLine = (stdout: string) => /^image (sha256:[0-9a-f]{64})$/m.exec(stdout)?.[1];
 
 /** A machine: its own project directory (the same strata.toml, and strata.lock once A made it) and store. */
@@ -162,7 +165,7 @@ test.serial('TLS with a test CA: push, pull and the cache are refused without th
     const node = machine({ STRATA_DEBIAN_MIRROR: `http://${CLOSED}/debian`, SSL_CERT_FILE: ca.ca });
     const pulled = await node.strata(['pull', `${repo}:v1`]);
     t.is(pulled.code, 0, pulled.stderr);
-    t.is(/@(sha256:[0-9a-f]{64})$/m.exec(pulled.stdout)?.[1], /@(sha256:[0-9a-f]{64})$/m.exec(pushed.stdout)?.[1]);
+    t.is(pulledDigest(pulled.stdout), pushedDigest(pushed.stdout));
     // The cache over TLS: pushed with --ca-file, refused (one line, then a local build) without it.
     const cache = `${tls.host}/team/strata-cache`;
     const withCache = await runCli(['realise', '--locked', '--push-cache', '--ca-file', ca.ca], { cwd: a.dir, env: { STRATA_CACHE_DIR: a.cache, STRATA_DEBIAN_MIRROR: fx.served.url, STRATA_CACHE_REGISTRY: cache }, timeoutMs: 180_000 });
@@ -251,5 +254,38 @@ test.serial('a push after a one-package bump uploads one package layer and the t
     t.true(lines.some((l) => new RegExp(`layer ${total}/${total}: pushed`).test(l)), second.stdout);
   } finally {
     await logged.stop();
+  }
+});
+
+test.serial('a registry that dies mid-upload: one clear message, exit 1, no image left half-pushed; a rerun completes; a single drop is retried', async (t) => {
+  t.truthy(lockA, 'needs the first test');
+  const a = machine({ STRATA_DEBIAN_MIRROR: fx.served.url, STRATA_HTTP_LOW_SPEED_TIME: '5' });
+  copyFileSync(lockA, join(a.dir, 'strata.lock'));
+  const proxy = await droppingProxy(reg.host, Infinity);
+  try {
+    const repo = `${proxy.host}/team/dies`;
+    const failed = await a.strata(['push', `${repo}:v1`, '--locked']);
+    t.is(failed.code, 1, failed.stderr);
+    const errors = failed.stderr.split('\n').filter((l) => l.startsWith('error: '));
+    t.is(errors.length, 1, failed.stderr);
+    t.regex(errors[0]!, new RegExp(`^error: cannot reach the registry ${proxy.host.replace(/\./g, '\\.')}: .*(ECONNRESET|socket hang up|EPIPE)`), failed.stderr);
+    t.true(proxy.dropped() >= 4, `retried: ${proxy.dropped()} cut uploads`);
+    // Nothing half-pushed: the tag does not exist, so nobody can pull an image with a missing blob.
+    const node = machine({ STRATA_DEBIAN_MIRROR: `http://${CLOSED}/debian` });
+    const none = await node.strata(['pull', `${reg.host}/team/dies:v1`]);
+    t.is(none.code, 1);
+    t.regex(none.stderr, /has no (repository|tag)/);
+    // The rerun through a registry that now drops one upload: the upload starts again and the push completes.
+    proxy.setDrops(1);
+    const before = proxy.dropped();
+    const rerun = await a.strata(['push', `${repo}:v1`, '--locked']);
+    t.is(rerun.code, 0, rerun.stderr);
+    t.is(proxy.dropped(), before + 1);
+    const digest = pushedDigest(rerun.stdout);
+    const pulled = await node.strata(['pull', `${reg.host}/team/dies:v1`]);
+    t.is(pulled.code, 0, pulled.stderr);
+    t.is(pulledDigest(pulled.stdout), digest);
+  } finally {
+    await proxy.close();
   }
 });

@@ -217,3 +217,60 @@ export function testCa(ip: string): { dir: string; ca: string; cert: string; key
   ssl('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('server.pem'), '-days', '2', '-extfile', f('ext.cnf'));
   return { dir, ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key') };
 }
+
+export interface DroppingProxy {
+  host: string;
+  /** Uploads cut so far. */
+  dropped(): number;
+  /** How many more uploads to cut (Infinity: every one). */
+  setDrops(n: number): void;
+  close(): Promise<void>;
+}
+
+/**
+ * A loopback HTTP proxy to `target` that acts as a registry dying mid-upload: for each of the next `drops` blob
+ * uploads that carry a body (a PUT or PATCH under `/blobs/uploads/`), it forwards half of the body, then cuts both
+ * connections (the client sees a reset socket, the registry a truncated request). Everything else passes through.
+ */
+export async function droppingProxy(target: string, drops: number): Promise<DroppingProxy> {
+  const [thost, tport] = target.split(':') as [string, string];
+  let left = drops;
+  let dropped = 0;
+  const server = http.createServer((req, res) => {
+    const length = Number(req.headers['content-length'] ?? 0);
+    const cut = (req.method === 'PUT' || req.method === 'PATCH') && /\/blobs\/uploads\//.test(req.url ?? '') && length > 0 && left > 0;
+    const up = http.request({ host: thost, port: Number(tport), method: req.method, path: req.url, headers: req.headers }, (ures) => {
+      res.writeHead(ures.statusCode ?? 502, ures.headers);
+      ures.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    if (!cut) {
+      req.pipe(up);
+      return;
+    }
+    left--;
+    dropped++;
+    let sent = 0;
+    req.on('data', (c: Buffer) => {
+      if (sent >= length / 2) return;
+      const part = c.subarray(0, Math.max(0, Math.ceil(length / 2) - sent));
+      sent += part.length;
+      up.write(part);
+      if (sent >= length / 2) {
+        up.destroy();
+        req.socket.destroy();
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    host: `127.0.0.1:${port}`,
+    dropped: () => dropped,
+    setDrops: (n) => (left = n),
+    close: () => new Promise((r) => {
+      server.close(() => r());
+      server.closeAllConnections();
+    }),
+  };
+}
