@@ -142,6 +142,25 @@ function hostAddress(): string | undefined {
   return undefined;
 }
 
+test.serial('a lock the cache has no image of still takes the recipe output and the unchanged layers from it, one by one', async (t) => {
+  t.truthy(lockA, 'needs the first test');
+  const m = machine({ STRATA_DEBIAN_MIRROR: fx.served.url, STRATA_CACHE_REGISTRY: `${reg.host}/team/strata-cache` });
+  writeFileSync(join(m.dir, 'strata.toml'), manifest.replace('busybox-fixture = "*"', 'busybox-fixture = "*"\nzlib1g = "*"'));
+  const r = await m.strata(['realise']);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stderr, /has no image of this lock; realising it here/);
+  t.regex(r.stderr, /^took recipe stamp 1\.0 from the cache \S+ \(not building it\)$/m);
+  t.notRegex(r.stderr, /building recipe/);
+  const counts = /in (\d+) layers \((\d+) built, (\d+) cached\)/.exec(r.stdout);
+  t.truthy(counts, r.stdout);
+  // Built here: the layers of the packages zlib1g brought and the top layer (the dpkg database names them); the
+  // base, busybox's layer and the recipe's layer came from the cache (this store had none of them).
+  const [total, builtHere, cached] = [Number(counts![1]), Number(counts![2]), Number(counts![3])];
+  t.is(builtHere + cached, total);
+  t.true(cached >= 3, r.stdout);
+  t.true(builtHere >= 2 && builtHere <= 3, r.stdout);
+});
+
 test.serial('TLS with a test CA: push, pull and the cache are refused without the CA, naming the certificate problem, and accepted with --ca-file or SSL_CERT_FILE', async (t) => {
   t.truthy(lockA, 'needs the first test');
   const ip = hostAddress();
