@@ -13,7 +13,14 @@ program
   .version('0.1.0')
   .enablePositionalOptions()
   .exitOverride()
-  .showHelpAfterError('(run with --help for usage)');
+  .showHelpAfterError('(run with --help for usage)')
+  // Extra CAs for every TLS connection of the run (registries, the cache, mirrors): --ca-file, else SSL_CERT_FILE.
+  .hook('preAction', async (_program, action) => {
+    const file = (action.opts() as { caFile?: string }).caFile;
+    const from = file !== undefined ? '--ca-file' : 'SSL_CERT_FILE';
+    const path = file ?? (process.env.SSL_CERT_FILE || undefined);
+    if (path !== undefined) (await import('./registry/tls.ts')).useCaFile(path, from);
+  });
 
 program
   .command('lock')
@@ -38,6 +45,9 @@ program
   .option('--gzip', 'gzip-compress layers in --oci and --docker-archive output (deterministic)')
   .option('--locked', 'refuse a lock that is stale against the manifest')
   .option('-j, --jobs <n>', 'concurrent downloads', '8')
+  .option('--push-cache', 'upload to the cache registry ([cache] registry, STRATA_CACHE_REGISTRY) every layer and recipe output it lacks')
+  .option('--insecure', 'allow plain HTTP to a cache registry that is not on loopback')
+  .option('--ca-file <file>', 'also trust the CA certificates in this PEM file for TLS (default: SSL_CERT_FILE)')
   .action(async (opts) => {
     await (await import('./commands/realise.ts')).realiseCommand(opts);
   });
@@ -63,7 +73,8 @@ const runOptions = (c: Command) =>
     .option('-e, --env <KEY=VALUE>', 'an extra environment variable inside (repeat -e for more)', (v: string, all: string[] = []) => [...all, v])
     .option('--share-tmp', "bind the host's /tmp inside instead of a private one (e.g. to git clone file:///tmp/...)")
     .option('--image <ref>', 'run this image from a registry (pulled into the store when missing) instead of the manifest\'s environment; sandbox backend')
-    .option('--insecure', 'with --image: allow plain HTTP to a registry that is not on loopback');
+    .option('--insecure', 'with --image: allow plain HTTP to a registry that is not on loopback')
+    .option('--ca-file <file>', 'also trust the CA certificates in this PEM file for TLS (default: SSL_CERT_FILE)');
 
 runOptions(
   program
@@ -94,20 +105,24 @@ program
 program
   .command('push')
   .description('realise the environment (gzip layers) and push it to an OCI registry: host[:port]/name[:tag]')
-  .argument('<ref>', 'where to push: host[:port]/name[:tag] (default tag: the lock\'s closure prefix)')
+  .argument('[ref]', 'where to push: host[:port]/name[:tag] (default tag: the lock\'s closure prefix)')
+  .option('--cache', 'also upload to the cache registry ([cache] registry, STRATA_CACHE_REGISTRY) every layer and recipe output it lacks')
   .option('-m, --manifest <path>', 'the manifest whose environment to push', 'strata.toml')
   .option('--tag <tag>', 'also push under this tag (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
   .option('--insecure', 'allow plain HTTP to a registry that is not on loopback')
+  .option('--ca-file <file>', 'also trust the CA certificates in this PEM file for TLS (default: SSL_CERT_FILE)')
   .option('--locked', 'refuse a lock that is stale against the manifest')
   .option('-j, --jobs <n>', 'concurrent downloads while realising', '8')
-  .action(async (ref: string, opts) => (await import('./commands/push.ts')).pushCommand(ref, opts));
+  .action(async (ref: string | undefined, opts) => (await import('./commands/push.ts')).pushCommand(ref, opts));
 
 program
   .command('pull')
   .description('fetch an image from an OCI registry into the store, verifying every blob; print its digest and the lock closure it realises')
   .argument('<ref>', 'host[:port]/name[:tag] or host[:port]/name@sha256:...')
   .option('--insecure', 'allow plain HTTP to a registry that is not on loopback')
+  .option('--ca-file <file>', 'also trust the CA certificates in this PEM file for TLS (default: SSL_CERT_FILE)')
   .option('-j, --jobs <n>', 'concurrent blob downloads', '4')
+  .option('--lock <file>', 'write the strata.lock attached to the image to FILE')
   .action(async (ref: string, opts) => (await import('./commands/pull.ts')).pullCommand(ref, opts));
 
 program

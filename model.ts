@@ -98,6 +98,8 @@ export interface Manifest {
   image: ImageSettings;
   /** `[recipes.NAME]` tables, sorted by name; absent or empty when there are none. */
   recipes?: RecipeSpec[];
+  /** `[cache] registry`: a registry repository that holds built layers and recipe outputs by their input keys. */
+  cache?: { registry: string };
 }
 
 /**

@@ -6,6 +6,7 @@ import { pullToStore } from '../engine/images.ts';
 export interface PullCommandOptions {
   insecure?: boolean;
   jobs?: string;
+  lock?: string;
 }
 
 export async function pullCommand(ref: string, opts: PullCommandOptions): Promise<void> {
@@ -18,4 +19,26 @@ export async function pullCommand(ref: string, opts: PullCommandOptions): Promis
   out(`${img.reference.replace(/[:@][^/]*$/, '')}@${img.manifestDigest}`);
   out(`  ${img.layers.length} layers${img.title ? `, project ${img.title}` : ''}`);
   out(img.closure ? `  realises the lock with closure ${img.closure}` : '  not a strata image (no dev.strata.closure annotation)');
+  if (!img.closure) return;
+  const [{ parseReference }, { RegistryClient }, { lockOf }, { parseLock }] = await Promise.all([
+    import('../realiser/oci/reference.ts'),
+    import('../registry/client.ts'),
+    import('../registry/referrers.ts'),
+    import('../lock/lockfile.ts'),
+  ]);
+  const client = new RegistryClient(parseReference(ref), 'pull', opts.insecure ? { insecure: true } : {});
+  const attached = await lockOf(client, ctx.store, img.manifestDigest);
+  if (!attached) {
+    out('  no strata.lock is attached to it');
+    return;
+  }
+  const lock = parseLock(attached.text, `the lock attached to ${ref}`);
+  if (lock.closure !== img.closure) throw new StrataError('E_LOCK', `the lock attached to ${ref} has closure ${lock.closure}, but the image says it realises ${img.closure}`, 'push the image again');
+  const recipes = (lock.recipes ?? []).length;
+  out(`  strata.lock attached (${attached.artifact}): project ${lock.project.name}, ${lock.packages.length} packages${recipes > 0 ? `, ${recipes} recipes` : ''}, channels ${lock.channels.map((c) => c.name).join(', ')}`);
+  if (opts.lock) {
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(opts.lock, attached.text);
+    out(`  written to ${opts.lock}`);
+  } else out(`  its text: ${attached.path}`);
 }

@@ -20,6 +20,8 @@ export interface RealiseCommandOptions {
   gzip?: boolean;
   locked?: boolean;
   jobs?: string;
+  pushCache?: boolean;
+  insecure?: boolean;
 }
 
 export async function realiseCommand(opts: RealiseCommandOptions): Promise<RealisedImage> {
@@ -40,8 +42,20 @@ export async function realiseCommand(opts: RealiseCommandOptions): Promise<Reali
   // A destination that cannot take the image fails now, not after the build.
   for (const sink of sinks) await sink.check();
   const lock = await ensureLock(manifest, ctx, opts.locked ? 'locked' : 'relock');
+  const { attachCache, pushCache } = await import('../engine/substitute.ts');
+  const client = opts.insecure ? { insecure: true } : {};
+  const cacheRef = attachCache(ctx, manifest, client);
+  if (opts.pushCache && !cacheRef) throw new StrataError('E_USAGE', '--push-cache needs a cache registry', 'set [cache] registry = "host[:port]/repository" in strata.toml, or STRATA_CACHE_REGISTRY');
   const started = Date.now();
-  const result = await realiseLock(lock, ctx, { jobs, gzip: opts.gzip ?? false });
+  // The cache holds gzip layers: pushing to it realises them too (the outputs still get the encoding asked for).
+  const realised = await realiseLock(lock, ctx, { jobs, gzip: (opts.gzip ?? false) || opts.pushCache === true });
+  const result = opts.pushCache && !opts.gzip ? { ...realised, image: realised.plain } : realised;
+  if (opts.pushCache) {
+    const say = (s: string) => process.stdout.write(`${s}\n`);
+    say(`pushing to the cache ${cacheRef}`);
+    const c = await pushCache(lock, realised, ctx, cacheRef!, { ...client, say });
+    say(`cache: ${c.pushed} entries pushed (${c.blobs} blobs uploaded), ${c.present} already there`);
+  }
   const { recordRoot } = await import('../engine/gc.ts');
   await recordRoot(ctx.store, { lockPath: resolve(lockPathFor(manifest.path)), closure: lock.closure });
   const ref = given ?? parseReference(defaultTag(lock));

@@ -68,6 +68,8 @@ export interface RecipeBuildOptions {
   env?: NodeJS.ProcessEnv;
   /** Build these recipes again even when their output is stored (the new output replaces the old). */
   rebuild?: Set<string>;
+  /** Asked for an output the store does not hold before it is built (a cache registry): true when it put it there. */
+  substitute?: (key: string, label: string) => Promise<boolean>;
 }
 
 /** What the store records beside an output tree. */
@@ -277,7 +279,8 @@ export async function ensureRecipeOutputs(lock: Lockfile, ctx: Ctx, o: RecipeBui
   for (const r of wanted) {
     const key = outputKey(r, mtime);
     if (o.rebuild?.has(r.name)) await cache.remove(key);
-    const have = await storedOutput(cache, key);
+    let have = await storedOutput(cache, key);
+    if (!have && !o.rebuild?.has(r.name) && (await o.substitute?.(key, `recipe ${r.name} ${r.version}`))) have = await storedOutput(cache, key);
     if (have) {
       outputs.set(r.name, { recipe: r, ...have, built: false });
       continue;

@@ -83,7 +83,9 @@ interface ToolsTree {
 
 async function realiseImage(lock: Lockfile, ctx: Ctx, opts: RealiseOpts, generated: boolean, trees: ToolsTree[] = []): Promise<RealisedImage> {
   const { realise, layerMtime } = await import('../realiser/realise.ts');
-  const base = { store: ctx.store, reporter: ctx.reporter, ...opts };
+  // The cache registry, when one is set (engine/substitute.ts): asked before anything is built.
+  const sub = ctx.cache;
+  const base = { store: ctx.store, reporter: ctx.reporter, ...opts, ...(sub ? { substitute: (j: { key: string; label: string }) => sub.layer(j) } : {}) };
   const mtime = layerMtime(lock, opts.env);
   const { generatedSteps, generatedLayer } = await import('./generated.ts');
   const rootfsFor = async (l: Lockfile): Promise<BuildRoot> => {
@@ -92,14 +94,18 @@ async function realiseImage(lock: Lockfile, ctx: Ctx, opts: RealiseOpts, generat
     return { rootfs: t.tree, stage: await ctx.store.cache('rootfs').ensureDir('.stage'), skeletons: ctx.store.cache('skeletons') };
   };
   const genJob = generated && generatedSteps(lock).length > 0
-    ? await generatedLayer(packagesOnly(lock), ctx, { rootfsFor, mtime, ...(opts.frozen ? { frozen: true } : {}), ...(opts.env ? { env: opts.env } : {}) })
+    ? await generatedLayer(packagesOnly(lock), ctx, { rootfsFor, mtime, ...(opts.frozen ? { frozen: true } : {}), ...(opts.env ? { env: opts.env } : {}), ...(sub ? { substitute: (k: string, label: string) => sub.output('generated', k, label) } : {}) })
     : undefined;
   const genJobs = genJob ? [genJob] : [];
-  if ((lock.recipes ?? []).length === 0) return realise(lock, genJobs.length > 0 ? { ...base, extraJobs: genJobs } : base);
+  if ((lock.recipes ?? []).length === 0) {
+    const cached = await sub?.image(lock, generated, { mtime, gzip: opts.gzip ?? false });
+    return cached ?? realise(lock, genJobs.length > 0 ? { ...base, extraJobs: genJobs } : base);
+  }
   const { ensureRecipeOutputs, recipeLayers } = await import('./buildRecipes.ts');
-  const outputs = await ensureRecipeOutputs(lock, ctx, { rootfsFor: (l) => ensureRootfs(l, ctx, { frozen: false }), projectDir: ctx.projectDir ?? process.cwd(), ...(opts.env ? { env: opts.env } : {}) });
+  const outputs = await ensureRecipeOutputs(lock, ctx, { rootfsFor: (l) => ensureRootfs(l, ctx, { frozen: false }), projectDir: ctx.projectDir ?? process.cwd(), ...(opts.env ? { env: opts.env } : {}), ...(sub ? { substitute: (k: string, label: string) => sub.output('recipes', k, label) } : {}) });
   const { jobs, installed, paths } = recipeLayers(lock, outputs, mtime);
-  return realise(lock, { ...base, extraJobs: [...jobs, ...genJobs], extraInstalled: installed, searchPaths: paths });
+  const cached = await sub?.image(lock, generated, { mtime, gzip: opts.gzip ?? false, paths });
+  return cached ?? realise(lock, { ...base, extraJobs: [...jobs, ...genJobs], extraInstalled: installed, searchPaths: paths });
 }
 
 /**
@@ -114,6 +120,9 @@ async function packagesTree(lock: Lockfile, ctx: Ctx, opts: RealiseOpts): Promis
   try {
     await mkdir(tree);
     const t = linkedTree(tree);
+    if (!image.layerJobs) {
+      throw new StrataError('E_RUN', 'the cache registry gave the image of the packages but not the files the generated layer holds, and this machine has no unpacked packages to make them from', 'push the cache again from a machine that realised this lock (`strata push --cache`), or realise without the cache');
+    }
     for (const j of image.layerJobs) await t.add(await j.entries(), image.mtime);
     await t.finish();
     return { scratch, tree, ...t, image };
@@ -136,6 +145,7 @@ async function adoptToolsTree(ctx: Ctx, t: ToolsTree, result: RealisedImage): Pr
   const genAt = layers.length - 2;
   const rest = [...layers.slice(0, genAt), layers[genAt + 1]!];
   if (rest.some((l, i) => l.diffId !== treeLayers[i]!.diffId)) return;
+  if (!result.layerJobs) return;
   const top = new Map((await result.layerJobs[genAt + 1]!.entries()).map((e) => [e.path, e.type]));
   const gen = await result.layerJobs[genAt]!.entries();
   for (const e of gen) {
@@ -163,7 +173,7 @@ async function adoptToolsTree(ctx: Ctx, t: ToolsTree, result: RealisedImage): Pr
 }
 
 /** The lock of the packages alone (its recipes left out): what the generated layer is made over. */
-function packagesOnly(lock: Lockfile): Lockfile {
+export function packagesOnly(lock: Lockfile): Lockfile {
   const { recipes: _recipes, ...rest } = lock;
   return rest;
 }
@@ -206,11 +216,24 @@ export async function ensureRootfs(lock: Lockfile, ctx: Ctx, o: { frozen: boolea
     throw new StrataError('E_RUN', 'the environment is not realised yet and --frozen forbids realising it', 'run `strata realise` first, or drop --frozen');
   }
   if (!known) ctx.reporter.info('preparing the environment: realising it (cached layers are reused)');
-  const { linkRootfs } = await import('../run/rootfs.ts');
+  const { linkRootfs, unpackRootfs } = await import('../run/rootfs.ts');
   const result = await realiseLock(lock, ctx, o.frozen ? { frozen: true } : {}, generated);
   const pointer = pointerOf(result.plain);
-  const layers = result.layerJobs.map((j, i) => ({ diffId: result.plain.layers[i]!.diffId, size: result.plain.layers[i]!.size, entries: j.entries }));
-  await linkRootfs(rootfs, pointer.manifestDigest, layers, result.mtime);
+  const jobs = result.layerJobs;
+  if (jobs) {
+    const layers = jobs.map((j, i) => ({ diffId: result.plain.layers[i]!.diffId, size: result.plain.layers[i]!.size, entries: j.entries }));
+    await linkRootfs(rootfs, pointer.manifestDigest, layers, result.mtime);
+  } else {
+    // An image from a cache registry: its layer tars are in the store, its packages were never unpacked here.
+    const layers = await Promise.all(
+      result.plain.layers.map(async (l) => {
+        const path = await ctx.store.has(l.diffId, l.size);
+        if (!path) throw new StrataError('E_RUN', `layer ${l.diffId} of the image left the store`, 'run `strata realise` again');
+        return { path, size: l.size, diffId: l.diffId };
+      }),
+    );
+    await unpackRootfs(rootfs, pointer.manifestDigest, layers, ctx.reporter);
+  }
   return sandboxEnvironment(ctx, pointer);
 }
 

@@ -197,6 +197,8 @@ export interface GeneratedOptions {
   /** Run no tool: output the store lacks is an error (`run --frozen`). */
   frozen?: boolean;
   env?: NodeJS.ProcessEnv;
+  /** Asked for the output before it is made (a cache registry): true when it put it in the store. */
+  substitute?: (key: string, label: string) => Promise<boolean>;
 }
 
 /**
@@ -209,9 +211,12 @@ export async function generatedLayer(lock: Lockfile, ctx: Ctx, o: GeneratedOptio
   const { store, reporter } = ctx;
   const key = generatedKey(lock, steps, o.mtime);
   const cache = store.cache('generated');
-  let meta = await readFile(join(cache.path(key), 'meta.json'), 'utf8')
-    .then((t) => JSON.parse(t) as GeneratedMeta)
-    .catch(() => undefined);
+  const readMeta = () =>
+    readFile(join(cache.path(key), 'meta.json'), 'utf8')
+      .then((t) => JSON.parse(t) as GeneratedMeta)
+      .catch(() => undefined);
+  let meta = await readMeta();
+  if (!meta && (await o.substitute?.(key, 'the generated files'))) meta = await readMeta();
   if (!meta && o.frozen) {
     throw new StrataError('E_RUN', `the store lacks what ${steps.join(', ')} make for this environment and --frozen forbids running them`, 'run `strata realise` first, or drop --frozen');
   }

@@ -87,6 +87,13 @@ async function plainLayer(l: PulledImage['layers'][number], ctx: Ctx): Promise<s
   }
   const gz = await ctx.store.check(l.digest, l.size);
   if (gz.state !== 'ok') throw new StrataError('E_RUN', `the layer ${l.digest} of the image is no longer whole in the store`, 'pull the image again');
+  return decompressLayer(gz.path, l.digest, l.diffId, ctx);
+}
+
+/** Decompresses the gzip blob at `gzPath` into the store under `diffId`, hashing while it writes; E_HASH when the tar is not `diffId`. */
+export async function decompressLayer(gzPath: string, digest: string, diffId: string, ctx: Pick<Ctx, 'store'>): Promise<string> {
+  const l = { digest, diffId };
+  const gz = { path: gzPath };
   const dir = await ctx.store.tmpDir();
   try {
     const out = join(dir, 'layer.tar');

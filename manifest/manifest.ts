@@ -70,7 +70,7 @@ export function parseManifest(source: string, path: string, sha256: string): Man
     const where = err.line !== undefined ? `${err.line + 1}:${(err.col ?? 0) + 1}` : '1:1';
     throw new StrataError('E_MANIFEST', `${path}:${where}: TOML syntax error: ${first.replace(/ at row \d+, col \d+, pos \d+:?$/, '')}`);
   }
-  r.onlyKeys(doc, [], ['project', 'channels', 'packages', 'gpu', 'image', 'env', 'alternatives', 'shell', 'resolve', 'recipes']);
+  r.onlyKeys(doc, [], ['project', 'channels', 'packages', 'gpu', 'image', 'env', 'alternatives', 'shell', 'resolve', 'recipes', 'cache']);
 
   const project = r.table(doc, [], 'project', true)!;
   r.onlyKeys(project, ['project'], ['name', 'arch']);
@@ -226,5 +226,15 @@ export function parseManifest(source: string, path: string, sha256: string): Man
     withEssential = r.bool(res, ['resolve'], 'essential') ?? true;
   }
   const recipes = parseRecipes(r, doc, channelNames);
-  return { path, sha256, name, arch, channels, packages, withRecommends, withEssential, image, ...(recipes.length > 0 ? { recipes } : {}) };
+  let cache: { registry: string } | undefined;
+  const cacheT = r.table(doc, [], 'cache');
+  if (cacheT) {
+    r.onlyKeys(cacheT, ['cache'], ['registry']);
+    const reg = r.string(cacheT, ['cache'], 'registry');
+    if (reg !== undefined) {
+      if (!/^[^/\s]+\/[^\s]+$/.test(reg) || /[@:][^/]*$/.test(reg.slice(reg.indexOf('/')))) r.fail(['cache'], 'registry', `cache.registry must be host[:port]/repository, without a tag or digest (e.g. "HOST:5000/team/strata-cache")`);
+      cache = { registry: reg };
+    }
+  }
+  return { path, sha256, name, arch, channels, packages, withRecommends, withEssential, image, ...(recipes.length > 0 ? { recipes } : {}), ...(cache ? { cache } : {}) };
 }

@@ -42,6 +42,8 @@ export interface LayerBuildOptions {
   gzip: boolean;
   /** Told, in one line, of a damaged record or blob that is being made again. */
   reporter?: Pick<Reporter, 'warn'>;
+  /** Asked for the layer before it is built (a cache registry): a record whose blobs it has put in the store, or undefined. */
+  substitute?: (job: LayerJob) => Promise<LayerRecord | undefined>;
 }
 
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
@@ -79,6 +81,11 @@ export async function buildLayer(job: LayerJob, o: LayerBuildOptions): Promise<{
       if (c.state !== 'ok') whole = false;
     }
     if (whole) return { record: rec, built: false };
+  }
+  const got = await o.substitute?.(job);
+  if (got && (!gzip || got.gzip)) {
+    await records.writeJson(job.key, got);
+    return { record: got, built: false };
   }
   const entries = await job.entries();
   const tmp = await store.tmpDir();

@@ -59,6 +59,8 @@ export interface RealiseOptions {
   searchPaths?: SearchPaths;
   /** Fetch nothing: a .deb the store lacks is an error (`run --frozen`: the environment was realised before). */
   frozen?: boolean;
+  /** Asked for each layer before it is built (a cache registry; see `buildLayer`). */
+  substitute?: (job: LayerJob) => Promise<LayerRecord | undefined>;
 }
 
 /** At most this many layers in an image, whatever the recipes: Docker refuses more than 125. */
@@ -72,11 +74,16 @@ export interface RealisedImage {
   /** The same image with gzip-compressed layers, with `gzip`. */
   gzip?: BuiltImage;
   layerCount: number;
-  /** The image's layer jobs, base first, one per layer of `plain` (their entries name the stored files). */
-  layerJobs: LayerJob[];
+  /**
+   * The image's layer jobs, base first, one per layer of `plain` (their entries name the stored files). Absent for
+   * an image taken whole from a cache registry: its layers are in the store, its unpacked packages are not.
+   */
+  layerJobs?: LayerJob[];
   /** Layers built this run (the rest came from the cache). */
   builtLayers: number;
   mtime: number;
+  /** Every layer, base first: its job's key, label and comment, and its record (what a cache registry is given). */
+  layers?: { key: string; label: string; comment: string; record: LayerRecord }[];
 }
 
 interface UnpackedMeta extends UnpackedDeb {
@@ -395,7 +402,7 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
     const repaired = new Set<string>();
     for (;;) {
       try {
-        return await buildLayer(j, { store, mtime, gzip, reporter });
+        return await buildLayer(j, { store, mtime, gzip, reporter, ...(opts.substitute ? { substitute: opts.substitute } : {}) });
       } catch (e) {
         if (!(e instanceof DamagedSource)) throw e;
         const hit = group.find((p) => e.source.startsWith(`${unpacked.get(p.name)?.root}/`));
@@ -441,5 +448,6 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
 
   const plain = buildImage(imageInput(lock, jobs, await layerBlobs(store, records, 'plain'), mtime, opts.searchPaths));
   const gzipped = gzip ? buildImage(imageInput(lock, jobs, await layerBlobs(store, records, 'gzip'), mtime, opts.searchPaths)) : undefined;
-  return { image: gzipped ?? plain, plain, ...(gzipped ? { gzip: gzipped } : {}), layerCount: records.length, layerJobs: jobs, builtLayers, mtime };
+  const layers = jobs.map((j, i) => ({ key: j.key, label: j.label, comment: j.comment, record: records[i]! }));
+  return { image: gzipped ?? plain, plain, ...(gzipped ? { gzip: gzipped } : {}), layerCount: records.length, layerJobs: jobs, builtLayers, mtime, layers };
 }

@@ -8,6 +8,7 @@
  */
 import { StrataError } from '../errors.ts';
 import { backoffDelay, defaultRetryPolicy, isTransientStatus, NetworkError, redact, request, sleep, type OpenResponse, type RequestBody, type RetryPolicy } from '../store/http.ts';
+import { isCertificateProblem } from './tls.ts';
 import { basicHeader, credentialsFor, parseChallenge, tokenOf, tokenUrl, type Credentials } from './auth.ts';
 import type { Reference } from '../realiser/oci/reference.ts';
 
@@ -107,6 +108,9 @@ export class RegistryClient {
       } catch (e) {
         const err = e instanceof NetworkError ? e : new NetworkError(`${redact(url)}: ${(e as Error).message}`, true);
         last = err.message;
+        if (isCertificateProblem(last)) {
+          throw new StrataError('E_REGISTRY', `the registry ${this.registry} presented a TLS certificate strata cannot verify: ${last}`, 'give the CA that signed it with --ca-file FILE (a PEM file) or SSL_CERT_FILE; or check that the address is the registry\'s own name');
+        }
         if (!err.transient) break;
         continue;
       }

@@ -21,7 +21,7 @@ export interface PushResult {
   pushedBytes: number;
 }
 
-interface Blob {
+export interface Blob {
   digest: string;
   size: number;
   body: RequestBody;
@@ -68,26 +68,35 @@ export async function pushImage(client: RegistryClient, img: BuiltImage, tags: s
   ];
   const result: PushResult = { manifestDigest: img.manifestDigest, pushed: 0, present: 0, pushedBytes: 0 };
   for (const b of blobs) {
-    const head = await client.send('HEAD', client.url(`blobs/${b.digest}`), { discard: true });
+    const chunks = await pushBlob(client, b, chunkBytes);
     const short = b.digest.slice(0, 19);
-    if (head.status === 200) {
+    if (chunks === undefined) {
       result.present++;
       o.say(`  ${short}… ${b.what}: already there`);
       continue;
     }
-    if (head.status !== 404) throw client.unexpected(`a HEAD of ${b.what}`, head);
-    const chunks = await upload(client, b, chunkBytes);
     result.pushed++;
     result.pushedBytes += b.size;
     o.say(`  ${short}… ${b.what}: pushed ${formatBytes(b.size)}${chunks > 0 ? ` in ${chunks} chunks` : ''}`);
   }
-  for (const tag of tags) {
-    const a = await client.send('PUT', client.url(`manifests/${tag}`), { headers: { 'content-type': MEDIA_TYPE_IMAGE_MANIFEST }, body: img.manifest });
-    if (a.status !== 201) throw client.unexpected(`the manifest for tag ${tag}`, a);
-    const said = a.headers['docker-content-digest'];
-    if (said !== undefined && said !== img.manifestDigest) {
-      throw new StrataError('E_REGISTRY', `the registry ${client.registry} stored the manifest for tag ${tag} as ${said}, not ${img.manifestDigest}`, 'the registry rewrote the manifest; push to another registry');
-    }
-  }
+  for (const tag of tags) await putManifest(client, tag, img.manifest, img.manifestDigest);
   return result;
+}
+
+/** Uploads one blob unless the registry has it (a HEAD first); returns undefined when it was there, else the PATCH chunks it took (0: one PUT). */
+export async function pushBlob(client: RegistryClient, b: Blob, chunkBytes: number = CHUNK_BYTES): Promise<number | undefined> {
+  const head = await client.send('HEAD', client.url(`blobs/${b.digest}`), { discard: true });
+  if (head.status === 200) return undefined;
+  if (head.status !== 404) throw client.unexpected(`a HEAD of ${b.what}`, head);
+  return upload(client, b, chunkBytes);
+}
+
+/** PUTs an OCI image manifest under `tag`; the registry must store it under `digest`. */
+export async function putManifest(client: RegistryClient, tag: string, manifest: Buffer, digest: string): Promise<void> {
+  const a = await client.send('PUT', client.url(`manifests/${tag}`), { headers: { 'content-type': MEDIA_TYPE_IMAGE_MANIFEST }, body: manifest });
+  if (a.status !== 201) throw client.unexpected(`the manifest for tag ${tag}`, a);
+  const said = a.headers['docker-content-digest'];
+  if (said !== undefined && said !== digest) {
+    throw new StrataError('E_REGISTRY', `the registry ${client.registry} stored the manifest for tag ${tag} as ${said}, not ${digest}`, 'the registry rewrote the manifest; push to another registry');
+  }
 }

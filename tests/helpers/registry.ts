@@ -8,6 +8,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +20,8 @@ export interface Registry {
   host: string;
   port: number;
   dir: string;
+  /** What the registry logged so far (its access log too, with `accessLog`). */
+  log(): string;
   stop(): Promise<void>;
 }
 
@@ -33,9 +36,9 @@ function freePort(): Promise<number> {
   });
 }
 
-function answers(port: number): Promise<number | undefined> {
+function answers(port: number, host = '127.0.0.1', tls = false): Promise<number | undefined> {
   return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/v2/', timeout: 1000 }, (res) => {
+    const req = (tls ? https : http).get({ host, port, path: '/v2/', timeout: 1000, ...(tls ? { rejectUnauthorized: false } : {}) }, (res) => {
       res.resume();
       resolve(res.statusCode);
     });
@@ -50,21 +53,23 @@ export function haveRegistry(): boolean {
 }
 
 /** Starts a registry; with `auth`, only that user and password get in (htpasswd, bcrypt). */
-export async function startRegistry(o: { auth?: { user: string; password: string } } = {}): Promise<Registry> {
+export async function startRegistry(o: { auth?: { user: string; password: string }; tls?: { cert: string; key: string; host: string }; accessLog?: boolean } = {}): Promise<Registry> {
   const dir = mkdtempSync(join(tmpdir(), 'strata-registry-'));
   const port = await freePort();
-  const lines = ['version: 0.1', 'log:', '  level: warn', '  accesslog:', '    disabled: true', 'storage:', '  filesystem:', `    rootdirectory: ${join(dir, 'storage')}`, 'http:', `  addr: 127.0.0.1:${port}`];
+  const ip = o.tls?.host ?? '127.0.0.1';
+  const lines = ['version: 0.1', 'log:', '  level: warn', '  accesslog:', `    disabled: ${o.accessLog ? 'false' : 'true'}`, 'storage:', '  filesystem:', `    rootdirectory: ${join(dir, 'storage')}`, 'http:', `  addr: ${ip}:${port}`, ...(o.tls ? ['  tls:', `    certificate: ${o.tls.cert}`, `    key: ${o.tls.key}`] : [])];
   if (o.auth) {
     const line = execFileSync('htpasswd', ['-Bbn', o.auth.user, o.auth.password], { encoding: 'utf8' }).trim();
     writeFileSync(join(dir, 'htpasswd'), `${line}\n`);
     lines.push('auth:', '  htpasswd:', '    realm: strata-test', `    path: ${join(dir, 'htpasswd')}`);
   }
   writeFileSync(join(dir, 'config.yml'), `${lines.join('\n')}\n`);
-  const child: ChildProcess = spawn(REGISTRY_BIN, ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child: ChildProcess = spawn(REGISTRY_BIN, ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
+  child.stdout!.on('data', (d) => (log += d));
   child.stderr!.on('data', (d) => (log += d));
   const deadline = Date.now() + 20_000;
-  while ((await answers(port)) === undefined) {
+  while ((await answers(port, ip, o.tls !== undefined)) === undefined) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`docker-registry did not start on port ${port}: ${log.slice(-2000)}`);
@@ -72,9 +77,10 @@ export async function startRegistry(o: { auth?: { user: string; password: string
     await new Promise((r) => setTimeout(r, 100));
   }
   return {
-    host: `127.0.0.1:${port}`,
+    host: `${ip}:${port}`,
     port,
     dir,
+    log: () => log,
     async stop() {
       if (child.exitCode === null) {
         const gone = new Promise((r) => child.once('exit', r));
@@ -193,6 +199,75 @@ export async function bearerProxy(target: string, user: string, password: string
     host: `127.0.0.1:${port}`,
     scopes,
     flipped: () => 0,
+    close: () => new Promise((r) => {
+      server.close(() => r());
+      server.closeAllConnections();
+    }),
+  };
+}
+
+/** A test CA (made now with the host's openssl) and a server certificate it signed for the IP address `ip`. */
+export function testCa(ip: string): { dir: string; ca: string; cert: string; key: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-ca-'));
+  const f = (n: string) => join(dir, n);
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=strata test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', `/CN=${ip}`);
+  writeFileSync(f('ext.cnf'), `subjectAltName=IP:${ip}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n`);
+  ssl('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('server.pem'), '-days', '2', '-extfile', f('ext.cnf'));
+  return { dir, ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key') };
+}
+
+export interface DroppingProxy {
+  host: string;
+  /** Uploads cut so far. */
+  dropped(): number;
+  /** How many more uploads to cut (Infinity: every one). */
+  setDrops(n: number): void;
+  close(): Promise<void>;
+}
+
+/**
+ * A loopback HTTP proxy to `target` that acts as a registry dying mid-upload: for each of the next `drops` blob
+ * uploads that carry a body (a PUT or PATCH under `/blobs/uploads/`), it forwards half of the body, then cuts both
+ * connections (the client sees a reset socket, the registry a truncated request). Everything else passes through.
+ */
+export async function droppingProxy(target: string, drops: number): Promise<DroppingProxy> {
+  const [thost, tport] = target.split(':') as [string, string];
+  let left = drops;
+  let dropped = 0;
+  const server = http.createServer((req, res) => {
+    const length = Number(req.headers['content-length'] ?? 0);
+    const cut = (req.method === 'PUT' || req.method === 'PATCH') && /\/blobs\/uploads\//.test(req.url ?? '') && length > 0 && left > 0;
+    const up = http.request({ host: thost, port: Number(tport), method: req.method, path: req.url, headers: req.headers }, (ures) => {
+      res.writeHead(ures.statusCode ?? 502, ures.headers);
+      ures.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    if (!cut) {
+      req.pipe(up);
+      return;
+    }
+    left--;
+    dropped++;
+    let sent = 0;
+    req.on('data', (c: Buffer) => {
+      if (sent >= length / 2) return;
+      const part = c.subarray(0, Math.max(0, Math.ceil(length / 2) - sent));
+      sent += part.length;
+      up.write(part);
+      if (sent >= length / 2) {
+        up.destroy();
+        req.socket.destroy();
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    host: `127.0.0.1:${port}`,
+    dropped: () => dropped,
+    setDrops: (n) => (left = n),
     close: () => new Promise((r) => {
       server.close(() => r());
       server.closeAllConnections();
