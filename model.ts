@@ -98,6 +98,11 @@ export interface Manifest {
   image: ImageSettings;
   /** `[recipes.NAME]` tables, sorted by name; absent or empty when there are none. */
   recipes?: RecipeSpec[];
+  /**
+   * `[develop]`: how runs set up the project for development (run/develop.ts). `venv`: `true` -> `required`,
+   * `false` -> `off`, absent -> `auto`. Not part of the lock: it shapes runs, not the environment.
+   */
+  develop?: { venv: 'auto' | 'required' | 'off' };
 }
 
 /**
