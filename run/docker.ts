@@ -112,6 +112,10 @@ export async function runDocker(docker: Dockerode, spec: DockerRunSpec, io: RunI
     container.resize({ h: process.stdout.rows, w: process.stdout.columns }).catch(() => {});
   };
   try {
+    // The user's terminal goes raw before anything is attached: whatever the container's terminal writes (the echo
+    // of input typed ahead, a shell's first prompt, everything a quick session prints) may arrive while the
+    // container is still starting, and must reach the terminal as it is, not cooked again by the host's driver.
+    if (raw) stdin.setRawMode(true);
     const stream = (await container.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true })) as NodeJS.ReadWriteStream & { end(): void };
     const ended = new Promise<void>((resolve) => {
       stream.once('end', () => resolve());
@@ -121,15 +125,15 @@ export async function runDocker(docker: Dockerode, spec: DockerRunSpec, io: RunI
     const [out, err] = files.length > 0 ? files : [process.stdout, process.stderr];
     if (spec.tty) stream.pipe(out!, { end: false });
     else docker.modem.demuxStream(stream as NodeJS.ReadableStream, out!, err!);
-    if (inherit) stdin.pipe(stream as NodeJS.WritableStream);
-    else stream.end();
     for (const s of signals) process.on(s, forward);
     await container.start();
     if (raw) {
-      stdin.setRawMode(true);
       resize();
       process.stdout.on('resize', resize);
     }
+    // Input, typed ahead or not, goes to a started container, as `docker run -i` sends it.
+    if (inherit) stdin.pipe(stream as NodeJS.WritableStream);
+    else stream.end();
     const result = (await container.wait()) as { StatusCode: number };
     // Output still in flight when the container exits arrives before the stream ends.
     await Promise.race([ended, new Promise((r) => setTimeout(r, 2000))]);

@@ -159,3 +159,18 @@ test.serial('the store under HOME is read-only in the container, and the directo
   t.false(existsSync(join(store, 'pwned')));
   t.true(existsSync(join(home, '.cache', 'strata', 'run')));
 });
+
+test.serial('strata shell on a terminal: input typed before the container starts is run, and its output shown', async (t) => {
+  const dir = project('p-typeahead', runManifest(served.url, keyring));
+  const warm = await strata(['run', '--backend', 'docker', '--', 'sh', '-c', ':'], { cwd: dir, env: env() });
+  t.is(warm.code, 0, warm.stderr);
+  const helper = join(import.meta.dirname, 'helpers', 'typeahead.py');
+  for (let i = 0; i < 3; i++) {
+    const out = execFileSync('python3', [helper, 'echo typed-$((6*7))\nexit 3\n', join(import.meta.dirname, '..', 'bin', 'strata'), 'shell', '--backend', 'docker'], { cwd: dir, env: env({ TERM: 'xterm' }), encoding: 'utf8' });
+    const r = JSON.parse(out) as { exit: number; output: string };
+    t.regex(r.output, /typed-42\r+\n/, `try ${i + 1}: ${JSON.stringify(r.output)}`);
+    // Everything the session printed arrives: the shell's prompt before each typed-ahead line, the command's output between.
+    t.regex(r.output, /\(strata:runtest\) \$ [^\n]*echo typed-\$\(\(6\*7\)\)\r+\n(?:\x1b\[\?2004l\r)?typed-42\r+\n[^\n]*\(strata:runtest\) \$ [^\n]*exit 3/, `try ${i + 1}: ${JSON.stringify(r.output)}`);
+    t.is(r.exit, 3, `try ${i + 1}: ${JSON.stringify(r.output)}`);
+  }
+});
