@@ -145,6 +145,22 @@ test.serial('sandbox: pip install -e with no index, a wheel from a loopback inde
   const again = await strata(['run', '--backend', 'sandbox', '--no-network', '--', 'python3', '-c', 'import devpkg, checkedout, tinywheel, sys; print(devpkg.VALUE, devpkg.__file__, checkedout.VALUE, tinywheel.VALUE, sys.prefix, sep="|")']);
   t.is(again.code, 0, again.stderr);
   t.is(again.stdout, `editable from ./pkg|${join(dir, 'pkg/devpkg/__init__.py')}|built without isolation|from the loopback index|${join(dir, PROJECT_VENV)}\n`);
+  const status = await strata(['status', '--json']);
+  t.is(status.code, 0, status.stderr);
+  const s = JSON.parse(status.stdout) as { lock: { current: boolean }; venv: { state: string; python: string; packages: { name: string; version: string; editable: boolean; location: string; seeded: boolean }[] } };
+  t.true(s.lock.current);
+  t.is(s.venv.state, 'current');
+  t.regex(s.venv.python, /^3\.\d+\.\d+$/);
+  const site = join(dir, PROJECT_VENV, 'lib', `python${s.venv.python.split('.').slice(0, 2).join('.')}`, 'site-packages');
+  t.deepEqual(s.venv.packages.filter((p) => !p.seeded).map(({ seeded: _, ...p }) => p), [
+    { name: 'checkedout', version: '0.1', editable: true, location: join(dir, 'checkout') },
+    { name: 'devpkg', version: '0.1', editable: true, location: join(dir, 'pkg') },
+    { name: 'tinywheel', version: '1.0', editable: false, location: site },
+  ]);
+  t.deepEqual(s.venv.packages.filter((p) => p.seeded).map((p) => p.name).filter((n) => ['pip', 'setuptools', 'wheel'].includes(n)), ['pip', 'setuptools', 'wheel']);
+  const text = await strata(['status']);
+  t.regex(text.stdout, /^lock: strata\.lock is current/m);
+  t.regex(text.stdout, new RegExp(`^ +devpkg 0\\.1 +editable +${join(dir, 'pkg').replace(/[.]/g, '\\.')}$`, 'm'));
   const after = await strata(['realise']);
   t.is(digestOf(after.stdout), digest, 'the image is what it was: the venv lives in the project');
   t.deepEqual(tree(home), homeBefore, "the host's HOME is untouched");
@@ -171,6 +187,10 @@ test.serial('a changed lock makes the venv again: nothing installed for another 
   const venv = join(dir, PROJECT_VENV);
   const before = readFileSync(join(venv, VENV_CLOSURE_FILE), 'utf8').trim();
   writeFileSync(join(dir, 'strata.toml'), manifest('python3-six = "*"\n'));
+  const stale = await strata(['status', '--json']);
+  const st = JSON.parse(stale.stdout) as { lock: { current: boolean; reason: string }; venv: { state: string } };
+  t.false(st.lock.current);
+  t.regex(st.lock.reason, /strata\.toml changed/);
   const r = await strata(['run', '--backend', 'sandbox', '--', 'python3', '-c', 'import six, sys\ntry:\n import devpkg; print("stale")\nexcept ImportError: print("fresh", sys.prefix)']);
   t.is(r.code, 0, r.stderr);
   t.regex(r.stderr, /the lock changed since .* was made: making it again/);
@@ -179,6 +199,10 @@ test.serial('a changed lock makes the venv again: nothing installed for another 
   const closure = /^closure = "(sha256:[0-9a-f]+)"$/m.exec(lock)![1]!;
   t.not(closure, before);
   t.is(readFileSync(join(venv, VENV_CLOSURE_FILE), 'utf8').trim(), closure);
+  const fresh = JSON.parse((await strata(['status', '--json'])).stdout) as { lock: { current: boolean }; venv: { state: string; packages: { seeded: boolean }[] } };
+  t.true(fresh.lock.current);
+  t.is(fresh.venv.state, 'current');
+  t.deepEqual(fresh.venv.packages.filter((p) => !p.seeded), [], 'nothing of the old venv is left');
   const cfg = readFileSync(join(venv, 'pyvenv.cfg'), 'utf8');
   const version = await strata(['run', '--backend', 'sandbox', '--', 'python3', '-c', 'import platform; print(platform.python_version())']);
   t.regex(cfg, new RegExp(`^version = ${version.stdout.trim().replace(/\./g, '\\.')}$`, 'm'));
