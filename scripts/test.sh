@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(mktemp -d "${TMPDIR:-/tmp}/strata-test.XXXXXX")
+# The rootless tests run the CLI as an ordinary user, who must reach the projects below it.
+chmod 755 "$root"
 cleanup() {
   # Tests mount tmpfs (full-disk cases) under their temp dirs; a killed test can leave one mounted.
   findmnt -rn -o TARGET | awk -v r="$root" 'index($0, r) == 1' | sort -r | while read -r m; do
