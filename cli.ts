@@ -95,6 +95,13 @@ program
   .action(async (opts) => (await import('./commands/freeze.ts')).freezeCommand(opts));
 
 program
+  .command('status')
+  .description("show whether strata.lock is current, and what the project's venv holds beyond the lock (pip installs, editable checkouts)")
+  .option('-m, --manifest <path>', 'the project\'s manifest', 'strata.toml')
+  .option('--json', 'print the status as JSON')
+  .action(async (opts) => (await import('./commands/status.ts')).statusCommand(opts));
+
+program
   .command('init')
   .description('write a commented starter strata.toml here (the suite from the host\'s apt sources, or --suite)')
   .argument('[packages...]', 'Debian packages to start with (default python3)')

@@ -100,6 +100,11 @@ export interface Manifest {
   recipes?: RecipeSpec[];
   /** `[cache] registry`: a registry repository that holds built layers and recipe outputs by their input keys. */
   cache?: { registry: string };
+  /**
+   * `[develop]`: how runs set up the project for development (run/develop.ts). `venv`: `true` -> `required`,
+   * `false` -> `off`, absent -> `auto`. Not part of the lock: it shapes runs, not the environment.
+   */
+  develop?: { venv: 'auto' | 'required' | 'off' };
 }
 
 /**

@@ -49,7 +49,7 @@ async function enter(command: string[] | undefined, opts: RunOptions): Promise<n
   const host = hostFacts();
   const backend = await pickBackend(opts.backend, ctx, { uid: host.uid });
   const gpu = gpuForRun(lock, opts.gpus, process.env.STRATA_GPU_ROOT || '/');
-  const spec = runSpecFor(lock, dirname(manifest.path), host, { ...(command ? { command } : {}), ...(opts.env ? { env: opts.env } : {}), network: opts.network !== false, ...(gpu ? { gpu } : {}), ...(opts.shareTmp ? { shareTmp: true } : {}) });
+  const spec = runSpecFor(lock, dirname(manifest.path), host, { ...(command ? { command } : {}), ...(opts.env ? { env: opts.env } : {}), network: opts.network !== false, ...(gpu ? { gpu } : {}), ...(opts.shareTmp ? { shareTmp: true } : {}), venv: manifest.develop?.venv ?? 'auto' });
   const environment = await backend.prepare(lock, ctx, { frozen: Boolean(opts.frozen) });
   const { recordRoot, runningNow } = await import('../engine/gc.ts');
   await recordRoot(ctx.store, { lockPath: resolve(lockPathFor(manifest.path)), closure: lock.closure });

@@ -3,11 +3,13 @@
  * the backend's form (an unpacked rootfs, an image in the engine), realising it first unless `frozen`; the prepared
  * environment then runs any number of `RunSpec`s with the `RunIO` each asks for.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type Dockerode from 'dockerode';
 import { StrataError } from '../errors.ts';
 import { envList, pathWithDriver, type RunSpec } from '../run/runSpec.ts';
 import { protectBinds } from '../run/protect.ts';
+import { developEnv } from '../run/develop.ts';
 import { TERMINAL_IO, type RunIO } from '../run/io.ts';
 import { ensureRootfs, ensureDockerImage, type SandboxEnvironment } from './ensureEnvironment.ts';
 import type { PulledImage } from '../registry/pull.ts';
@@ -50,19 +52,34 @@ async function sandboxOver(environment: SandboxEnvironment, ctx: Ctx): Promise<P
   const method = chooseMethod();
   return {
     run(spec, io = TERMINAL_IO) {
-      const env = { ...envList(pointer.env), ...spec.env };
+      const image = envList(pointer.env);
+      const env = { ...image, ...spec.env, ...developEnv(image, spec.env) };
       const path = pathWithDriver(env.PATH, spec.gpu);
       if (path) env.PATH = path;
+      // The develop prelude needs the environment's /bin/sh; without one the command runs as it is.
+      const argv = spec.bare && !hasShell(rootfs) ? spec.bare : spec.argv;
       // The store stays read-only where the project directory or HOME holds it.
       const binds = protectBinds(spec.binds, [ctx.store.root]);
       return runSandbox(
-        { rootfs, argv: spec.argv, env, cwd: spec.cwd, binds, ...(spec.gpu ? { gpu: spec.gpu } : {}), network: spec.network, ...(spec.sudo ? { runAs: { uid: spec.uid, gid: spec.gid } } : {}) },
+        { rootfs, argv, env, cwd: spec.cwd, binds, ...(spec.gpu ? { gpu: spec.gpu } : {}), network: spec.network, ...(spec.sudo ? { runAs: { uid: spec.uid, gid: spec.gid } } : {}) },
         method,
         { stage, skeletons },
         io,
       );
     },
   };
+}
+
+function hasShell(rootfs: string): boolean {
+  for (const p of ['bin/sh', 'usr/bin/sh']) {
+    try {
+      lstatSync(join(rootfs, p));
+      return true;
+    } catch {
+      // not there
+    }
+  }
+  return false;
 }
 
 /** The Docker backend: a container of the lock's image, loaded into the engine at DOCKER_HOST. */
@@ -78,8 +95,9 @@ export function dockerBackend(docker: Dockerode): RunBackend {
       const { runDocker } = await import('../run/docker.ts');
       return {
         run(spec, io = TERMINAL_IO) {
-          const env = { ...spec.env };
-          const path = pathWithDriver(envList(image.env).PATH, spec.gpu);
+          const imageEnv = envList(image.env);
+          const env = { ...spec.env, ...developEnv(imageEnv, spec.env) };
+          const path = pathWithDriver(imageEnv.PATH, spec.gpu);
           if (path) env.PATH = path;
           return runDocker(
             docker,

@@ -13,6 +13,7 @@
  * strata.toml is edited as text: the recipes go into one block between two marker comments, appended at the end
  * the first time and replaced as a whole afterwards; nothing else of the file is touched.
  */
+import { PROJECT_VENV, VENV_SEEDED_FILE } from '../run/develop.ts';
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -27,7 +28,8 @@ import { RECIPE_NAME } from '../recipes/recipe.ts';
 import { cmp } from '../util/order.ts';
 
 /** The project-local venv `strata run` and `shell` activate, relative to the project directory. */
-export const VENV_DIR = '.strata/venv';
+/** The project's venv, where `strata run` and `strata shell` install (run/develop.ts). */
+export const VENV_DIR = PROJECT_VENV;
 /** The recipe that holds the venv's index-installed packages. */
 export const FROZEN_RECIPE = 'venv';
 export const BEGIN_MARK = '# --- begin: written by `strata freeze` (run it again to update; edits between these lines are replaced) ---';
@@ -96,7 +98,10 @@ function metadataField(text: string, field: string): string | undefined {
 export async function readVenv(venv: string): Promise<FrozenItem[]> {
   const site = sitePackages(venv);
   const items: FrozenItem[] = [];
-  for (const d of readdirSync(site).filter((x) => x.endsWith('.dist-info')).sort(cmp)) {
+  // What the venv was seeded with from the environment's own Debian wheels is the environment's, not an install.
+  const seededFile = join(venv, VENV_SEEDED_FILE);
+  const seeded = new Set(existsSync(seededFile) ? readFileSync(seededFile, 'utf8').split('\n').filter(Boolean) : []);
+  for (const d of readdirSync(site).filter((x) => x.endsWith('.dist-info') && !seeded.has(x)).sort(cmp)) {
     const meta = readFileSync(join(site, d, 'METADATA'), 'utf8');
     const name = normaliseName(metadataField(meta, 'Name') ?? d.replace(/-[^-]*\.dist-info$/, ''));
     const version = metadataField(meta, 'Version') ?? '';

@@ -70,7 +70,7 @@ export function parseManifest(source: string, path: string, sha256: string): Man
     const where = err.line !== undefined ? `${err.line + 1}:${(err.col ?? 0) + 1}` : '1:1';
     throw new StrataError('E_MANIFEST', `${path}:${where}: TOML syntax error: ${first.replace(/ at row \d+, col \d+, pos \d+:?$/, '')}`);
   }
-  r.onlyKeys(doc, [], ['project', 'channels', 'packages', 'gpu', 'image', 'env', 'alternatives', 'shell', 'resolve', 'recipes', 'cache']);
+  r.onlyKeys(doc, [], ['project', 'channels', 'packages', 'gpu', 'image', 'env', 'alternatives', 'shell', 'develop', 'resolve', 'recipes', 'cache']);
 
   const project = r.table(doc, [], 'project', true)!;
   r.onlyKeys(project, ['project'], ['name', 'arch']);
@@ -209,6 +209,13 @@ export function parseManifest(source: string, path: string, sha256: string): Man
     const hook = r.string(shell, ['shell'], 'hook');
     if (hook !== undefined) image.shellHook = hook;
   }
+  let develop: Manifest['develop'];
+  const dev = r.table(doc, [], 'develop');
+  if (dev) {
+    r.onlyKeys(dev, ['develop'], ['venv']);
+    const venv = r.bool(dev, ['develop'], 'venv');
+    develop = { venv: venv === undefined ? 'auto' : venv ? 'required' : 'off' };
+  }
   let withRecommends = false;
   let withEssential = true;
   const res = r.table(doc, [], 'resolve');
@@ -236,5 +243,5 @@ export function parseManifest(source: string, path: string, sha256: string): Man
       cache = { registry: reg };
     }
   }
-  return { path, sha256, name, arch, channels, packages, withRecommends, withEssential, image, ...(recipes.length > 0 ? { recipes } : {}), ...(cache ? { cache } : {}) };
+  return { path, sha256, name, arch, channels, packages, withRecommends, withEssential, image, ...(recipes.length > 0 ? { recipes } : {}), ...(cache ? { cache } : {}), ...(develop ? { develop } : {}) };
 }

@@ -111,8 +111,15 @@ export async function runDocker(docker: Dockerode, spec: DockerRunSpec, io: RunI
   const resize = () => {
     container.resize({ h: process.stdout.rows, w: process.stdout.columns }).catch(() => {});
   };
+  let onInput: ((d: Buffer) => void) | undefined;
+  let attached: (NodeJS.ReadWriteStream & { destroy?(): void }) | undefined;
   try {
+    // The user's terminal goes raw before anything is attached: whatever the container's terminal writes (the echo
+    // of input typed ahead, a shell's first prompt, everything a quick session prints) may arrive while the
+    // container is still starting, and must reach the terminal as it is, not cooked again by the host's driver.
+    if (raw) stdin.setRawMode(true);
     const stream = (await container.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true })) as NodeJS.ReadWriteStream & { end(): void };
+    attached = stream;
     const ended = new Promise<void>((resolve) => {
       stream.once('end', () => resolve());
       stream.once('close', () => resolve());
@@ -121,15 +128,28 @@ export async function runDocker(docker: Dockerode, spec: DockerRunSpec, io: RunI
     const [out, err] = files.length > 0 ? files : [process.stdout, process.stderr];
     if (spec.tty) stream.pipe(out!, { end: false });
     else docker.modem.demuxStream(stream as NodeJS.ReadableStream, out!, err!);
-    if (inherit) stdin.pipe(stream as NodeJS.WritableStream);
-    else stream.end();
     for (const s of signals) process.on(s, forward);
     await container.start();
     if (raw) {
-      stdin.setRawMode(true);
       resize();
       process.stdout.on('resize', resize);
     }
+    // Input, typed ahead or not, goes to a started container, as `docker run -i` sends it. On a TTY the end of
+    // input must never close the attach stream: the engine then closes the container's output as well, and what
+    // the session prints is lost while the shell waits on. A Ctrl-D typed ahead, while the host's terminal was still
+    // canonical, is an end-of-input mark in its line buffer, which Linux hands over as a NUL once the terminal is
+    // raw: in what was typed ahead (what the first reads find waiting, within 100 ms of the first) it is sent on as
+    // the terminal's EOF character, Ctrl-D, as typed. A NUL typed later (Ctrl-Space: readline's set-mark) stays one.
+    if (inherit && spec.tty) {
+      let first: number | undefined;
+      onInput = (d: Buffer) => {
+        first ??= Date.now();
+        stream.write(Date.now() - first < 100 ? d.map((b) => (b === 0 ? 4 : b)) : d);
+      };
+      stdin.on('data', onInput);
+      stdin.once('end', () => stream.write('\x04'));
+    } else if (inherit) stdin.pipe(stream as NodeJS.WritableStream);
+    else stream.end();
     const result = (await container.wait()) as { StatusCode: number };
     // Output still in flight when the container exits arrives before the stream ends.
     await Promise.race([ended, new Promise((r) => setTimeout(r, 2000))]);
@@ -143,6 +163,9 @@ export async function runDocker(docker: Dockerode, spec: DockerRunSpec, io: RunI
       stdin.setRawMode(false);
       process.stdout.removeListener('resize', resize);
     }
+    if (onInput) stdin.removeListener('data', onInput);
+    // An attach connection that has not ended within the grace period above must not keep strata running.
+    attached?.destroy?.();
     if (inherit) {
       stdin.unpipe();
       stdin.pause();

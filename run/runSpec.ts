@@ -7,6 +7,7 @@ import { existsSync, statSync } from 'node:fs';
 import { relative } from 'node:path';
 import { parseEnvAssignments } from '../manifest/manifest.ts';
 import { DRIVER_BIN_DIR, type GpuMounts } from './gpu.ts';
+import { developArgv, developPrelude, type VenvMode } from './develop.ts';
 import type { Bind } from './sandbox/rootSteps.ts';
 import type { Lockfile } from '../model.ts';
 
@@ -56,10 +57,17 @@ export interface RunRequest {
   gpu?: GpuMounts;
   /** Bind the host's /tmp instead of a private one. */
   shareTmp?: boolean;
+  /** The project's venv (run/develop.ts); default off (a pulled image has no project). */
+  venv?: VenvMode;
 }
 
 export interface RunSpec {
   argv: string[];
+  /**
+   * The command alone, without the develop prelude (run/develop.ts) that `argv` starts with: what runs in an
+   * environment that has no /bin/sh. Absent for a shell.
+   */
+  bare?: string[];
   /** Set over the image's own environment. */
   env: Record<string, string>;
   cwd: string;
@@ -74,7 +82,10 @@ export interface RunSpec {
 }
 
 /** What a run spec reads of the environment: a lock, or what a pulled image gives in its place. */
-export type RunSubject = { project: Pick<Lockfile['project'], 'name'>; image: Pick<Lockfile['image'], 'shellHook'> & Partial<Pick<Lockfile['image'], 'env'>> };
+export type RunSubject = {
+  project: Pick<Lockfile['project'], 'name'>;
+  image: Pick<Lockfile['image'], 'shellHook'> & Partial<Pick<Lockfile['image'], 'env'>>;
+} & Partial<Pick<Lockfile, 'closure' | 'recipes'>> & { packages?: Pick<Lockfile['packages'][number], 'name'>[] };
 
 /** The spec of a run of `lock`'s environment for the project in `projectDir`. */
 export function runSpecFor(lock: RunSubject, projectDir: string, host: HostFacts, r: RunRequest): RunSpec {
@@ -107,8 +118,20 @@ export function runSpecFor(lock: RunSubject, projectDir: string, host: HostFacts
     ...(r.gpu ? r.gpu.env : {}),
     ...parseEnvAssignments(r.env ?? []),
   };
+  const names = new Set((lock.packages ?? []).map((p) => p.name));
+  const prelude = developPrelude({
+    projectDir,
+    closure: lock.closure ?? '',
+    venv: lock.closure ? (r.venv ?? 'off') : 'off',
+    python: names.has('python3'),
+    // Debian's toolkit, or a recipe that may install NVIDIA's own (/usr/local/cuda).
+    cuda: names.has('nvidia-cuda-toolkit') || (lock.recipes ?? []).length > 0,
+    ...(lock.image.shellHook ? { hook: lock.image.shellHook } : {}),
+    shell,
+  });
   return {
-    argv: r.command ?? shellArgv(lock.image.shellHook),
+    argv: developArgv(prelude, r.command, lock.image.shellHook),
+    ...(r.command ? { bare: r.command } : {}),
     env,
     cwd,
     binds,
@@ -135,14 +158,4 @@ export function envList(list: string[]): Record<string, string> {
 export function pathWithDriver(imagePath: string | undefined, gpu: GpuMounts | undefined): string | undefined {
   if (!gpu || gpu.binaries.length === 0) return undefined;
   return `${imagePath ?? '/usr/bin:/bin'}:${DRIVER_BIN_DIR}`;
-}
-
-/** The shell command line for `strata shell`: the hook, then bash when the environment has it, else sh. */
-function shellArgv(hook: string | undefined): string[] {
-  const script = [
-    ...(hook ? [hook] : []),
-    'if command -v bash >/dev/null 2>&1; then exec bash --norc --noprofile -i; fi',
-    'exec sh -i',
-  ].join('\n');
-  return ['/bin/sh', '-c', script];
 }

@@ -159,3 +159,29 @@ test.serial('the store under HOME is read-only in the container, and the directo
   t.false(existsSync(join(store, 'pwned')));
   t.true(existsSync(join(home, '.cache', 'strata', 'run')));
 });
+
+test.serial('strata shell on a terminal: input typed before the container starts is run, and its output shown, also after a Ctrl-D', async (t) => {
+  const dir = project('p-typeahead', runManifest(served.url, keyring));
+  const warm = await strata(['run', '--backend', 'docker', '--', 'sh', '-c', ':'], { cwd: dir, env: env() });
+  t.is(warm.code, 0, warm.stderr);
+  const helper = join(import.meta.dirname, 'helpers', 'typeahead.py');
+  const shell = (input: string, extra: Record<string, string> = {}) => {
+    const out = execFileSync('python3', [helper, input, join(import.meta.dirname, '..', 'bin', 'strata'), 'shell', '--backend', 'docker'], { cwd: dir, env: env({ TERM: 'xterm', TYPEAHEAD_TIMEOUT: '60', ...extra }), encoding: 'utf8' });
+    return JSON.parse(out) as { exit: number | null; output: string };
+  };
+  for (let i = 0; i < 4; i++) {
+    const r = shell('echo typed-$((6*7))\nexit 3\n');
+    // Everything the session printed arrives: the shell's prompt before each typed-ahead line, the command's output between.
+    t.regex(r.output, /\(strata:runtest\) \$ [^\n]*echo typed-\$\(\(6\*7\)\)\r+\n(?:\x1b\[\?2004l\r)?typed-42\r+\n[^\n]*\(strata:runtest\) \$ [^\n]*exit 3/, `try ${i + 1}: ${JSON.stringify(r.output)}`);
+    // null: strata still running after the session (the attach connection left open kept it alive).
+    t.is(r.exit, 3, `try ${i + 1}: ${JSON.stringify(r.output)}`);
+  }
+  // A Ctrl-D typed ahead reaches strata as the end of its input, while the terminal is still canonical. Sent on as
+  // the end of the attach stream, it made the engine close the container's output: nothing after it was shown, and
+  // the shell waited on. `exit 4` is typed once the command's output shows (when the Ctrl-D did not end the shell).
+  for (let i = 0; i < 2; i++) {
+    const r = shell('echo typed-$((6*7))\n\x04', { TYPEAHEAD_THEN: 'typed-42', TYPEAHEAD_THEN_INPUT: 'exit 4\n' });
+    t.regex(r.output, /typed-42\r+\n/, `Ctrl-D try ${i + 1}: ${JSON.stringify(r.output)}`);
+    t.true(r.exit === 0 || r.exit === 4, `Ctrl-D try ${i + 1}: exit ${r.exit}: ${JSON.stringify(r.output)}`);
+  }
+});
