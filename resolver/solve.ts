@@ -11,7 +11,9 @@
  *   1. the fewest packages taken from channels other than the default (weighted by channel order),
  *   2. the fewest unmet Recommends (only when the manifest asks for Recommends),
  *   3. the newest versions within each channel (the sum of "versions behind the newest"),
- *   4. the first satisfiable alternative of each `a | b` dependency, and a real package over a provider of its name,
+ *   4. the first satisfiable alternative of each `a | b` dependency, and a real package over a provider of its name
+ *      (a root naming a real package takes it), except where a package the solution has anyway already meets the
+ *      dependency, whichever alternative or provider that is (as apt leaves such a dependency alone; see the anchors),
  *   5. the fewest packages,
  *   6. among providers of a virtual package, the alphabetically first name,
  *   7. what is still tied: the earliest alternative of each `a | b | c` Depends (and Recommends) group.
