@@ -11,7 +11,9 @@
  *   1. the fewest packages taken from channels other than the default (weighted by channel order),
  *   2. the fewest unmet Recommends (only when the manifest asks for Recommends),
  *   3. the newest versions within each channel (the sum of "versions behind the newest"),
- *   4. the first satisfiable alternative of each `a | b` dependency, and a real package over a provider of its name,
+ *   4. the first satisfiable alternative of each `a | b` dependency, and a real package over a provider of its name
+ *      (a root naming a real package takes it), except where a package the solution has anyway already meets the
+ *      dependency, whichever alternative or provider that is (as apt leaves such a dependency alone; see the anchors),
  *   5. the fewest packages,
  *   6. among providers of a virtual package, the alphabetically first name,
  *   7. what is still tied: the earliest alternative of each `a | b | c` Depends (and Recommends) group.
@@ -245,6 +247,14 @@ function solveRoots(req: SolveRequest, roots: PackageRequest[], defaulted: Set<s
   }
   const softRecommends: number[] = [];
   const altPenalties: number[] = [];
+  /** Per candidate: the literals of the reasons another chosen package wants it (see the anchors below). */
+  const wantedBy = new Map<Candidate, number[]>();
+  const addTo = (m: Map<Candidate, number[]>, k: Candidate, lit: number) => {
+    const l = m.get(k);
+    if (l) l.push(lit);
+    else m.set(k, [lit]);
+  };
+  const penalised: { owner: number; first: number[]; others: Candidate[]; aux: number }[] = [];
   const laterAlternatives: number[] = [];
   /**
    * One penalty per alternative passed over, as a chain (linear in the group's size): n_0 = c, and
@@ -287,16 +297,23 @@ function solveRoots(req: SolveRequest, roots: PackageRequest[], defaulted: Set<s
       const firstAll = inU(u.satisfiers(firstRel));
       const firstReal = firstAll.filter((s) => s.name === firstRel.name);
       const first = firstReal.length > 0 ? firstReal : firstAll;
+      for (const s of first) addTo(wantedBy, s, v(c));
       if (first.length > 0 && first.length < sats.length) {
         const aux = sat.newVar();
         altPenalties.push(aux);
-        structural.push([-v(c), ...first.map(v), aux]);
+        const inFirst = new Set(first);
+        const others = [...new Set(sats)].filter((s) => !inFirst.has(s));
+        structural.push([-aux, v(c)]); // the penalty stands for this dependency of a chosen package
+        for (const s of others) addTo(wantedBy, s, aux);
+        penalised.push({ owner: v(c), first: first.map(v), others, aux });
       }
     }
     if (req.withRecommends) {
       for (const g of p.recommends) {
         if (hostSatisfied(g)) continue;
         const sats = inU(g.flatMap((r) => u.satisfiers(r)));
+        const firstRel = g.find((r) => inU(u.satisfiers(r)).length > 0);
+        if (firstRel) for (const s of inU(u.satisfiers(firstRel))) addTo(wantedBy, s, v(c));
         const aux = sat.newVar();
         softRecommends.push(aux);
         structural.push([-v(c), ...sats.map(v), aux]);
@@ -310,6 +327,39 @@ function solveRoots(req: SolveRequest, roots: PackageRequest[], defaulted: Set<s
       }
     }
   }
+
+  // The preference above binds only a dependency that nothing in the solution meets anyway (as apt leaves alone a
+  // dependency that something already installed satisfies, whichever alternative or provider that is). A
+  // satisfier is "there anyway" (anchored) when it is a root or Essential candidate, or another chosen package
+  // wants it: it is the preferred alternative of one of that package's dependencies, or it meets a dependency
+  // that pays the penalty itself. Anchoring is grounded in those reasons, so two dependencies cannot excuse each
+  // other's second choice; the penalty for a group is forced only when no preferred satisfier is chosen and no
+  // other satisfier is anchored.
+  const rootCands = new Set(required.flatMap((r) => rootCandidates(u, r)));
+  const anchors = new Map<Candidate, number>();
+  const anchor = (s: Candidate): number => {
+    if (rootCands.has(s)) return v(s);
+    let a = anchors.get(s);
+    if (a === undefined) {
+      a = sat.newVar();
+      anchors.set(s, a);
+      structural.push([-a, v(s)]);
+      structural.push([-a, ...[...new Set(wantedBy.get(s) ?? [])]]);
+    }
+    return a;
+  };
+  // A root that names a real package is that package, as `apt-get install NAME` installs it, and a provider of the
+  // name only where none of its versions can be (a purely virtual root takes its providers).
+  for (const r of required) {
+    const all = rootCandidates(u, r);
+    const real = all.filter((c) => c.name === r.name);
+    if (real.length > 0 && real.length < all.length) {
+      const aux = sat.newVar();
+      altPenalties.push(aux);
+      structural.push([...real.map(v), aux]);
+    }
+  }
+  for (const p of penalised) structural.push([-p.owner, ...p.first, ...p.others.map(anchor), p.aux]);
 
   let consistent = true;
   for (const cl of structural) consistent = sat.addClause(cl) && consistent;

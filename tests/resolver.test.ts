@@ -111,6 +111,49 @@ test('alternatives: the first that can be met wins; a missing first alternative 
   t.deepEqual(chosen(run(cands, ['app'])), ['app=1@stable', 'real-b=1@stable']);
 });
 
+test('a dependency already met by a package the solution has anyway pulls nothing in, whichever alternative or provider meets it (as apt)', (t) => {
+  // x11-common: Depends: lsb-base, which the Essential sysvinit-utils provides.
+  const lsb = [
+    S('x11-common', '1', { depends: 'lsb-base' }),
+    S('lsb-base', '11.6', { depends: 'sysvinit-utils (>= 3)' }),
+    S('sysvinit-utils', '3.1', { essential: true, provides: 'lsb-base (= 11.1.0)' }),
+  ];
+  t.deepEqual(chosen(run(lsb, ['x11-common'], { withEssential: true })), ['sysvinit-utils=3.1@stable', 'x11-common=1@stable']);
+  // Without the Essential set nothing has sysvinit-utils anyway: the real lsb-base is the preferred one.
+  t.deepEqual(chosen(run(lsb, ['x11-common'])), ['lsb-base=11.6@stable', 'sysvinit-utils=3.1@stable', 'x11-common=1@stable']);
+  // python3-jaraco.context: Depends: python3-setuptools | python3-supported-min (>= 3.12); python3 provides it and
+  // is there for another package's sake.
+  const py = [
+    S('app', '1', { depends: 'python3, ctx' }),
+    S('ctx', '1', { depends: 'setuptools | supported-min (>= 3.12)' }),
+    S('setuptools', '78', { depends: 'zipp' }),
+    S('zipp', '3'),
+    S('python3', '3.13', { provides: 'supported-min (= 3.13)' }),
+  ];
+  t.deepEqual(chosen(run(py, ['app'])), ['app=1@stable', 'ctx=1@stable', 'python3=3.13@stable']);
+  // Alone, ctx takes its first alternative: python3 would be there only for this group's sake.
+  t.deepEqual(chosen(run(py, ['ctx'])), ['ctx=1@stable', 'setuptools=78@stable', 'zipp=3@stable']);
+  // Two second choices cannot excuse each other: each group takes its first alternative.
+  const pair = [
+    S('top', '1', { depends: 'one, two' }),
+    S('one', '1', { depends: 'a | shared' }),
+    S('two', '1', { depends: 'b | shared' }),
+    S('a', '1'), S('b', '1'), S('shared', '1'),
+  ];
+  t.deepEqual(chosen(run(pair, ['top'])), ['a=1@stable', 'b=1@stable', 'one=1@stable', 'top=1@stable', 'two=1@stable']);
+  // But a second choice that one group is forced to make is there anyway for the other.
+  const forced = [...pair.filter((c) => c.name !== 'b'), S('b', '1', { depends: 'ghost' })];
+  t.deepEqual(chosen(run(forced, ['top'])), ['one=1@stable', 'shared=1@stable', 'top=1@stable', 'two=1@stable']);
+});
+
+test('a root that names a real package takes it, not a provider of its name (as apt-get install NAME)', (t) => {
+  const cands = [S('pkg-config', '1.8', { depends: 'pkgconf' }), S('pkgconf', '1.8', { provides: 'pkg-config (= 1.8)' })];
+  t.deepEqual(chosen(run(cands, ['pkg-config'])), ['pkg-config=1.8@stable', 'pkgconf=1.8@stable']);
+  t.deepEqual(chosen(run([S('tool', '1', { depends: 'pkg-config' }), ...cands], ['tool'])), ['pkg-config=1.8@stable', 'pkgconf=1.8@stable', 'tool=1@stable']);
+  // A purely virtual root takes a provider.
+  t.deepEqual(chosen(run([cands[1]!], ['pkg-config'])), ['pkgconf=1.8@stable']);
+});
+
 test('Conflicts and Breaks are never violated', (t) => {
   const cands = [
     S('app', '1', { depends: 'backend-a | backend-b' }),

@@ -41,3 +41,24 @@ export function aptPlan(opts: string[], roots: string[]): string[] {
     return `${name} ${ver}`;
   }).sort();
 }
+
+/**
+ * `[gpu] driver = "host"` for apt: the options of `opts` with a dpkg status in which every package of the NVIDIA
+ * driver's source (what strata takes from the host) is installed, as on the host, at the version the archive
+ * offers and with its Provides (its own dependencies left out: the host has them). apt then installs none of them
+ * and counts them as meeting a dependency, as strata does.
+ */
+export function aptWithHostDriver(opts: string[], dir: string): string[] {
+  const out = execFileSync('apt-cache', [...opts, 'dumpavail'], { encoding: 'utf8', maxBuffer: 1 << 30 });
+  const stanzas: string[] = [];
+  for (const stanza of out.split('\n\n')) {
+    const name = /^Package: (\S+)$/m.exec(stanza)?.[1];
+    const source = /^Source: (\S+)/m.exec(stanza)?.[1] ?? name;
+    if (!name || !source || !/^nvidia-graphics-drivers/.test(source)) continue;
+    const keep = stanza.split('\n').filter((l) => /^(Package|Version|Architecture|Multi-Arch|Provides): /.test(l));
+    stanzas.push([keep[0], 'Status: install ok installed', ...keep.slice(1)].join('\n'));
+  }
+  const status = join(dir, 'status-host-driver');
+  writeFileSync(status, `${stanzas.join('\n\n')}\n`);
+  return [...opts, '-o', `Dir::State::status=${status}`];
+}
