@@ -23,6 +23,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LayerEntry } from './layertar.ts';
+import { dir, file, symlink } from './tree.ts';
 
 /** One unpacked package as this module reads it: what it ships, and where its regular files lie. */
 export interface ShippedPackage {
@@ -33,12 +34,6 @@ export interface ShippedPackage {
   read(path: string): Buffer;
 }
 
-const dir = (path: string, mode = 0o755, gid = 0): LayerEntry => ({ path, type: 'dir', mode, uid: 0, gid });
-const file = (path: string, content: Buffer | string, mode = 0o644, gid = 0): LayerEntry => {
-  const buf = typeof content === 'string' ? Buffer.from(content) : content;
-  return { path, type: 'file', mode, uid: 0, gid, size: buf.length, content: buf };
-};
-const symlink = (path: string, target: string): LayerEntry => ({ path, type: 'symlink', mode: 0o777, uid: 0, gid: 0, linkname: target });
 
 /** The merged-/usr spelling of an absolute path's directory, as dpkg-realpath resolves it in a merged tree. */
 function mergedDir(d: string): string {

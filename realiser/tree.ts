@@ -38,14 +38,15 @@ export function mergedUsrLinks(arch: string, usedTops: Set<string>): string[] {
   return [...links].sort();
 }
 
-function dir(path: string, mode = 0o755): LayerEntry {
-  return { path, type: 'dir', mode, uid: 0, gid: 0 };
+/** Entries strata makes itself (owned by root; `gid` for a group-owned one such as /var/mail). */
+export function dir(path: string, mode = 0o755, gid = 0): LayerEntry {
+  return { path, type: 'dir', mode, uid: 0, gid };
 }
-function file(path: string, content: string | Buffer, mode = 0o644): LayerEntry {
+export function file(path: string, content: string | Buffer, mode = 0o644, gid = 0): LayerEntry {
   const buf = typeof content === 'string' ? Buffer.from(content) : content;
-  return { path, type: 'file', mode, uid: 0, gid: 0, size: buf.length, content: buf };
+  return { path, type: 'file', mode, uid: 0, gid, size: buf.length, content: buf };
 }
-function symlink(path: string, target: string): LayerEntry {
+export function symlink(path: string, target: string): LayerEntry {
   return { path, type: 'symlink', mode: 0o777, uid: 0, gid: 0, linkname: target };
 }
 

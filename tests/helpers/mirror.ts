@@ -187,10 +187,7 @@ export async function buildMirror(dir: string, suites: FixtureSuite[], opts: Bui
     stopAgent(keys);
   }
 
-  await mkdir(join(root, 'keys'), { recursive: true });
-  await writeFile(join(root, 'keys/archive.gpg'), keys.archive.publicKey);
-  await writeFile(join(root, 'keys/archive.asc'), keys.archive.armoredPublicKey);
-  await writeFile(join(root, 'keys/other.gpg'), keys.other.publicKey);
+  await writeKeys(root, keys);
 
   const debs = [...pool.values()].map((e) => e.deb!).sort((a, b) => cmp(a.filename, b.filename));
   return mirrorAt(root, debs, keys.archive.armoredPublicKey);
@@ -253,10 +250,7 @@ export async function buildFlatRepository(dir: string, packages: FixturePackage[
   } finally {
     stopAgent(keys);
   }
-  await mkdir(join(root, 'keys'), { recursive: true });
-  await writeFile(join(root, 'keys/archive.gpg'), keys.archive.publicKey);
-  await writeFile(join(root, 'keys/archive.asc'), keys.archive.armoredPublicKey);
-  await writeFile(join(root, 'keys/other.gpg'), keys.other.publicKey);
+  await writeKeys(root, keys);
   return mirrorAt(root, entries.map((e) => e.deb!).sort((a, b) => cmp(a.filename, b.filename)), keys.archive.armoredPublicKey);
 }
 
@@ -278,6 +272,14 @@ function mirrorAt(root: string, debs: BuiltDeb[], armoredKey: string): FixtureMi
 }
 
 let standardBuild: Promise<FixtureMirror> | undefined;
+
+/** The fixture's public keys beside the archive, where tests find them (`keys/archive.gpg`, `.asc`, `other.gpg`). */
+async function writeKeys(root: string, keys: Awaited<ReturnType<typeof fixtureKeys>>): Promise<void> {
+  await mkdir(join(root, 'keys'), { recursive: true });
+  await writeFile(join(root, 'keys/archive.gpg'), keys.archive.publicKey);
+  await writeFile(join(root, 'keys/archive.asc'), keys.archive.armoredPublicKey);
+  await writeFile(join(root, 'keys/other.gpg'), keys.other.publicKey);
+}
 
 /**
  * The standard scenario (see standardSuites.ts) in `dir`. It is built once per process in a private
