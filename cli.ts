@@ -60,6 +60,8 @@ program
   .option('--rebuild', 'build it again even when its output is in the store')
   .option('--check', 'build it a second time in a fresh sandbox and compare the outputs byte for byte')
   .option('--locked', 'refuse a lock that is stale against the manifest')
+  .option('--insecure', 'allow plain HTTP to a cache registry that is not on loopback')
+  .option('--ca-file <file>', 'also trust the CA certificates in this PEM file for TLS (default: SSL_CERT_FILE)')
   .action(async (name: string, opts) => (await import('./commands/build.ts')).buildCommand(name, opts));
 
 const runOptions = (c: Command) =>
@@ -73,7 +75,7 @@ const runOptions = (c: Command) =>
     .option('-e, --env <KEY=VALUE>', 'an extra environment variable inside (repeat -e for more)', (v: string, all: string[] = []) => [...all, v])
     .option('--share-tmp', "bind the host's /tmp inside instead of a private one (e.g. to git clone file:///tmp/...)")
     .option('--image <ref>', 'run this image from a registry (pulled into the store when missing) instead of the manifest\'s environment; sandbox backend')
-    .option('--insecure', 'with --image: allow plain HTTP to a registry that is not on loopback')
+    .option('--insecure', 'allow plain HTTP to a registry (--image, or the cache registry) that is not on loopback')
     .option('--ca-file <file>', 'also trust the CA certificates in this PEM file for TLS (default: SSL_CERT_FILE)');
 
 runOptions(

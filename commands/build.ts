@@ -6,7 +6,7 @@
 import { dirname } from 'node:path';
 import { loadManifest } from '../manifest/manifest.ts';
 import { StrataError } from '../errors.ts';
-import { openCtx } from '../engine/ctx.ts';
+import { openProjectCtx } from '../engine/ctx.ts';
 import { ensureLock } from '../engine/ensureLock.ts';
 import { ensureRootfs } from '../engine/ensureEnvironment.ts';
 import { checkRecipe, ensureRecipeOutputs, type RecipeBuildOptions } from '../engine/buildRecipes.ts';
@@ -16,6 +16,7 @@ export interface BuildOptions {
   rebuild?: boolean;
   check?: boolean;
   locked?: boolean;
+  insecure?: boolean;
 }
 
 export async function buildCommand(name: string, opts: BuildOptions): Promise<void> {
@@ -24,9 +25,16 @@ export async function buildCommand(name: string, opts: BuildOptions): Promise<vo
   if (!known.includes(name)) {
     throw new StrataError('E_USAGE', `strata.toml has no recipe "${name}"`, known.length > 0 ? `its recipes: ${known.join(', ')}` : 'define one as [recipes.NAME] (see the README\'s Recipes section)');
   }
-  const ctx = await openCtx(undefined, dirname(manifest.path));
+  const ctx = await openProjectCtx(manifest, opts);
   const lock = await ensureLock(manifest, ctx, opts.locked ? 'locked' : 'relock');
-  const o: RecipeBuildOptions = { rootfsFor: (l) => ensureRootfs(l, ctx, { frozen: false }), projectDir: dirname(manifest.path), ...(opts.rebuild ? { rebuild: new Set([name]) } : {}) };
+  // The cache is asked for outputs, not for the one --check must build twice here.
+  const sub = ctx.cache;
+  const o: RecipeBuildOptions = {
+    rootfsFor: (l) => ensureRootfs(l, ctx, { frozen: false }),
+    projectDir: dirname(manifest.path),
+    ...(opts.rebuild ? { rebuild: new Set([name]) } : {}),
+    ...(sub && !opts.check ? { substitute: (k: string, label: string) => sub.output('recipes', k, label) } : {}),
+  };
   const out = (s: string) => process.stdout.write(`${s}\n`);
   if (opts.check) {
     const { first, files } = await checkRecipe(lock, name, ctx, o);

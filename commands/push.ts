@@ -4,12 +4,11 @@
  * reference's tag and each `--tag` (default: the lock's closure prefix). Prints one line per blob (pushed, or
  * already there) and `REF@sha256:...`.
  */
-import { dirname } from 'node:path';
 import { loadManifest } from '../manifest/manifest.ts';
 import { parseReference } from '../realiser/oci/reference.ts';
 import { StrataError } from '../errors.ts';
 import { formatBytes } from '../report/reporter.ts';
-import { openCtx, type Ctx } from '../engine/ctx.ts';
+import { openProjectCtx, type Ctx } from '../engine/ctx.ts';
 import type { Lockfile } from '../model.ts';
 import type { RealisedImage } from '../realiser/realise.ts';
 import { ensureLock } from '../engine/ensureLock.ts';
@@ -52,12 +51,10 @@ export async function pushCommand(refText: string | undefined, opts: PushOptions
   const manifest = loadManifest(opts.manifest);
   // Unreachable, or refusing these credentials: said now, before anything is built.
   await client.send('HEAD', client.url(`blobs/sha256:${'0'.repeat(64)}`), { discard: true });
-  const ctx = await openCtx(undefined, dirname(manifest.path));
+  const ctx = await openProjectCtx(manifest, opts);
   const lock = await ensureLock(manifest, ctx, opts.locked ? 'locked' : 'relock');
-  const { attachCache } = await import('../engine/substitute.ts');
-  const cacheRef = attachCache(ctx, manifest, opts.insecure ? { insecure: true } : {});
   const result = await realiseLock(lock, ctx, { jobs, gzip: true });
-  if (opts.cache) await toCache(lock, result, ctx, cacheRef, opts);
+  if (opts.cache) await toCache(lock, result, ctx, ctx.cacheRef, opts);
   const img = result.gzip ?? result.image;
   const { defaultTag } = await import('../realiser/realise.ts');
   const tags = [...new Set([...(namesTag(refText) ? [ref.tag] : []), ...extra])];
@@ -80,12 +77,10 @@ async function pushCacheOnly(opts: PushOptions): Promise<void> {
   const jobs = Number(opts.jobs ?? 8);
   if (!Number.isInteger(jobs) || jobs < 1) throw new StrataError('E_USAGE', `--jobs must be a positive integer, not "${opts.jobs}"`);
   const manifest = loadManifest(opts.manifest);
-  const ctx = await openCtx(undefined, dirname(manifest.path));
+  const ctx = await openProjectCtx(manifest, opts);
   const lock = await ensureLock(manifest, ctx, opts.locked ? 'locked' : 'relock');
-  const { attachCache } = await import('../engine/substitute.ts');
-  const cacheRef = attachCache(ctx, manifest, opts.insecure ? { insecure: true } : {});
   const result = await realiseLock(lock, ctx, { jobs, gzip: true });
-  await toCache(lock, result, ctx, cacheRef, opts);
+  await toCache(lock, result, ctx, ctx.cacheRef, opts);
 }
 
 async function toCache(lock: Lockfile, result: RealisedImage, ctx: Ctx, cacheRef: string | undefined, opts: PushOptions): Promise<void> {

@@ -1,13 +1,13 @@
 /** `strata realise`: build the locked environment as an OCI image; write it as a layout or an archive, or load it. */
 import { loadManifest } from '../manifest/manifest.ts';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { lockPathFor } from '../lock/lockfile.ts';
 import { defaultTag, type RealisedImage } from '../realiser/realise.ts';
 import { ociLayoutSink, dockerArchiveSink, dockerLoadSink, type ImageSink } from '../realiser/oci/sinks.ts';
 import { parseReference } from '../realiser/oci/reference.ts';
 import { StrataError } from '../errors.ts';
 import { formatBytes } from '../report/reporter.ts';
-import { openCtx } from '../engine/ctx.ts';
+import { openProjectCtx } from '../engine/ctx.ts';
 import { ensureLock } from '../engine/ensureLock.ts';
 import { realiseLock } from '../engine/ensureEnvironment.ts';
 
@@ -30,7 +30,9 @@ export async function realiseCommand(opts: RealiseCommandOptions): Promise<Reali
   if (!Number.isInteger(jobs) || jobs < 1) throw new StrataError('E_USAGE', `--jobs must be a positive integer, not "${opts.jobs}"`);
   const given = opts.tag !== undefined ? parseReference(opts.tag) : undefined;
   if (given?.digest) throw new StrataError('E_USAGE', `--tag ${opts.tag} has a digest; give name:tag`);
-  const ctx = await openCtx(undefined, dirname(manifest.path));
+  const client = opts.insecure ? { insecure: true } : {};
+  const ctx = await openProjectCtx(manifest, client);
+  const cacheRef = ctx.cacheRef;
   const { reporter } = ctx;
   const sinks: ImageSink[] = [];
   if (opts.oci) sinks.push(ociLayoutSink(opts.oci));
@@ -42,9 +44,7 @@ export async function realiseCommand(opts: RealiseCommandOptions): Promise<Reali
   // A destination that cannot take the image fails now, not after the build.
   for (const sink of sinks) await sink.check();
   const lock = await ensureLock(manifest, ctx, opts.locked ? 'locked' : 'relock');
-  const { attachCache, pushCache } = await import('../engine/substitute.ts');
-  const client = opts.insecure ? { insecure: true } : {};
-  const cacheRef = attachCache(ctx, manifest, client);
+  const { pushCache } = await import('../engine/substitute.ts');
   if (opts.pushCache && !cacheRef) throw new StrataError('E_USAGE', '--push-cache needs a cache registry', 'set [cache] registry = "host[:port]/repository" in strata.toml, or STRATA_CACHE_REGISTRY');
   const started = Date.now();
   // The cache holds gzip layers: pushing to it realises them too (the outputs still get the encoding asked for).

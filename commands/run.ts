@@ -13,7 +13,7 @@ import { loadManifest } from '../manifest/manifest.ts';
 import { StrataError } from '../errors.ts';
 import { gpuForImage, gpuForRun } from '../run/gpu.ts';
 import { hostFacts, runSpecFor } from '../run/runSpec.ts';
-import { openCtx } from '../engine/ctx.ts';
+import { openCtx, openProjectCtx } from '../engine/ctx.ts';
 import { ensureLock } from '../engine/ensureLock.ts';
 import { pickBackend } from '../engine/backends.ts';
 
@@ -44,7 +44,7 @@ export async function shellCommand(opts: RunOptions): Promise<void> {
 async function enter(command: string[] | undefined, opts: RunOptions): Promise<number> {
   if (opts.image !== undefined) return enterImage(opts.image, command, opts);
   const manifest = loadManifest(opts.manifest);
-  const ctx = await openCtx(undefined, dirname(manifest.path));
+  const ctx = await openProjectCtx(manifest, opts);
   const lock = await ensureLock(manifest, ctx, opts.locked || opts.frozen ? 'locked' : 'relock');
   const host = hostFacts();
   const backend = await pickBackend(opts.backend, ctx, { uid: host.uid });

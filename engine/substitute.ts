@@ -240,7 +240,7 @@ export async function pushCache(lock: Lockfile, result: RealisedImage, ctx: Ctx,
     const tmp = await store.tmpDir();
     try {
       const { config, blobs } = await make(tmp);
-      r.blobs += await putEntry(client, tag, config, blobs, o.chunkBytes !== undefined ? { chunkBytes: o.chunkBytes } : {});
+      r.blobs += await putEntry(client, tag, config, blobs, { say: o.say, ...(o.chunkBytes !== undefined ? { chunkBytes: o.chunkBytes } : {}) });
       r.pushed++;
       o.say(`  ${tag.slice(0, 20)}… ${what}: pushed`);
     } finally {

@@ -99,14 +99,14 @@ export async function getEntry(client: RegistryClient, store: Store, tag: string
 }
 
 /** Writes the entry `tag`: its blobs the cache lacks, its config, then its manifest. Returns how many blobs went up. */
-export async function putEntry(client: RegistryClient, tag: string, config: unknown, blobs: CacheBlob[], o: { chunkBytes?: number } = {}): Promise<number> {
+export async function putEntry(client: RegistryClient, tag: string, config: unknown, blobs: CacheBlob[], o: { chunkBytes?: number; say?: (line: string) => void } = {}): Promise<number> {
   const cfg = Buffer.from(JSON.stringify(config));
   const cfgDigest = sha256(cfg);
   let pushed = 0;
   for (const [i, b] of blobs.entries()) {
-    if ((await pushBlob(client, { digest: b.digest, size: b.size, body: { file: b.path, size: b.size }, what: `blob ${i + 1} of ${tag}` }, o.chunkBytes)) !== undefined) pushed++;
+    if ((await pushBlob(client, { digest: b.digest, size: b.size, body: { file: b.path, size: b.size }, what: `blob ${i + 1} of ${tag}` }, o)) !== undefined) pushed++;
   }
-  if ((await pushBlob(client, { digest: cfgDigest, size: cfg.length, body: cfg, what: `the config of ${tag}` }, o.chunkBytes)) !== undefined) pushed++;
+  if ((await pushBlob(client, { digest: cfgDigest, size: cfg.length, body: cfg, what: `the config of ${tag}` }, o)) !== undefined) pushed++;
   const manifest = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,

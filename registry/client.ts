@@ -64,7 +64,7 @@ export class RegistryClient {
   readonly base: string;
   /** `repository:NAME:pull` or `...:pull,push`. */
   readonly scope: string;
-  private readonly policy: RetryPolicy;
+  readonly policy: RetryPolicy;
   private readonly env: NodeJS.ProcessEnv;
   private authorization: string | undefined;
   private credentials: Credentials | undefined | null = null;
@@ -98,9 +98,10 @@ export class RegistryClient {
   }
 
   /** One request with retries of transient failures; the answer's body is read whole (small answers), or skipped with `discard`. */
-  private async attempt(method: string, url: string, headers: Record<string, string>, body: RequestBody | undefined, discard: boolean): Promise<Answer> {
+  private async attempt(method: string, url: string, headers: Record<string, string>, body: RequestBody | undefined, discard: boolean, once = false): Promise<Answer> {
     let last = '';
-    for (let n = 0; n <= this.policy.retries; n++) {
+    const retries = once ? 0 : this.policy.retries;
+    for (let n = 0; n <= retries; n++) {
       if (n > 0) await sleep(backoffDelay(this.policy, n));
       let res: OpenResponse;
       try {
@@ -121,7 +122,7 @@ export class RegistryClient {
         last = `${redact(url)}: ${(e as Error).message}`;
         continue;
       }
-      if (isTransientStatus(res.status) && n < this.policy.retries) {
+      if (isTransientStatus(res.status) && n < retries) {
         last = `${redact(url)}: HTTP ${res.status}`;
         continue;
       }
@@ -164,13 +165,15 @@ export class RegistryClient {
 
   /**
    * Sends a request, answering an authentication challenge once. A 401 or 403 that remains is E_REGISTRY naming the
-   * registry and the repository; any other status is the caller's.
+   * registry and the repository; any other status is the caller's. With `once`, a transient failure is not retried
+   * here (a connection cut becomes E_REGISTRY "cannot reach", a 5xx the caller's answer): for requests that must not
+   * be sent twice as they are, such as a PATCH of an upload the registry may have taken part of.
    */
-  async send(method: string, url: string, o: { headers?: Record<string, string>; body?: RequestBody; discard?: boolean } = {}): Promise<Answer> {
+  async send(method: string, url: string, o: { headers?: Record<string, string>; body?: RequestBody; discard?: boolean; once?: boolean } = {}): Promise<Answer> {
     const headers = (): Record<string, string> => ({ ...o.headers, ...this.authHeaders() });
-    let a = await this.attempt(method, url, headers(), o.body, o.discard === true);
+    let a = await this.attempt(method, url, headers(), o.body, o.discard === true, o.once === true);
     if (a.status === 401 && (await this.answer(a.headers['www-authenticate']))) {
-      a = await this.attempt(method, url, headers(), o.body, o.discard === true);
+      a = await this.attempt(method, url, headers(), o.body, o.discard === true, o.once === true);
     }
     if (a.status === 401) throw this.refused(401, this.authorization ? 'the credentials were not accepted' : 'it needs credentials and there are none for it');
     if (a.status === 403) throw this.refused(403, 'the user may not do this');

@@ -120,6 +120,27 @@ test.serial('machine A builds the recipe and pushes layers and outputs to the ca
   t.is(imageLine(rb2.stdout), imageA);
 });
 
+test.serial('run and build on a machine with only the cache: run enters the image taken from the cache, build takes the recipe output from it; neither builds', async (t) => {
+  t.truthy(lockA, 'needs the first test');
+  const cacheRepo = `${reg.host}/team/strata-cache`;
+  const env = { STRATA_DEBIAN_MIRROR: `http://${CLOSED}/debian`, STRATA_CACHE_REGISTRY: cacheRepo };
+  const c = machine(env);
+  copyFileSync(lockA, join(c.dir, 'strata.lock'));
+  const ran = await c.strata(['run', '--locked', '--backend', 'sandbox', '--', 'sh', '-c', 'stamp && cat /usr/local/share/stamp/stamp.txt']);
+  t.is(ran.code, 0, ran.stderr);
+  t.regex(ran.stdout, /^stamped\nstamp stamp-[0-9a-f]{8}\n$/);
+  t.regex(ran.stderr, /took the image of this lock from the cache/);
+  t.notRegex(ran.stderr, /building recipe/);
+  t.false(existsSync(join(c.cache, 'build-logs')) && readdirSync(join(c.cache, 'build-logs')).length > 0);
+  const d = machine(env);
+  copyFileSync(lockA, join(d.dir, 'strata.lock'));
+  const built = await d.strata(['build', 'stamp', '--locked']);
+  t.is(built.code, 0, built.stderr);
+  t.regex(built.stderr, /^took recipe stamp 1\.0 from the cache \S+ \(not building it\)$/m);
+  t.regex(built.stdout, /already built \(cached\)/);
+  t.notRegex(built.stderr, /building recipe/);
+});
+
 test.serial('a cache that misses, or that cannot be reached, falls back to building with one line', async (t) => {
   t.truthy(imageA, 'needs the first test');
   for (const [repo, line] of [

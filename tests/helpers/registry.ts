@@ -224,37 +224,70 @@ export interface DroppingProxy {
   dropped(): number;
   /** How many more uploads to cut (Infinity: every one). */
   setDrops(n: number): void;
+  /** Body bytes of uploads (PUT and PATCH) that reached the registry. */
+  forwarded(): number;
   close(): Promise<void>;
+}
+
+export interface DropOptions {
+  /**
+   * Where a cut upload stops: after half of its body (the default), before any of it reaches the registry, or
+   * after all of it did, with the registry's answer lost on the way back.
+   */
+  at?: 'half' | 'start' | 'answer';
+  /** Cut only PATCHes (chunks), only PUTs, or both (the default). */
+  only?: 'PATCH' | 'PUT';
+  /** Let this many uploads with a body through before cutting (default 0). */
+  after?: number;
 }
 
 /**
  * A loopback HTTP proxy to `target` that acts as a registry dying mid-upload: for each of the next `drops` blob
- * uploads that carry a body (a PUT or PATCH under `/blobs/uploads/`), it forwards half of the body, then cuts both
- * connections (the client sees a reset socket, the registry a truncated request). Everything else passes through.
+ * uploads that carry a body (a PUT or PATCH under `/blobs/uploads/`), it forwards half of the body (none of it
+ * with `at: 'start'`, all of it with `at: 'answer'`), then cuts both connections (the client sees a reset socket,
+ * the registry a truncated request, nothing, or the whole request). Everything else passes through.
  */
-export async function droppingProxy(target: string, drops: number): Promise<DroppingProxy> {
+export async function droppingProxy(target: string, drops: number, o: DropOptions = {}): Promise<DroppingProxy> {
   const [thost, tport] = target.split(':') as [string, string];
   let left = drops;
   let dropped = 0;
+  let forwarded = 0;
+  let passed = 0;
   const server = http.createServer((req, res) => {
     const length = Number(req.headers['content-length'] ?? 0);
-    const cut = (req.method === 'PUT' || req.method === 'PATCH') && /\/blobs\/uploads\//.test(req.url ?? '') && length > 0 && left > 0;
+    const upload = (req.method === 'PUT' || req.method === 'PATCH') && /\/blobs\/uploads\//.test(req.url ?? '') && length > 0;
+    const cut = upload && (o.only === undefined || req.method === o.only) && left > 0 && passed++ >= (o.after ?? 0);
+    if (cut && o.at === 'start') {
+      left--;
+      dropped++;
+      req.socket.destroy();
+      return;
+    }
     const up = http.request({ host: thost, port: Number(tport), method: req.method, path: req.url, headers: req.headers }, (ures) => {
+      if (cut && o.at === 'answer') {
+        ures.resume();
+        req.socket.destroy();
+        return;
+      }
       res.writeHead(ures.statusCode ?? 502, ures.headers);
       ures.pipe(res);
     });
     up.on('error', () => res.destroy());
-    if (!cut) {
+    if (cut) {
+      left--;
+      dropped++;
+    }
+    if (!cut || o.at === 'answer') {
+      if (upload) req.on('data', (c: Buffer) => (forwarded += c.length));
       req.pipe(up);
       return;
     }
-    left--;
-    dropped++;
     let sent = 0;
     req.on('data', (c: Buffer) => {
       if (sent >= length / 2) return;
       const part = c.subarray(0, Math.max(0, Math.ceil(length / 2) - sent));
       sent += part.length;
+      forwarded += part.length;
       up.write(part);
       if (sent >= length / 2) {
         up.destroy();
@@ -268,6 +301,7 @@ export async function droppingProxy(target: string, drops: number): Promise<Drop
     host: `127.0.0.1:${port}`,
     dropped: () => dropped,
     setDrops: (n) => (left = n),
+    forwarded: () => forwarded,
     close: () => new Promise((r) => {
       server.close(() => r());
       server.closeAllConnections();
