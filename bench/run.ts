@@ -3,6 +3,7 @@
  *
  *   lock     strata lock (warm indexes, --offline)      vs  apt-get install -s (warm lists)        same package set
  *   realise  strata realise cold / warm / one-bump       vs  mmdebstrap --variant=essential into a tarball
+ *            then BENCH_ADD roots added: layers new and bytes to re-ship
  *
  *   run      strata run --locked -- true, warm (sandbox: bwrap, unshare, unshare-compat)  vs  the issue's goal, 0.5 s
  *
@@ -137,8 +138,35 @@ const changedBytes = changed.reduce((n, l) => n + l.size, 0);
 report(`realise after bumping ${victim.name}`, bump.seconds, peer, 'mmdebstrap (full rebuild)', `${changed.length} layers changed, ${(changedBytes / 1e6).toFixed(1)} MB to re-ship`);
 report('first run --frozen after that realise (strata run -- true)', firstRun.seconds, 1, "the issue's goal");
 rmSync(work, { recursive: true, force: true });
+benchAdd(beforeOci, layerSet, lock.packages.length);
 if (existsSync(beforeOci)) rmSync(beforeOci, { recursive: true, force: true });
 if (existsSync(afterOci)) rmSync(afterOci, { recursive: true, force: true });
+}
+
+/**
+ * Adding packages to the environment: the same roots plus BENCH_ADD (default six small tools, about ten packages
+ * with what they need), locked and realised over the same store; which layers differ from the environment's, and
+ * how many bytes a registry would receive again (the layer set is compared by digest, as a registry does).
+ */
+function benchAdd(beforeOci: string, layerSet: (d: string) => { digest: string; size: number }[], had: number): void {
+  const extra = (process.env.BENCH_ADD ?? 'jq tree zstd hdf5-tools rsync htop').split(/\s+/).filter(Boolean);
+  const addProject = join(dir, 'add-project');
+  mkdirSync(addProject, { recursive: true });
+  const addManifest = join(addProject, 'strata.toml');
+  writeFileSync(addManifest, readFileSync(manifest, 'utf8').replace('[packages]\n', `[packages]\n${extra.map((p) => `${p} = "*"`).join('\n')}\n`));
+  timed(strata, ['lock', '-m', addManifest], env);
+  const grown = parseLock(readFileSync(join(addProject, 'strata.lock'), 'utf8'));
+  const addOci = join(dir, 'oci-added');
+  rmSync(addOci, { recursive: true, force: true });
+  const r = timed(strata, ['realise', '-m', addManifest, '--locked', '--oci', addOci], env);
+  const before = new Set(layerSet(beforeOci).map((l) => l.digest));
+  const after = layerSet(addOci);
+  const changed = after.filter((l) => !before.has(l.digest));
+  const mb = (n: number) => (n / 1e6).toFixed(1);
+  const total = after.reduce((n, l) => n + l.size, 0);
+  report(`realise after adding ${extra.length} roots (${grown.packages.length - had} packages)`, r.seconds, undefined, '-', `${changed.length} of ${after.length} layers new, ${mb(changed.reduce((n, l) => n + l.size, 0))} MB of ${mb(total)} MB to re-ship`);
+  rmSync(addOci, { recursive: true, force: true });
+  rmSync(addProject, { recursive: true, force: true });
 }
 
 /** Entering a realised environment: python3 from the suite, sandbox backend, each method that is installed. */

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { createHash } from 'node:crypto';
 import { planLayers } from '../realiser/plan.ts';
 import { parseAlternatives, chooseAlternatives, mergedUsrPath } from '../realiser/tree.ts';
 import type { Lockfile, LockedPackage } from '../model.ts';
@@ -46,6 +47,33 @@ test('bumping one package changes one layer; adding one moves at most one bounda
   const g = key(grown);
   const unchanged = g.filter((k) => before.includes(k)).length;
   t.true(unchanged >= before.length - 2, `${unchanged} of ${before.length} layers unchanged`);
+});
+
+/** A lock of `sources` source packages, two binaries each; every package depends on one of the ten lowest. */
+function wideLock(sources: string[], extraDeps: Record<string, string[]> = {}): Lockfile {
+  const lock = lockOf(0);
+  lock.packages = sources.flatMap((src, i) =>
+    ['', '-dev'].map((suffix) => {
+      const name = `${src}${suffix}`;
+      const base = i < 10 ? [] : [`${sources[i % 10]}`];
+      return { ...lockOf(1).packages[0]!, name, source: src, filename: `pool/${name}.deb`, sha256: createHash('sha256').update(name).digest('hex'), size: 100_000 + i, depends: [...base, ...(suffix ? [src] : []), ...(extraDeps[name] ?? [])] };
+    }),
+  );
+  return lock;
+}
+
+test('adding ten packages changes only the layers they join, even when one of them sits below everything', (t) => {
+  const names = Array.from({ length: 180 }, (_, i) => `lib${createHash('sha256').update(String(i)).digest('hex').slice(0, 8)}`);
+  const key = (l: Lockfile) => planLayers(l, 93).map((g) => g.packages.map((p) => p.sha256).join(','));
+  const before = key(wideLock(names));
+  // Five new sources (ten packages); one of them becomes a dependency of every package, raising every height.
+  const added = Array.from({ length: 5 }, (_, i) => `new${createHash('sha256').update(`n${i}`).digest('hex').slice(0, 8)}`);
+  const deps = Object.fromEntries(names.map((n) => [n, [added[0]!]]));
+  const after = key(wideLock([...names, ...added].sort(), deps));
+  const changed = after.filter((k) => !before.includes(k)).length;
+  t.true(changed <= added.length, `${changed} of ${after.length} layers changed`);
+  // Removing them again gives the first plan's layers back.
+  t.deepEqual(new Set(key(wideLock(names))), new Set(before));
 });
 
 test('update-alternatives calls are read from real-style postinst scripts', (t) => {
