@@ -17,6 +17,8 @@ export const SHOWN = 10;
 
 export interface OnlineMismatch {
   pkg: LockedPackage;
+  /** The recipes whose build environment holds it, when the image does not. */
+  buildOf?: string[];
   /** What the channel's index says now, e.g. `not in the index` or `the index has 1.3-1`. */
   why: string;
 }
@@ -49,8 +51,27 @@ function describe(p: LockedPackage, offered: Candidate[]): string | undefined {
   return 'not in the index any more';
 }
 
-/** Compares every locked package with its channel's signed index as served now. */
+/**
+ * Every package the lock pins: the image's, then the build-only packages of its recipes (each once, with the
+ * recipes whose build needs it). A recipe cannot be built again once one of them has left the mirror.
+ */
+function pinnedPackages(lock: Lockfile): { pkg: LockedPackage; buildOf?: string[] }[] {
+  const inImage = new Set(lock.packages.map((p) => p.sha256));
+  const build = new Map<string, { pkg: LockedPackage; buildOf: string[] }>();
+  for (const r of lock.recipes ?? []) {
+    for (const p of r.buildPackages) {
+      if (inImage.has(p.sha256)) continue;
+      const known = build.get(p.sha256);
+      if (known) known.buildOf.push(r.name);
+      else build.set(p.sha256, { pkg: p, buildOf: [r.name] });
+    }
+  }
+  return [...lock.packages.map((pkg) => ({ pkg })), ...build.values()];
+}
+
+/** Compares every locked package (the recipes' build-only ones too) with its channel's signed index as served now. */
 export async function compareOnline(manifest: Manifest, lock: Lockfile, ctx: Ctx): Promise<OnlineResult> {
+  const pinned = pinnedPackages(lock);
   const { store, reporter } = ctx;
   const settled = await Promise.allSettled(manifest.channels.map((c, rank) => loadChannel(c, rank, manifest.arch, store, reporter, { offline: false })));
   // A channel the lock takes no package from (one `strata lock` left out as unread, say) cannot make it stale.
@@ -58,7 +79,7 @@ export async function compareOnline(manifest: Manifest, lock: Lockfile, ctx: Ctx
   settled.forEach((s, rank) => {
     if (s.status === 'fulfilled') return;
     const name = manifest.channels[rank]!.name;
-    if (rank === 0 || lock.packages.some((p) => p.channel === name) || !(s.reason instanceof StrataError)) throw s.reason;
+    if (rank === 0 || pinned.some((x) => x.pkg.channel === name) || !(s.reason instanceof StrataError)) throw s.reason;
     reporter.warn(`channel "${name}" could not be read (${s.reason.message.replace(/^channel "[^"]*": /, '')}); the lock takes no package from it`);
     skipped.push(`  ${name.padEnd(12)} ${String(0).padStart(5)}  not read; the lock takes no package from it`);
   });
@@ -74,10 +95,10 @@ export async function compareOnline(manifest: Manifest, lock: Lockfile, ctx: Ctx
     offered.set(l.spec.name, byName);
   }
   const mismatches: OnlineMismatch[] = [];
-  for (const p of lock.packages) {
+  for (const { pkg: p, buildOf } of pinned) {
     const index = offered.get(p.channel);
     const why = index ? describe(p, index.get(p.name) ?? []) : `channel ${JSON.stringify(p.channel)} is not in the manifest`;
-    if (why) mismatches.push({ pkg: p, why });
+    if (why) mismatches.push({ pkg: p, why, ...(buildOf ? { buildOf } : {}) });
   }
   // Requests the lock holds under no package of their name: a root must provide them (as the resolver chose it).
   const unprovided: { name: string; why: string }[] = [];
@@ -102,10 +123,10 @@ export async function compareOnline(manifest: Manifest, lock: Lockfile, ctx: Ctx
   const channels = loaded.map((l) => {
     const was = lock.channels.find((c) => c.name === l.spec.name);
     const same = was?.releaseSha256 === l.locked.releaseSha256;
-    const count = lock.packages.filter((p) => p.channel === l.spec.name).length;
+    const count = pinned.filter((x) => x.pkg.channel === l.spec.name).length;
     return `  ${l.spec.name.padEnd(12)} ${String(count).padStart(5)}  ${l.locked.codename}: ${same ? 'Release unchanged since the lock' : `Release changed since the lock (${was?.date ?? '?'} -> ${l.locked.date})`}`;
   });
-  return { checked: lock.packages.length, mismatches, unprovided, channels: [...channels, ...skipped] };
+  return { checked: pinned.length, mismatches, unprovided, channels: [...channels, ...skipped] };
 }
 
 /**
@@ -118,7 +139,7 @@ export async function checkOnline(manifest: Manifest, lock: Lockfile, ctx: Ctx):
     return [`online: all ${r.checked} locked packages are still offered by the channels' signed indexes`, ...r.channels];
   }
   const all = [
-    ...r.mismatches.map((m) => `  ${m.pkg.name} ${m.pkg.version} (${m.pkg.channel}): ${m.why}`),
+    ...r.mismatches.map((m) => `  ${m.pkg.name} ${m.pkg.version} (${m.pkg.channel}${m.buildOf ? `; to build recipe ${m.buildOf.join(', ')}` : ''}): ${m.why}`),
     ...r.unprovided.map((u) => `  ${u.name} (asked for by strata.toml): ${u.why}`),
   ];
   const lines = all.slice(0, SHOWN);

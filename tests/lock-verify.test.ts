@@ -229,6 +229,31 @@ test('lock --check --online: passes on a fresh lock, names the packages once the
   }
 });
 
+test('lock --check --online also checks the packages a recipe builds with, naming the recipe', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'strata-verify-mirror-'));
+  const buildtool = (version: string): FixturePackage => ({ name: 'buildtool', version, files: [{ path: 'usr/bin/buildtool', content: `buildtool ${version}\n` }] });
+  const mirror = await buildMirror(root, suite([app('1.0-1'), libapp1('1.0-1'), buildtool('1.0-1')], 'Sat, 01 Jun 2024 12:00:00 UTC'));
+  const own = await serveMirror(root);
+  try {
+    const dir = mkdtempSync(join(tmpdir(), 'strata-project-'));
+    const recipe = `[recipes.demo]\nversion = "1.0"\nsource = { url = "mirror://stable/demo.tar.gz", sha256 = "${'a'.repeat(64)}" }\nbuild-depends = ["buildtool"]\nbuild = ["true"]\n`;
+    writeFileSync(join(dir, 'strata.toml'), `[project]\nname = "online"\narch = "amd64"\n\n[channels.stable]\nurl = "${own.url}"\nsuite = "stable"\ncomponents = ["main"]\nsigned-by = "${mirror.keyring}"\n\n[packages]\napp = "*"\n\n${recipe}`);
+    const p = { strata: (args: string[]) => runCli(args, { cwd: dir, env: { STRATA_CACHE_DIR: join(dir, '.cache') } }) };
+    const locked = await p.strata(['lock']);
+    t.is(locked.code, 0, locked.stderr);
+    const fresh = await p.strata(['lock', '--check', '--online']);
+    t.is(fresh.code, 0, fresh.stderr);
+    t.regex(fresh.stdout, /online: all \d+ locked packages are still offered/);
+    // buildtool leaves the archive: the image is still realisable, the recipe can no longer be built.
+    await buildMirror(root, suite([app('1.0-1'), libapp1('1.0-1')], 'Sun, 02 Jun 2024 12:00:00 UTC'));
+    const gone = await p.strata(['lock', '--check', '--online']);
+    t.is(gone.code, 3, gone.stderr);
+    t.regex(gone.stderr, /\n {2}buildtool 1\.0-1 \(stable; to build recipe demo\): not in the index any more\n/);
+  } finally {
+    await own.close();
+  }
+});
+
 // ---- The verifier on its own, on the golden lock (tests/golden/strata.lock): app -> zlib1g -> libc6 <-> libgcc-s1.
 
 const golden = readFileSync(join(import.meta.dirname, 'golden/strata.lock'), 'utf8');
