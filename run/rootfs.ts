@@ -198,26 +198,31 @@ class Tree {
     this.asRoot = asRoot;
   }
 
-  /** Ensures every ancestor of `rel` is a real directory inside the tree (creating missing ones), never following a symlink. */
-  private async parents(layer: string, rel: string): Promise<void> {
+  /** The ancestors of `rel` not yet known to be real directories of the tree, outermost first. */
+  private *unknownParents(rel: string): Generator<string> {
     const parts = rel.split('/');
     parts.pop();
     let cur = '';
     for (const p of parts) {
       cur = cur === '' ? p : `${cur}/${p}`;
-      if (this.dirs.has(cur)) continue;
+      if (!this.dirs.has(cur)) yield cur;
+    }
+  }
+
+  /** Records `cur`, an ancestor of `rel`, as a directory (`st` undefined: just made), refusing one that is not a directory. */
+  private knownDir(layer: string, rel: string, cur: string, st: { isSymbolicLink(): boolean; isDirectory(): boolean } | undefined): void {
+    if (st?.isSymbolicLink()) throw unsafe(layer, `member '${rel}' would be written through the symlink '${cur}'`);
+    if (st && !st.isDirectory()) throw unsafe(layer, `member '${rel}' would be written below the non-directory '${cur}'`);
+    this.dirs.add(cur);
+  }
+
+  /** Ensures every ancestor of `rel` is a real directory inside the tree (creating missing ones), never following a symlink. */
+  private async parents(layer: string, rel: string): Promise<void> {
+    for (const cur of this.unknownParents(rel)) {
       const abs = join(this.root, cur);
-      let st;
-      try {
-        st = await lstat(abs);
-      } catch {
-        await mkdir(abs, { mode: 0o755 });
-        this.dirs.add(cur);
-        continue;
-      }
-      if (st.isSymbolicLink()) throw unsafe(layer, `member '${rel}' would be written through the symlink '${cur}'`);
-      if (!st.isDirectory()) throw unsafe(layer, `member '${rel}' would be written below the non-directory '${cur}'`);
-      this.dirs.add(cur);
+      const st = await lstat(abs).catch(() => undefined);
+      if (!st) await mkdir(abs, { mode: 0o755 });
+      this.knownDir(layer, rel, cur, st);
     }
   }
 
@@ -351,22 +356,11 @@ class Tree {
 
   /** `parents`, synchronously: the entries of a tree come by the hundred thousand, each a few system calls. */
   private parentsSync(layer: string, rel: string): void {
-    const parts = rel.split('/');
-    parts.pop();
-    let cur = '';
-    for (const p of parts) {
-      cur = cur === '' ? p : `${cur}/${p}`;
-      if (this.dirs.has(cur)) continue;
+    for (const cur of this.unknownParents(rel)) {
       const abs = join(this.root, cur);
       const st = lstatSync(abs, { throwIfNoEntry: false });
-      if (!st) {
-        mkdirSync(abs, { mode: 0o755 });
-      } else if (st.isSymbolicLink()) {
-        throw unsafe(layer, `member '${rel}' would be written through the symlink '${cur}'`);
-      } else if (!st.isDirectory()) {
-        throw unsafe(layer, `member '${rel}' would be written below the non-directory '${cur}'`);
-      }
-      this.dirs.add(cur);
+      if (!st) mkdirSync(abs, { mode: 0o755 });
+      this.knownDir(layer, rel, cur, st);
     }
   }
 

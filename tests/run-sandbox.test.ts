@@ -89,10 +89,12 @@ for (const method of ['bwrap', 'unshare', 'unshare-compat']) {
 for (const method of ['unshare', 'unshare-compat']) {
   test.serial(`${method}: Ctrl-C on a terminal reaches the command, whose handler finishes and sets the exit code`, async (t) => {
     const dir = project(`p-ctrlc-${method}`, runManifest(served.url, keyring));
-    const helper = join(import.meta.dirname, 'helpers', 'ctrlc.py');
+    const helper = join(import.meta.dirname, 'helpers', 'typeahead.py');
     const cli = join(import.meta.dirname, '..', 'bin', 'strata');
+    // Ctrl-C typed once the command says it is ready (its trap set), a moment later.
+    const ctrlC = { TYPEAHEAD_THEN: 'ready', TYPEAHEAD_THEN_INPUT: '\x03', TYPEAHEAD_THEN_DELAY: '0.3', TYPEAHEAD_TIMEOUT: '60' };
     // Asynchronously: the fixture mirror that the first lock reads is served from this process.
-    const { stdout: out } = await promisify(execFile)('python3', [helper, cli, 'run', '--', 'sh', '-c', 'trap "sleep 0.3; echo cleaned-up; exit 42" INT; echo ready; while :; do sleep 0.1; done'], { cwd: dir, env: env({ STRATA_SANDBOX: method }), encoding: 'utf8' });
+    const { stdout: out } = await promisify(execFile)('python3', [helper, '', cli, 'run', '--', 'sh', '-c', 'trap "sleep 0.3; echo cleaned-up; exit 42" INT; echo ready; while :; do sleep 0.1; done'], { cwd: dir, env: env({ STRATA_SANDBOX: method, ...ctrlC }), encoding: 'utf8' });
     const r = JSON.parse(out) as { exit: number; output: string };
     t.is(r.exit, 42, r.output);
     t.regex(r.output, /cleaned-up/);

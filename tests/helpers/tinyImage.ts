@@ -15,9 +15,10 @@ import { MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_TAR_GZIP } from '../../realiser/
 export const BUSYBOX = '/bin/busybox';
 export const GREETING = 'hello from layer two\n';
 
-type Entry = { header: Partial<Header> & { name: string }; body?: Buffer };
+export type TarEntry = { header: Partial<Header> & { name: string }; body?: Buffer };
 
-async function tarOf(entries: Entry[]): Promise<Buffer> {
+/** A tar of `entries`, in order (tar-stream; the headers as given). */
+export async function tarOf(entries: TarEntry[]): Promise<Buffer> {
   const pack = tarPack();
   const chunks: Buffer[] = [];
   const done = new Promise<void>((resolve, reject) => {

@@ -2,7 +2,8 @@
 what the terminal showed.
 
 Usage: python3 typeahead.py INPUT CMD [ARGS...]   (cwd and environment are inherited; TYPEAHEAD_TIMEOUT: seconds,
-default 120; TYPEAHEAD_THEN=MARKER TYPEAHEAD_THEN_INPUT=TEXT: type TEXT once the terminal has shown MARKER)
+default 120; TYPEAHEAD_THEN=MARKER TYPEAHEAD_THEN_INPUT=TEXT: type TEXT once the terminal has shown MARKER, after
+TYPEAHEAD_THEN_DELAY seconds, default 0; e.g. INPUT "" and TEXT "\x03" for a Ctrl-C once the command is ready)
 Prints one JSON object: {"exit": <exit status>, "output": <everything the terminal showed>}.
 """
 import json, os, pty, select, sys, time
@@ -24,6 +25,7 @@ while time.time() < deadline:
             break
         out += chunk
         if then and then in out:
+            time.sleep(float(os.environ.get("TYPEAHEAD_THEN_DELAY", "0")))
             os.write(fd, then_input)
             then = b""
 # The terminal closes a moment before the process is gone: give it a few seconds to be reaped.
