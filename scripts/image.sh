@@ -37,15 +37,20 @@ epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct HEAD)}
 
 # The builder: docker where the engine's builder applies SOURCE_DATE_EPOCH, else podman; STRATA_IMAGE_BUILDER decides.
 server=$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo unknown)
-buildkit=
+buildkit= driver= reproducible=0
 if docker buildx version >/dev/null 2>&1; then
+  inspect=$(docker buildx inspect 2>/dev/null || true)
+  driver=$(sed -n -E 's/^Driver:[[:space:]]*([^[:space:]]+).*/\1/p' <<<"$inspect" | head -1)
   # "BuildKit version: v0.13.1" (older buildx: "Buildkit: v0.11.6"); none for a builder that has not started.
-  buildkit=$(docker buildx inspect 2>/dev/null | sed -n -E 's/^[[:space:]]*buildkit( version)?:[[:space:]]*v?([0-9]+\.[0-9]+[0-9.]*).*/\2/Ip' | head -1)
-fi
-reproducible=0
-if [ -n "$buildkit" ]; then
-  IFS=. read -r bk_major bk_minor _ <<<"$buildkit"
+  buildkit=$(sed -n -E 's/^[[:space:]]*buildkit( version)?:[[:space:]]*v?([0-9]+\.[0-9]+\.[0-9]+).*/\2/Ip' <<<"$inspect" | head -1)
+  IFS=. read -r bk_major bk_minor _ <<<"${buildkit:-0.0.0}"
   if [ "$bk_major" -gt 0 ] || [ "$bk_minor" -ge 11 ]; then reproducible=1; fi
+  # The docker driver is the engine's own BuildKit, which Debian's engine reports as v0.0.0+unknown: there the
+  # engine's version tells (Docker Engine 24.0 vendors BuildKit 0.11.6, 23.0 vendors 0.10.6).
+  if [ "$driver" = docker ] && [ "${buildkit:-0.0.0}" = 0.0.0 ]; then
+    major=${server%%.*}
+    if [[ "$major" =~ ^[0-9]+$ ]] && [ "$major" -ge 24 ]; then reproducible=1 buildkit="the engine's own"; else buildkit=; fi
+  fi
 fi
 builder=${STRATA_IMAGE_BUILDER:-}
 case "$builder" in
