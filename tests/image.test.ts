@@ -1,9 +1,11 @@
 /**
  * strata's own container image (Dockerfile.base, `npm run image`) against a private dockerd and the real Debian
- * archive: built from this checkout twice (each build in a fresh podman storage) to the same image ID; inside it,
- * --version and --help, lock and realise of the bundled example into a mounted directory with the store on a named
- * volume, giving the digest the host's realise of the same lock gives; a recipe build in the container; the mirror
- * never taken from the image; and the least privileges the sandbox needs there.
+ * archive: built from this checkout twice (each build from nothing) to the same image ID by the builder the script
+ * chooses, and once by plain `docker build -f Dockerfile.base` when that was not the choice; inside it, --version and
+ * --help, lock and realise of the bundled example into a mounted directory with the store on a named volume, giving
+ * the digest the host's realise of the same lock gives; push of it to a loopback registry with credentials, giving
+ * the digest the host's push gives; strata run in its sandbox; a recipe build in the container; the mirror never
+ * taken from the image; and the least privileges the sandbox needs there.
  */
 import test from 'ava';
 import { execFile, execFileSync } from 'node:child_process';
@@ -14,6 +16,7 @@ import { join, resolve } from 'node:path';
 import { startDockerd } from './helpers/dockerd.ts';
 import { reachableDebianMirror } from './helpers/debianMirror.ts';
 import { runCli } from './helpers/project.ts';
+import { dockerConfig, haveRegistry, startRegistry } from './helpers/registry.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -45,23 +48,29 @@ function ociDigest(layout: string): string {
   return index.manifests[0]!.digest;
 }
 
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const seconds = (since: number) => `${((Date.now() - since) / 1000).toFixed(1)} s`;
 
 test.serial('npm run image builds strata in a container, twice to one image ID, and realises in it what the host realises', async (t) => {
   t.timeout(14 * 60_000);
   if (process.getuid?.() !== 0) return void (t.log('skipped: the private dockerd needs root'), t.pass());
-  for (const cmd of ['dockerd', 'docker', 'podman']) {
+  for (const cmd of ['dockerd', 'docker', 'podman', 'skopeo']) {
     if (!has(cmd)) return void (t.log(`skipped: ${cmd} is not installed (scripts/setup-host.sh installs it)`), t.pass());
   }
+  if (!haveRegistry()) return void (t.log('skipped: docker-registry is not installed (scripts/setup-host.sh installs it)'), t.pass());
   const m = await reachableDebianMirror();
   if ('skip' in m) return void (t.log(`skipped: ${m.skip}`), t.pass());
 
   const started = Date.now();
   const dir = mkdtempSync(join(tmpdir(), 'strata-image-'));
   const dockerd = await startDockerd();
+  const registry = await startRegistry({ auth: { user: 'ci', password: 'in-a-container' } });
+  const creds = dockerConfig(registry.host, 'ci', 'in-a-container');
   const volume = `strata-test-cache-${process.pid}`;
   t.teardown(async () => {
     await dockerd.stop();
+    await registry.stop();
+    rmSync(creds, { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });
   });
   const hostCache = process.env.STRATA_TEST_DEBIAN_CACHE ?? join(dir, 'host-cache');
@@ -76,6 +85,11 @@ test.serial('npm run image builds strata in a container, twice to one image ID, 
   t.is(noEngine.code, 1);
   t.is(noEngine.stderr, `npm run image: no Docker engine answers at unix://${dir}/none.sock: start one or set DOCKER_HOST\n`);
 
+  // A builder that is neither is refused before anything is built.
+  const badBuilder = await sh('bash', ['scripts/image.sh'], { ...buildEnv, STRATA_IMAGE_BUILDER: 'kaniko' });
+  t.is(badBuilder.code, 1);
+  t.regex(badBuilder.stderr, /npm run image: STRATA_IMAGE_BUILDER must be docker or podman, not "kaniko"\n$/);
+
   let since = Date.now();
   const first = await sh('npm', ['run', '-s', 'image'], buildEnv);
   t.is(first.code, 0, first.stderr);
@@ -83,7 +97,11 @@ test.serial('npm run image builds strata in a container, twice to one image ID, 
   t.truthy(line, first.stdout);
   const id = line![2]!;
   t.is(line![1], VERSION);
-  t.log(`first build: ${id} in ${seconds(since)}`);
+  // The script says which builder it took and why, in one line (podman with this host's Docker 20.10 and no buildx).
+  const choice = /^npm run image: \[[\d:]+\] builder: (docker|podman) \((.+)\)$/m.exec(first.stderr);
+  t.truthy(choice, first.stderr);
+  const builder = choice![1]!;
+  t.log(`first build: ${id} in ${seconds(since)}; builder: ${builder} (${choice![2]})`);
   for (const ref of ['strata:latest', `strata:${VERSION}`]) {
     const inspect = await docker(['image', 'inspect', '--format', '{{.Id}} {{json .Config.Entrypoint}} {{.Config.WorkingDir}}', ref]);
     t.is(inspect.stdout, `${id} ["/opt/strata/bin/strata"] /work\n`, ref);
@@ -119,11 +137,12 @@ test.serial('npm run image builds strata in a container, twice to one image ID, 
     t.is(both.code, 0, `${u}: ${both.stderr}`);
   }
 
-  // lock and realise the bundled example in the container, the store on a named volume.
+  // lock and realise the bundled example in the container, the store on a named volume: the README's commands
+  // (lock with no privileges, realise with the sandbox's two).
   since = Date.now();
-  const lock = await strataIn(example, ['lock']);
+  const lock = await strataIn(example, ['lock'], []);
   t.is(lock.code, 0, lock.stderr);
-  const realise = await strataIn(example, ['realise', '--locked', '--oci', 'out']);
+  const realise = await strataIn(example, ['realise', '--oci', 'out']);
   t.is(realise.code, 0, realise.stderr);
   const inside = ociDigest(join(example, 'out'));
   t.log(`in the container: lock and realise ${seconds(since)}, ${inside}`);
@@ -132,6 +151,32 @@ test.serial('npm run image builds strata in a container, twice to one image ID, 
   t.is(host.code, 0, host.stderr);
   t.is(ociDigest(join(dir, 'host-out')), inside, 'the host realises the container\'s lock to the same image');
   t.log(`on the host: realise ${seconds(since)}, ${ociDigest(join(dir, 'host-out'))}`);
+
+  // push from the container (no privileges: the environment is realised in the volume), the credentials read from a
+  // mounted Docker config; the host's push of the same lock gives the same manifest, and the registry serves it.
+  since = Date.now();
+  const repo = `${registry.host}/team/numpy`;
+  const pushed = await strataIn(example, ['push', repo], ['-v', `${creds}:/docker:ro`, '-e', 'DOCKER_CONFIG=/docker']);
+  t.is(pushed.code, 0, pushed.stderr);
+  const pushedRef = new RegExp(`^${escape(repo)}@(sha256:[0-9a-f]{64})$`, 'm').exec(pushed.stdout)?.[1];
+  const pushedTag = new RegExp(`^${escape(repo)}:(\\S+)$`, 'm').exec(pushed.stdout)?.[1];
+  t.truthy(pushedRef && pushedTag, pushed.stdout);
+  const hostPush = await runCli(['push', '--locked', repo], { cwd: example, env: { STRATA_CACHE_DIR: hostCache, STRATA_DEBIAN_MIRROR: m.url, DOCKER_CONFIG: creds }, timeoutMs: 300_000 });
+  t.is(hostPush.code, 0, hostPush.stderr);
+  t.regex(hostPush.stdout, /^0 blobs pushed \(0 B\), \d+ already there$/m, 'the host pushes nothing the container has not');
+  t.is(new RegExp(`^${escape(repo)}@(sha256:[0-9a-f]{64})$`, 'm').exec(hostPush.stdout)?.[1], pushedRef, 'the host pushes the container\'s manifest');
+  const served = await sh('skopeo', ['inspect', '--tls-verify=false', '--creds', 'ci:in-a-container', '--format', '{{.Digest}}', `docker://${repo}:${pushedTag}`], {});
+  t.is(served.stdout.trim(), String(pushedRef), served.stderr);
+  t.log(`push from the container and from the host: ${repo}:${pushedTag}@${pushedRef}, ${seconds(since)}`);
+
+  // strata run in the container: the sandbox (bubblewrap in a user namespace, as root there too) with the same two
+  // options as realise, no capability added.
+  since = Date.now();
+  const ran = await strataIn(example, ['run', '--', 'python3', '-c', 'print(1)']);
+  t.is(ran.code, 0, ran.stderr);
+  t.is(ran.stdout, '1\n', ran.stderr);
+  t.regex(ran.stderr, /using the sandbox backend/);
+  t.log(`strata run in the container: ${seconds(since)}`);
 
   // A recipe build in the container's sandbox, its source a file in the mounted project.
   since = Date.now();
@@ -159,12 +204,39 @@ test.serial('npm run image builds strata in a container, twice to one image ID, 
   t.regex(built.stderr + built.stdout, /built recipe greet 1\.0 in .*: 1 files under \/usr\/local/);
   t.log(`recipe in the container: ${seconds(since)}`);
 
-  // The second build starts from a fresh podman storage: nothing of the first build's layers is reused.
+  // The second build by the same builder starts from nothing (podman: a fresh storage; nothing of the first build's
+  // layers is reused) and gives the same ID.
   since = Date.now();
   const second = await sh('npm', ['run', '-s', 'image'], { ...buildEnv, STRATA_IMAGE_LOAD: '0' });
   t.is(second.code, 0, second.stderr);
   t.is(/sha256:[0-9a-f]{64}$/m.exec(second.stdout)?.[0], id, second.stdout);
-  t.log(`second build: the same ID in ${seconds(since)}; the whole test ${seconds(started)}`);
+  t.log(`second build: the same ID in ${seconds(since)}`);
+
+  // Plain `docker build -f Dockerfile.base` on the base that `realise --load` put in the engine, when the script did
+  // not choose docker itself: it works (on an engine without BuildKit it is not reproducible, and says so), and the
+  // strata it holds realises the example to the same digest.
+  if (builder === 'podman') {
+    since = Date.now();
+    const plain = await sh('npm', ['run', '-s', 'image'], { ...buildEnv, STRATA_IMAGE_BUILDER: 'docker' });
+    t.is(plain.code, 0, plain.stderr);
+    t.regex(plain.stderr, /^npm run image: \[[\d:]+\] builder: docker \(STRATA_IMAGE_BUILDER=docker\)/m);
+    t.regex(plain.stderr, /^npm run image: \[[\d:]+\] (docker build -f Dockerfile\.base|docker buildx build -f Dockerfile\.base --load, SOURCE_DATE_EPOCH=\d+)$/m);
+    const dockerId = /^strata:latest strata:\S+ (sha256:[0-9a-f]{64})$/m.exec(plain.stdout)?.[1];
+    t.truthy(dockerId, plain.stdout);
+    const history = await docker(['image', 'inspect', '--format', '{{.Id}} {{json .Config.Entrypoint}} {{.Config.WorkingDir}}', 'strata:latest']);
+    t.is(history.stdout, `${dockerId} ["/opt/strata/bin/strata"] /work\n`);
+    const v = await docker(['run', '--rm', '--network', 'none', 'strata:latest', '--version']);
+    t.is(v.stdout, `${VERSION}\n`, v.stderr);
+    const h = await docker(['run', '--rm', '--network', 'none', 'strata:latest', '--help']);
+    t.regex(h.stdout, /^Usage: strata /m, h.stderr);
+    const owners = await docker(['run', '--rm', '--network', 'none', '--entrypoint', 'stat', 'strata:latest', '-c', '%n %U %a', '/cache', '/home/strata', '/work']);
+    t.is(owners.stdout, '/cache strata 755\n/home/strata strata 755\n/work root 755\n', owners.stderr);
+    const again = await strataIn(example, ['realise', '--oci', 'out-docker-built']);
+    t.is(again.code, 0, again.stderr);
+    t.is(ociDigest(join(example, 'out-docker-built')), inside, 'the docker-built strata realises the same image');
+    t.log(`docker build -f Dockerfile.base: ${dockerId} in ${seconds(since)} (with --version, --help and a realise)`);
+  } else t.log('the script chose docker build itself: the first two builds were plain docker builds');
+  t.log(`the whole test ${seconds(started)}`);
   await docker(['volume', 'rm', '-f', volume]);
 });
 

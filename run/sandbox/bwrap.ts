@@ -7,10 +7,12 @@ import { mountPointsOf, PROC_READONLY, rootSteps, type SandboxSpec } from './roo
  * bubblewrap's argument list for `spec` (the program is `bwrap`). As root the command keeps no capability
  * (`--cap-drop ALL`; bwrap sets no_new_privs itself); rootless it has none to begin with. A bind is always recursive
  * here (bwrap has no other kind), which for the store's read-only bind is the same: nothing is mounted below it.
+ * `rootUserns`: root without CAP_SYS_ADMIN (root in a container) cannot make mount namespaces in its own user
+ * namespace, so it enters a new one too, as root (uid 0 mapped to itself), as builds always do.
  */
-export function bwrapArgs(spec: SandboxSpec, rootless: boolean, ids: { uid: number; gid: number }): string[] {
+export function bwrapArgs(spec: SandboxSpec, rootless: boolean, ids: { uid: number; gid: number }, rootUserns = false): string[] {
   const a: string[] = ['--die-with-parent', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--hostname', 'strata'];
-  if (spec.build) a.push('--unshare-user', '--uid', '0', '--gid', '0', '--cap-drop', 'ALL');
+  if (spec.build || (rootUserns && !rootless)) a.push('--unshare-user', '--uid', '0', '--gid', '0', '--cap-drop', 'ALL');
   else if (rootless) a.push('--unshare-user', '--uid', String(ids.uid), '--gid', String(ids.gid));
   else a.push('--cap-drop', 'ALL');
   if (!spec.network) a.push('--unshare-net');

@@ -21,6 +21,8 @@ export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, plac
   const rootless = uid !== 0;
   const hostPath = process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin';
   const sbinPath = { PATH: `${hostPath}:/usr/sbin:/sbin` };
+  // Root without CAP_SYS_ADMIN (in a container) makes a user namespace of its own to make the others in.
+  const rootUserns = !rootless && !hasSysAdmin();
   if (method === 'bwrap') {
     // As root, bwrap passes its bounding set on (--cap-drop ALL empties the others): it starts with an empty one,
     // its own capabilities handed down as inheritable ones (root's execve grants bounding | inheritable).
@@ -29,10 +31,10 @@ export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, plac
     // its handler finishes. So, with a terminal, bwrap starts with SIGINT and SIGQUIT ignored, and the image's
     // `env --default-signal` gives the command the default back (when the image has a GNU env that can).
     if (terminal && spec.argv.length > 0 && !spec.argv[0]!.includes('=') && envResetsSignals(spec.rootfs)) {
-      const args = bwrapArgs({ ...spec, argv: ['/usr/bin/env', '--default-signal=INT,QUIT', ...spec.argv] }, rootless, { uid, gid });
+      const args = bwrapArgs({ ...spec, argv: ['/usr/bin/env', '--default-signal=INT,QUIT', ...spec.argv] }, rootless, { uid, gid }, rootUserns);
       return { file: '/bin/sh', args: ['-c', 'trap "" INT QUIT; exec "$0" "$@"', ...cmd, ...args], env: { PATH: hostPath } };
     }
-    return { file: cmd[0]!, args: [...cmd.slice(1), ...bwrapArgs(spec, rootless, { uid, gid })], env: { PATH: hostPath } };
+    return { file: cmd[0]!, args: [...cmd.slice(1), ...bwrapArgs(spec, rootless, { uid, gid }, rootUserns)], env: { PATH: hostPath } };
   }
   let capshBin: string | undefined;
   if (!rootless) {
@@ -45,7 +47,7 @@ export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, plac
   const steps = rootSteps(spec.rootfs, mountPointsOf(spec));
   const { stage } = places;
   const skeleton = method === 'unshare' ? ensureSkeleton(places.skeletons, unsharePlan(spec, steps), stage) : undefined;
-  const flags = rootless ? ['--user', '--map-root-user'] : [];
+  const flags = rootless || rootUserns ? ['--user', '--map-root-user'] : [];
   if (!spec.network) flags.push('--net');
   return {
     file: which('unshare') ?? 'unshare',
@@ -53,6 +55,19 @@ export function sandboxInvocation(spec: SandboxSpec, method: SandboxMethod, plac
     // The command's environment is exactly the spec's: unshare and chroot pass theirs on.
     env: { ...spec.env } as NodeJS.ProcessEnv,
   };
+}
+
+/**
+ * Whether this process has CAP_SYS_ADMIN in its effective set (root on a host does; root in a container that was not
+ * given it, and every other user, do not). Unreadable status: assumed yes, as strata always did.
+ */
+export function hasSysAdmin(): boolean {
+  try {
+    const eff = /^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    return eff === undefined || ((BigInt(`0x${eff}`) >> 21n) & 1n) === 1n;
+  } catch {
+    return true;
+  }
 }
 
 /**
