@@ -177,6 +177,21 @@ program
     await (await import('./commands/gc.ts')).cacheInfoCommand();
   });
 
+/**
+ * A file strata may not write or read (a store made by another user, say root in a container, then used as an
+ * ordinary one; a read-only mount): one message naming the path and the user, not an internal error.
+ */
+function permissionProblem(e: unknown): { message: string; hint: string } | undefined {
+  const err = e as NodeJS.ErrnoException | undefined;
+  if (!err || typeof err.path !== 'string' || !['EACCES', 'EPERM', 'EROFS'].includes(err.code ?? '')) return undefined;
+  const who = `uid ${process.getuid?.() ?? '?'}`;
+  const what = err.code === 'EROFS' ? 'is on a read-only filesystem' : `is not ${err.syscall === 'open' || err.syscall === 'scandir' ? 'accessible' : 'writable'} to ${who}`;
+  return {
+    message: `${err.path} ${what} (${err.syscall ?? 'access'}: ${err.code})`,
+    hint: 'the store (STRATA_CACHE_DIR) and the project directory must belong to the user strata runs as: a store another user made (root in a container, say) needs `chown -R`, or run strata as that user',
+  };
+}
+
 async function main(argv: string[]): Promise<number> {
   try {
     await program.parseAsync(argv);
@@ -187,6 +202,11 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`error: ${e.message}\n`);
       if (e.hint) process.stderr.write(`hint: ${e.hint}\n`);
       return exitCodeFor(e.code);
+    }
+    const denied = permissionProblem(e);
+    if (denied) {
+      process.stderr.write(`error: ${denied.message}\nhint: ${denied.hint}\n`);
+      return 1;
     }
     process.stderr.write(`strata: internal error (a bug; please report it with this output):\n`);
     process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);

@@ -18,7 +18,7 @@ import { parseEnvAssignments } from '../manifest/manifest.ts';
 import { openStore } from '../store/store.ts';
 import { parseLock, serializeLock } from '../lock/lockfile.ts';
 import { rehashLock } from '../lock/verify.ts';
-import { closeSharedMirror, manifestFor, project, type CliResult, type Project } from './helpers/project.ts';
+import { closeSharedMirror, manifestFor, project, runCli, type CliResult, type Project } from './helpers/project.ts';
 import { serveMirror, standardMirror, type FixtureMirror } from './helpers/mirror.ts';
 
 test.after.always(closeSharedMirror);
@@ -425,4 +425,18 @@ test('a NUL in an [env] value is refused with strata.toml:LINE:COL', async (t) =
   const line = text.split('\n').findIndex((l) => l.startsWith('GREETING')) + 1;
   t.regex(r.stderr, new RegExp(`strata\\.toml:${line}:1: env\\.GREETING contains a NUL character`));
   assertCleanRefusal(t, r);
+});
+
+test('a store another user made, used by an ordinary user, is one message naming the path and the user, not an internal error', async (t) => {
+  const p = await project();
+  p.writeManifest(manifestFor(p, 'busybox-fixture = "*"'));
+  t.is((await p.strata(['lock'])).code, 0);
+  // The store (made by root above) and the project readable by all, writable by root alone, as a volume a
+  // container's root filled; `nobody` then runs strata over it.
+  execFileSync('chmod', ['-R', 'go+rX,go-w', p.dir]);
+  const r = await runCli(['realise', '--locked'], { cwd: p.dir, env: { STRATA_CACHE_DIR: p.cache, HOME: '/nonexistent' }, user: 'nobody' });
+  t.is(r.code, 1, r.stderr);
+  assertCleanRefusal(t, r);
+  t.regex(r.stderr, new RegExp(`^error: ${p.cache.replace(/[.]/g, '\\.')}/\\S+ is not (writable|accessible) to uid 65534 \\(\\w+: EACCES\\)$`, 'm'));
+  t.regex(r.stderr, /^hint: the store \(STRATA_CACHE_DIR\) and the project directory must belong to the user strata runs as/m);
 });
