@@ -201,8 +201,8 @@ export interface Candidate {
 
 /**
  * One index's candidates (a channel's `Packages` for one component), decoded on demand. The name tables answer the
- * questions a lock asks of the whole index without decoding it; each is sorted (code-unit order) and may name more
- * than the exact answer (the universe checks every candidate it gets back), never less.
+ * questions a lock asks of the whole index without decoding it; each may name more than the exact answer (the
+ * universe checks every candidate it gets back), never less, in any order.
  */
 export interface CandidateIndex {
   /** Every name that has a candidate. */
@@ -213,8 +213,8 @@ export interface CandidateIndex {
   providerNames(virtual: string): readonly string[];
   /** The names with a candidate marked `Essential: yes`. */
   essentialNames(): readonly string[];
-  /** The names with a candidate built from a source package that `accept` accepts. */
-  namesFromSources(accept: (source: string) => boolean): string[];
+  /** The names with a candidate built from a source package whose name starts with `prefix`. */
+  namesFromSources(prefix: string): readonly string[];
 }
 
 /** A channel as it was locked: what was read and verified. */

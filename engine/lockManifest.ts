@@ -72,7 +72,7 @@ export async function lockManifest(manifest: Manifest, ctx: Ctx, opts: { offline
     const spec = manifest.channels[rank]!;
     reporter.warn(`channel "${spec.name}" could not be read (${(reason as StrataError).message.replace(/^channel "[^"]*": /, '')}); no package needs it, so the lock leaves it out and records it as unread`);
   }
-  reporter.info(`resolved ${solution.packages.length} packages from ${universe.names().length} names in ${Date.now() - indexed} ms (indexes read in ${indexed - started} ms)`);
+  reporter.info(`resolved ${solution.packages.length} packages in ${Date.now() - indexed} ms (indexes read in ${indexed - started} ms)`);
   if (!manifest.withRecommends) {
     for (const line of describeSkippedRecommends(skippedLibraryRecommends(universe, solution.packages.map((p) => p.candidate)))) reporter.info(line);
   }

@@ -68,12 +68,13 @@ export interface Solution {
   hostProvided: HostProvided[];
 }
 
-const HOST_DRIVER_SOURCE = /^nvidia-graphics-drivers/;
+/** The NVIDIA driver's source packages: `nvidia-graphics-drivers`, and the branches Debian names after it (`-tesla-535`). */
+const HOST_DRIVER_SOURCE = 'nvidia-graphics-drivers';
 
 /** Names (real and virtual) that the host provides when the driver comes from the host. */
 export function hostProvidedNames(u: Universe): Set<string> {
   const names = new Set<string>();
-  for (const c of u.fromSources((source) => HOST_DRIVER_SOURCE.test(source))) {
+  for (const c of u.fromSources(HOST_DRIVER_SOURCE)) {
     names.add(c.name);
     for (const p of u.parse(c).provides) names.add(p.name);
   }

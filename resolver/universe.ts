@@ -28,7 +28,7 @@ export class Universe {
   private readonly byName = new Map<string, Candidate[]>();
   private readonly byVirtual = new Map<string, Provided[]>();
   private readonly parsed = new Map<Candidate, Parsed>();
-  private allNames: readonly string[] | undefined;
+  private allNames: string[] | undefined;
 
   /** `indexes` in channel order (rank), and within a channel in component order. */
   constructor(indexes: readonly CandidateIndex[], arch: string) {
@@ -80,9 +80,9 @@ export class Universe {
     return this.union((i) => i.essentialNames()).flatMap((n) => this.candidates(n).filter((c) => c.essential));
   }
 
-  /** The candidates built from a source package that `accept` accepts, in name order. */
-  fromSources(accept: (source: string) => boolean): Candidate[] {
-    return this.union((i) => i.namesFromSources(accept)).flatMap((n) => this.candidates(n).filter((c) => accept(c.source)));
+  /** The candidates built from a source package whose name starts with `prefix`, in name order. */
+  fromSources(prefix: string): Candidate[] {
+    return this.union((i) => i.namesFromSources(prefix)).flatMap((n) => this.candidates(n).filter((c) => c.source.startsWith(prefix)));
   }
 
   /** All names in the universe, sorted, for suggestions. */
@@ -132,9 +132,8 @@ export class Universe {
     return this.satisfiers(r).filter((c) => c.name !== owner.name);
   }
 
-  /** The names every index's table gives, merged: sorted, each once. */
-  private union(table: (i: CandidateIndex) => readonly string[]): readonly string[] {
-    if (this.indexes.length === 1) return table(this.indexes[0]!);
+  /** The names every index's table gives, merged: sorted (code-unit order), each once. */
+  private union(table: (i: CandidateIndex) => readonly string[]): string[] {
     return [...new Set(this.indexes.flatMap((i) => [...table(i)]))].sort(cmp);
   }
 }

@@ -55,7 +55,10 @@ test('an entry reads back each name\'s candidates, in index order, and its table
   t.deepEqual(index.providerNames('libc6-abi'), ['libc6']);
   t.deepEqual(index.providerNames('zsh'), []);
   t.deepEqual(index.essentialNames(), ['dash']);
-  t.deepEqual(index.namesFromSources((s) => s.startsWith('lib') || s === 'glibc'), ['libc6', 'libcap2']);
+  t.deepEqual(index.namesFromSources('lib'), ['libcap2']);
+  t.deepEqual(index.namesFromSources('glibc'), ['libc6']);
+  t.deepEqual(index.namesFromSources('z'), ['zsh']);
+  t.deepEqual(index.namesFromSources('zz'), []);
 });
 
 test('a universe over cached entries answers and solves as over the same candidates in memory', async (t) => {
@@ -69,14 +72,14 @@ test('a universe over cached entries answers and solves as over the same candida
     candidates: u.names().map((n) => u.candidates(n)),
     providers: ['sh', 'libc6-abi', 'libc-dev-bin'].map((v) => u.providers(v)),
     essential: u.essential(),
-    fromSources: u.fromSources((s) => s === 'glibc'),
+    fromSources: u.fromSources('glibc'),
   });
   t.deepEqual(strip(cached), strip(memory));
   const request = { roots: [{ name: 'zsh' }, { name: 'sh' }], channels: ['stable', 'current'], hostDriver: false, withRecommends: false, withEssential: true };
   t.deepEqual(solve({ ...request, universe: cached }), solve({ ...request, universe: memory }));
 });
 
-test('an entry cut short or not of this format reads as missing; one damaged in place fails its check and its read', async (t) => {
+test('an entry cut short, not of this format or with damaged tables reads as missing; damaged candidates fail the check and the read', async (t) => {
   const dir = await written(CANDIDATES);
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   t.is(await checkIndexCache(dir), undefined);
@@ -85,10 +88,15 @@ test('an entry cut short or not of this format reads as missing; one damaged in 
   t.is(await readIndexCache(dir, 'stable', 0), undefined);
   t.regex((await checkIndexCache(dir))!, /cut short/);
   writeFileSync(join(dir, 'candidates'), blob);
-  const names = readFileSync(join(dir, 'names.json'), 'utf8');
-  writeFileSync(join(dir, 'names.json'), names.slice(0, names.length / 2));
+  const tables = readFileSync(join(dir, 'tables'));
+  writeFileSync(join(dir, 'tables'), tables.subarray(0, tables.length / 2));
   t.is(await readIndexCache(dir, 'stable', 0), undefined);
-  writeFileSync(join(dir, 'names.json'), names);
+  const flipped = Buffer.from(tables);
+  flipped[flipped.length - 1] = flipped[flipped.length - 1]! ^ 1;
+  writeFileSync(join(dir, 'tables'), flipped);
+  t.is(await readIndexCache(dir, 'stable', 0), undefined);
+  t.regex((await checkIndexCache(dir))!, /tables do not match their crc32/);
+  writeFileSync(join(dir, 'tables'), tables);
   // The same size, one byte changed: only the crc32 tells, and decoding that name.
   const damaged = Buffer.from(blob);
   damaged[0] = '{'.charCodeAt(0);

@@ -22,7 +22,7 @@ export function memoryIndex(candidates: Candidate[]): CandidateIndex {
     candidates: (name) => [...(byName.get(name) ?? [])],
     providerNames: (virtual) => sorted(providers.get(virtual) ?? []),
     essentialNames: () => sorted(candidates.filter((c) => c.essential).map((c) => c.name)),
-    namesFromSources: (accept) => sorted(candidates.filter((c) => accept(c.source)).map((c) => c.name)),
+    namesFromSources: (prefix) => sorted(candidates.filter((c) => c.source.startsWith(prefix)).map((c) => c.name)),
   };
 }
 
