@@ -226,7 +226,7 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
     await mkdir(blobs, { recursive: true });
     await mkdir(tmp, { recursive: true });
   });
-  if (!unregistered) registerUse(root);
+  if (!unregistered) await onDisk(root, 'its register of users (active/)', async () => registerUse(root));
   // What this process touches, for `strata gc`'s roots (engine/gc.ts).
   const touchedBlobs = new Set<string>();
   const touched = new Map<CacheNamespace, Set<string>>();
