@@ -3,8 +3,15 @@
  * strata's command line: maps verbs to lazily imported `commands/<verb>.ts` modules and turns errors into
  * exit codes. A StrataError is the user's to fix (message + hint, no stack); anything else is a bug.
  */
+import { enableCompileCache } from 'node:module';
 import { Command, CommanderError } from 'commander';
 import { StrataError, isStrataError, exitCodeFor } from './errors.ts';
+import { compileCacheDir } from './store/cacheDir.ts';
+
+// The commands' modules load from Node's compile cache, not stripped of their types and compiled again on every run
+// (a third of a warm `strata lock`). Without one (no store yet, or a cache that cannot be made) that is all it costs.
+const compiled = compileCacheDir();
+if (compiled !== undefined) enableCompileCache(compiled);
 
 const program = new Command();
 program

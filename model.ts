@@ -5,6 +5,7 @@
  * - channel:    one Debian-format archive suite (a mirror URL list, a suite, components, a keyring).
  *               The first channel declared is the *default channel*.
  * - candidate:  one binary package version offered by a channel's `Packages` index for one arch.
+ * - candidate index: one `Packages` index's candidates, looked up by name (decoded only when asked for).
  * - root:       a package the manifest names; everything else in a closure is a dependency.
  * - host-provided: a package the host supplies at run time (the NVIDIA driver's user-space half);
  *               it satisfies dependencies but never enters the closure.
@@ -196,6 +197,24 @@ export interface Candidate {
   description?: string;
   maintainer?: string;
   homepage?: string;
+}
+
+/**
+ * One index's candidates (a channel's `Packages` for one component), decoded on demand. The name tables answer the
+ * questions a lock asks of the whole index without decoding it; each may name more than the exact answer (the
+ * universe checks every candidate it gets back), never less, in any order.
+ */
+export interface CandidateIndex {
+  /** Every name that has a candidate. */
+  names(): readonly string[];
+  /** The candidates of `name` in index order, channel and rank set; none for a name the index lacks. */
+  candidates(name: string): Candidate[];
+  /** The names with a candidate whose Provides names `virtual`. */
+  providerNames(virtual: string): readonly string[];
+  /** The names with a candidate marked `Essential: yes`. */
+  essentialNames(): readonly string[];
+  /** The names with a candidate built from a source package whose name starts with `prefix`. */
+  namesFromSources(prefix: string): readonly string[];
 }
 
 /** A channel as it was locked: what was read and verified. */

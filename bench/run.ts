@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: strata beside its peers on the same work, reported as ratios.
  *
- *   lock     strata lock (warm indexes, --offline)      vs  apt-get install -s (warm lists)        same package set
+ *   lock     strata lock (warm indexes, --offline)      vs  apt-get install -s (warm lists)        same roots plus the
+ *            Essential names, same components: the environment below, and python3 alone (main); with peak memory
  *   realise  strata realise cold / warm / one-bump       vs  mmdebstrap --variant=essential into a tarball
  *            then BENCH_ADD roots added: layers new and bytes to re-ship
  *
@@ -15,9 +16,10 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync, readFileSync, rmSync, existsSync, copyFileSync, mkdtempSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { channelUrls, defaultKeyring } from '../channels/mirror.ts';
 import { parseLock, serializeLock } from '../lock/lockfile.ts';
+import type { Lockfile } from '../model.ts';
 import { rehashLock } from '../lock/verify.ts';
 import { privateApt, aptEssential } from '../tests/helpers/aptOracle.ts';
 
@@ -70,16 +72,31 @@ if (only.has('run')) benchRun();
 console.log('\n| work | strata | peer | ratio (peer / strata) | notes |\n| --- | --- | --- | --- | --- |');
 for (const r of rows) console.log(`| ${r.join(' | ')} |`);
 
+/**
+ * Warm `strata lock --offline` of `manifestPath` (its indexes cached by a first lock) beside `apt-get install -s` of
+ * the same roots plus the Essential names from the same components: medians of three, and each one's peak RSS.
+ */
+function benchLock(what: string, manifestPath: string, roots: string[], components: string[]): Lockfile {
+  timed(strata, ['lock', '-m', manifestPath], env); // cold: fetch and cache indexes
+  const runs = [0, 1, 2].map(() => timed(strata, ['lock', '-m', manifestPath, '--offline'], env));
+  const aptOpts = privateApt(join(dir, `apt-${components.join('-')}`), `deb [signed-by=${keyring}] ${mirror} ${suite} ${components.join(' ')}`);
+  const essential = aptEssential(aptOpts);
+  const aptRuns = [0, 1, 2].map(() => timed('apt-get', [...aptOpts, 'install', '-s', ...roots, ...essential]));
+  const lock = parseLock(readFileSync(join(dirname(manifestPath), 'strata.lock'), 'utf8'));
+  const peak = (ts: Timed[]) => Math.max(...ts.map((x) => x.maxRssMiB)).toFixed(0);
+  report(`lock ${what}, warm indexes (resolve + write)`, median(runs.map((x) => x.seconds)), median(aptRuns.map((x) => x.seconds)), 'apt-get install -s', `${lock.packages.length} packages; peak RSS ${peak(runs)} MiB, apt's ${peak(aptRuns)} MiB`);
+  return lock;
+}
+
 function benchLockAndRealise(): void {
   // ---- lock
   console.log(`environment: ${pkgs.length} roots from ${suite}`);
-  timed(strata, ['lock', '-m', manifest], env); // cold: fetch and cache indexes
-  const lockRuns = [0, 1, 2].map(() => timed(strata, ['lock', '-m', manifest, '--offline'], env).seconds);
-  const aptOpts = privateApt(join(dir, 'apt'), `deb [signed-by=${keyring}] ${mirror} ${suite} main contrib non-free`);
-  const essential = aptEssential(aptOpts);
-  const aptRuns = [0, 1, 2].map(() => timed('apt-get', [...aptOpts, 'install', '-s', ...pkgs, ...essential]).seconds);
-  const lock = parseLock(readFileSync(join(project, 'strata.lock'), 'utf8'));
-  report('lock (warm indexes, resolve + write)', median(lockRuns), median(aptRuns), 'apt-get install -s', `${lock.packages.length} packages`);
+  const lock = benchLock(`of the environment (${pkgs.length} roots)`, manifest, pkgs, ['main', 'contrib', 'non-free']);
+  const alone = join(dir, 'python3-project');
+  mkdirSync(alone, { recursive: true });
+  writeFileSync(join(alone, 'strata.toml'), `[project]\nname = "bench-python3"\narch = "amd64"\n\n[channels.stable]\nurl = "${mirror}"\nsuite = "${suite}"\n\n[packages]\npython3 = "*"\n`);
+  benchLock('of python3 alone', join(alone, 'strata.toml'), ['python3'], ['main']);
+  if (!only.has('realise') && !only.has('bump')) return;
 
   // ---- realise: cold, warm
   const bumpOnly = !only.has('realise');

@@ -13,10 +13,11 @@ import { sha256Hex as sha256 } from '../util/bytes.ts';
 import { parseParagraphs, parseParagraphStream, field } from '../debian/deb822.ts';
 import { httpGet, type Store } from '../store/store.ts';
 import { readBounded } from '../store/readBounded.ts';
+import { readIndexCache, writeIndexCache } from './indexCache.ts';
 import { MAX_KEYRING_BYTES } from '../limits.ts';
 import { channelUrls, defaultKeyring, isFlat, releaseDir, snapshotBases, snapshotTimestamp, snapshotUrl } from './mirror.ts';
 import type { Reporter } from '../report/reporter.ts';
-import type { Candidate, ChannelSpec, LockedChannel } from '../model.ts';
+import type { Candidate, CandidateIndex, ChannelSpec, LockedChannel } from '../model.ts';
 
 export interface ReleaseFile {
   suite: string;
@@ -31,7 +32,8 @@ export interface LoadedChannel {
   spec: ChannelSpec;
   rank: number;
   locked: LockedChannel;
-  candidates: Candidate[];
+  /** One per component, in the spec's order (a flat repository has one). */
+  indexes: CandidateIndex[];
 }
 
 export function parseRelease(text: string): ReleaseFile {
@@ -253,7 +255,7 @@ async function fetchRelease(
 }
 
 
-/** Loads one channel: verified Release, verified indexes, parsed candidates for `arch` and `all`. */
+/** Loads one channel: verified Release, verified indexes, their candidates for `arch` and `all`. */
 export async function loadChannel(
   spec: ChannelSpec,
   rank: number,
@@ -317,7 +319,7 @@ export async function loadChannel(
     }
   }
 
-  const candidates: Candidate[] = [];
+  const indexes: CandidateIndex[] = [];
   for (const component of flat ? [''] : spec.components) {
     const base = flat ? 'Packages' : `${component}/binary-${arch}/Packages`;
     const variant = ['.xz', '.gz', ''].map((ext) => base + ext).find((p) => release.files.has(p));
@@ -340,12 +342,12 @@ export async function loadChannel(
       reporter.info(`fetching ${label}`);
       path = await store.fetch({ urls: urls.map((u) => `${u}/${releaseDir(spec.suite)}${variant}`), sha256: want, size, label });
     }
-    candidates.push(...(await readIndex(store, path, want, arch, spec.name, rank)));
+    indexes.push(await readIndex(store, path, want, arch, spec.name, rank));
   }
   return {
     spec,
     rank,
-    candidates,
+    indexes,
     locked: {
       name: spec.name,
       suite: spec.suite,
@@ -361,21 +363,25 @@ export async function loadChannel(
 
 /**
  * The candidates of one verified index. Parsing a 100 MB index costs seconds, so the parsed form is kept beside the
- * store, keyed by the index's sha256 (the Release vouched for those bytes) and the arch; it is derived data, never
- * trusted for anything the hash does not cover.
+ * store (channels/indexCache.ts), keyed by the index's sha256 (the Release vouched for those bytes) and the arch; it
+ * is derived data, never trusted for anything the hash does not cover. An entry that does not read back whole is
+ * made again.
  */
-async function readIndex(store: Store, path: string, sha: string, arch: string, channel: string, rank: number): Promise<Candidate[]> {
+async function readIndex(store: Store, path: string, sha: string, arch: string, channel: string, rank: number): Promise<CandidateIndex> {
   const indexes = store.cache('indexes');
-  const cached = `${sha}-${arch}-${INDEX_CACHE_FORMAT}`;
-  // Unreadable or cut short reads as missing: the index is parsed again below.
-  const list0 = await indexes.readJson<Candidate[]>(cached);
-  if (list0) {
-    for (const c of list0) {
-      c.channel = channel;
-      c.channelRank = rank;
-    }
-    return list0;
-  }
+  const key = `${sha}-${arch}-${INDEX_CACHE_FORMAT}`;
+  const cached = await readIndexCache(indexes.path(key), channel, rank);
+  if (cached) return cached;
+  await indexes.remove(key);
+  const candidates = await parseIndex(path, arch, channel, rank);
+  const dir = await indexes.dir(key, (tmp) => writeIndexCache(tmp, candidates));
+  const written = await readIndexCache(dir, channel, rank);
+  if (!written) throw new Error(`the parsed index just written to ${dir} does not read back`);
+  return written;
+}
+
+/** The candidates for `arch` and `all` of the index file at `path` (xz, gzip or plain), in index order. */
+async function parseIndex(path: string, arch: string, channel: string, rank: number): Promise<Candidate[]> {
   const raw = await readFile(path);
   const text = path.endsWith('.xz') || isXz(raw) ? await xz.decompress(raw) : isGzip(raw) ? gunzipSync(raw) : raw;
   const list: Candidate[] = [];
@@ -383,11 +389,10 @@ async function readIndex(store: Store, path: string, sha: string, arch: string, 
     const c = toCandidate(p, channel, rank);
     if (c && (c.arch === arch || c.arch === 'all')) list.push(c);
   }
-  await indexes.writeJson(cached, list);
   return list;
 }
 
-const INDEX_CACHE_FORMAT = 'v1';
+const INDEX_CACHE_FORMAT = 'v2';
 const isXz = (b: Buffer) => b.length >= 6 && b.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]));
 const isGzip = (b: Buffer) => b.length >= 2 && b[0] === 0x1f && b[1] === 0x8b;
 

@@ -84,20 +84,13 @@ export async function compareOnline(manifest: Manifest, lock: Lockfile, ctx: Ctx
     skipped.push(`  ${name.padEnd(12)} ${String(0).padStart(5)}  not read; the lock takes no package from it`);
   });
   const loaded = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
-  const offered = new Map<string, Map<string, Candidate[]>>();
-  for (const l of loaded) {
-    const byName = new Map<string, Candidate[]>();
-    for (const c of l.candidates) {
-      const list = byName.get(c.name);
-      if (list) list.push(c);
-      else byName.set(c.name, [c]);
-    }
-    offered.set(l.spec.name, byName);
-  }
+  const indexes = new Map(loaded.map((l) => [l.spec.name, l.indexes]));
+  /** What channel `channel` offers under `name` now, in index order; undefined for a channel not loaded. */
+  const offered = (channel: string, name: string) => indexes.get(channel)?.flatMap((i) => i.candidates(name));
   const mismatches: OnlineMismatch[] = [];
   for (const { pkg: p, buildOf } of pinned) {
-    const index = offered.get(p.channel);
-    const why = index ? describe(p, index.get(p.name) ?? []) : `channel ${JSON.stringify(p.channel)} is not in the manifest`;
+    const now = offered(p.channel, p.name);
+    const why = now ? describe(p, now) : `channel ${JSON.stringify(p.channel)} is not in the manifest`;
     if (why) mismatches.push({ pkg: p, why, ...(buildOf ? { buildOf } : {}) });
   }
   // Requests the lock holds under no package of their name: a root must provide them (as the resolver chose it).
@@ -105,7 +98,7 @@ export async function compareOnline(manifest: Manifest, lock: Lockfile, ctx: Ctx
   const byName = new Map(lock.packages.map((p) => [p.name, p]));
   const rootProvides = lock.packages
     .filter((p) => p.root)
-    .map((p) => (offered.get(p.channel)?.get(p.name) ?? []).find((c) => exact(p, c)))
+    .map((p) => (offered(p.channel, p.name) ?? []).find((c) => exact(p, c)))
     .filter((c): c is Candidate => c !== undefined)
     .flatMap((c) => {
       try {

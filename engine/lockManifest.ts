@@ -44,7 +44,7 @@ export async function lockManifest(manifest: Manifest, ctx: Ctx, opts: { offline
     unread.set(rank, s.reason);
   });
   const loaded = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
-  const universe = new Universe(loaded.flatMap((l) => l.candidates), manifest.arch);
+  const universe = new Universe(loaded.flatMap((l) => l.indexes), manifest.arch);
   const indexed = Date.now();
   const recipes = (manifest.recipes ?? []).length > 0 ? await import('./lockRecipes.ts') : undefined;
   recipes?.checkRecipeNames(manifest, universe);
@@ -72,7 +72,7 @@ export async function lockManifest(manifest: Manifest, ctx: Ctx, opts: { offline
     const spec = manifest.channels[rank]!;
     reporter.warn(`channel "${spec.name}" could not be read (${(reason as StrataError).message.replace(/^channel "[^"]*": /, '')}); no package needs it, so the lock leaves it out and records it as unread`);
   }
-  reporter.info(`resolved ${solution.packages.length} packages from ${universe.byName.size} names in ${Date.now() - indexed} ms (indexes read in ${indexed - started} ms)`);
+  reporter.info(`resolved ${solution.packages.length} packages in ${Date.now() - indexed} ms (indexes read in ${indexed - started} ms)`);
   if (!manifest.withRecommends) {
     for (const line of describeSkippedRecommends(skippedLibraryRecommends(universe, solution.packages.map((p) => p.candidate)))) reporter.info(line);
   }

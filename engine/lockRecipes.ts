@@ -27,7 +27,7 @@ export function checkRecipeNames(manifest: Manifest, universe: Universe): void {
   for (const r of manifest.recipes ?? []) {
     for (const [field, list] of [['build-depends', r.buildDepends], ['depends', r.depends]] as const) {
       for (const p of packageRequests(list)) {
-        if (universe.byName.has(p.name) || universe.providers.has(p.name)) continue;
+        if (universe.known(p.name)) continue;
         const near = suggestNames(p.name, universe.names());
         throw new StrataError(
           'E_UNKNOWN_PACKAGE',

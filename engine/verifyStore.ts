@@ -9,7 +9,8 @@
  * - root filesystems: each tree is compared with what its recorded layers make (every path, type, file content and
  *   mode, symlink target; nothing extra). A tree without a record (made by an older strata) or whose layers left the
  *   store cannot be checked and is counted as such;
- * - the other cache records (channel pointers, parsed indexes, run pointers) must parse.
+ * - the other cache records (channel pointers, run pointers) must parse, and each parsed index read back whole (its
+ *   tables, and its candidates against their crc32).
  *
  * Nothing here prints: the command does.
  */
@@ -24,6 +25,7 @@ import { layerRecordProblem, type LayerRecord } from '../realiser/layers.ts';
 import { unpackedMetaProblem } from '../realiser/realise.ts';
 import type { UnpackedDeb } from '../realiser/deb.ts';
 import { checkRootfs, type RootfsRecord } from '../run/rootfs.ts';
+import { checkIndexCache } from '../channels/indexCache.ts';
 
 export interface Damage {
   /** The entry, e.g. `blob sha256:…`, `unpacked tree of <sha>`. */
@@ -174,15 +176,24 @@ async function checkRootfses(v: Pass): Promise<void> {
   bar.done();
 }
 
-/** The small records (channel pointers, parsed indexes, run pointers) must parse. */
+/** The small records (channel pointers, run pointers) must parse; a parsed index must read back whole. */
 async function checkRecords(v: Pass): Promise<void> {
   for (const ns of ['channels', 'indexes', 'run'] as const) {
     const c = v.store.cache(ns);
-    for (const key of (await c.list()).json) {
+    const { json, dirs } = await c.list();
+    for (const key of json) {
       v.report.records.checked++;
       const r = await c.readEntry(key);
       if (r.state !== 'damaged') continue;
       v.damaged(`${ns} record ${key}`, r.reason);
+      if (!v.o.dryRun) await c.remove(key);
+    }
+    if (ns !== 'indexes') continue;
+    for (const key of dirs) {
+      v.report.records.checked++;
+      const problem = await checkIndexCache(c.path(key));
+      if (problem === undefined) continue;
+      v.damaged(`parsed index ${key}`, problem);
       if (!v.o.dryRun) await c.remove(key);
     }
   }

@@ -31,10 +31,10 @@ async function lockedCandidates(manifest: Manifest, lock: Lockfile, ctx: Ctx): P
   const quiet = { ...ctx.reporter, info: () => {} };
   try {
     const loaded = await Promise.all(manifest.channels.map((c, rank) => loadChannel(c, rank, manifest.arch, ctx.store, quiet, { offline: true })));
-    const bySha = new Map(loaded.flatMap((l) => l.candidates).map((c) => [c.sha256, c]));
+    const indexes = loaded.flatMap((l) => l.indexes);
     const out = new Map<string, Candidate>();
     for (const p of lock.packages) {
-      const c = bySha.get(p.sha256);
+      const c = indexes.flatMap((i) => i.candidates(p.name)).find((x) => x.sha256 === p.sha256);
       if (c) out.set(p.name, c);
     }
     return out;

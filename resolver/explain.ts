@@ -95,8 +95,8 @@ function describeRequest(r: PackageRequest): string {
 function alternativesDetail(u: Universe, group: Relation[]): string {
   const parts: string[] = [];
   for (const r of group) {
-    const real = u.byName.get(r.name) ?? [];
-    const providers = u.providers.get(r.name) ?? [];
+    const real = u.candidates(r.name);
+    const providers = u.providers(r.name);
     if (real.length === 0 && providers.length === 0) {
       parts.push(`${r.name} exists in no channel`);
       continue;

@@ -31,7 +31,7 @@ export function skippedLibraryRecommends(u: Universe, chosen: Candidate[]): Skip
       const first = group[0];
       if (!first || names.has(first.name)) continue;
       const candidate = u.satisfiers(first)[0];
-      if (!candidate || !isLibrary(u.byName.get(first.name)?.[0] ?? candidate, first.name)) continue;
+      if (!candidate || !isLibrary(u.candidates(first.name)[0] ?? candidate, first.name)) continue;
       let by = out.get(first.name);
       if (!by) out.set(first.name, (by = new Set()));
       by.add(c.name);

@@ -68,18 +68,15 @@ export interface Solution {
   hostProvided: HostProvided[];
 }
 
-const HOST_DRIVER_SOURCE = /^nvidia-graphics-drivers/;
+/** The NVIDIA driver's source packages: `nvidia-graphics-drivers`, and the branches Debian names after it (`-tesla-535`). */
+const HOST_DRIVER_SOURCE = 'nvidia-graphics-drivers';
 
 /** Names (real and virtual) that the host provides when the driver comes from the host. */
 export function hostProvidedNames(u: Universe): Set<string> {
   const names = new Set<string>();
-  for (const [name, list] of u.byName) {
-    for (const c of list) {
-      if (HOST_DRIVER_SOURCE.test(c.source)) {
-        names.add(name);
-        for (const p of u.parse(c).provides) names.add(p.name);
-      }
-    }
+  for (const c of u.fromSources(HOST_DRIVER_SOURCE)) {
+    names.add(c.name);
+    for (const p of u.parse(c).provides) names.add(p.name);
   }
   return names;
 }
@@ -97,9 +94,7 @@ export function rootCandidates(u: Universe, r: PackageRequest): Candidate[] {
 /** Names marked `Essential: yes` by the default channel (rank 0), minus what the host provides; sorted. */
 export function essentialNames(u: Universe, host: Set<string> = new Set()): string[] {
   const names = new Set<string>();
-  for (const [name, list] of u.byName) {
-    if (!host.has(name) && list.some((c) => c.essential && c.channelRank === 0)) names.add(name);
-  }
+  for (const c of u.essential()) if (c.channelRank === 0 && !host.has(c.name)) names.add(c.name);
   return [...names].sort(cmp);
 }
 
@@ -177,7 +172,7 @@ function solveRoots(req: SolveRequest, roots: PackageRequest[], defaulted: Set<s
 
   // Requests that cannot possibly be met are reported before any search.
   for (const r of req.roots) {
-    if (!u.byName.has(r.name) && !u.providers.has(r.name)) {
+    if (!u.known(r.name)) {
       const near = suggestNames(r.name, u.names());
       throw new StrataError(
         'E_UNKNOWN_PACKAGE',
@@ -189,7 +184,7 @@ function solveRoots(req: SolveRequest, roots: PackageRequest[], defaulted: Set<s
       throw new StrataError('E_UNSATISFIABLE', `package "${r.name}" belongs to the NVIDIA driver, which [gpu] driver = "host" takes from the host at run time`, `remove it from [packages]; strata run passes the host's driver through`);
     }
     if (rootCandidates(u, r).length === 0) {
-      const have = [...(u.byName.get(r.name) ?? [])].map((c) => `${c.version} (${c.channel})`);
+      const have = u.candidates(r.name).map((c) => `${c.version} (${c.channel})`);
       const want = [r.constraint ? `${r.constraint.op} ${r.constraint.version}` : '', r.channel ? `from channel ${r.channel}${defaulted.has(r.name) ? ' (the default channel: the manifest names none for it)' : ''}` : ''].filter(Boolean).join(' ');
       throw new StrataError(
         'E_UNSATISFIABLE',
@@ -216,7 +211,7 @@ function solveRoots(req: SolveRequest, roots: PackageRequest[], defaulted: Set<s
   for (const r of required) for (const c of rootCandidates(u, r)) want(c.name);
   for (let qi = 0; qi < queue.length; qi++) {
     const name = queue[qi]!;
-    for (const c of u.byName.get(name) ?? []) {
+    for (const c of u.candidates(name)) {
       const p = u.parse(c);
       const groups = req.withRecommends ? [...p.depends, ...p.recommends] : p.depends;
       for (const g of groups) {
@@ -227,7 +222,7 @@ function solveRoots(req: SolveRequest, roots: PackageRequest[], defaulted: Set<s
   }
   const names = [...needed].sort(cmp);
   const cands: Candidate[] = [];
-  for (const n of names) for (const c of u.byName.get(n) ?? []) cands.push(c);
+  for (const n of names) cands.push(...u.candidates(n));
   const sat = new SatSolver();
   const vars = new Map<Candidate, number>();
   for (const c of cands) vars.set(c, sat.newVar());
@@ -239,7 +234,7 @@ function solveRoots(req: SolveRequest, roots: PackageRequest[], defaulted: Set<s
   const constraints: Constraint[] = [];
   const structural: number[][] = [];
   for (const n of names) {
-    const list = u.byName.get(n)!;
+    const list = u.candidates(n);
     for (let i = 0; i < list.length; i++) for (let j = i + 1; j < list.length; j++) structural.push([-v(list[i]!), -v(list[j]!)]);
   }
   for (const r of required) {
@@ -377,7 +372,7 @@ function solveRoots(req: SolveRequest, roots: PackageRequest[], defaulted: Set<s
   const updateTerms: number[] = [];
   const updateWeights: number[] = [];
   for (const n of names) {
-    const list = u.byName.get(n)!;
+    const list = u.candidates(n);
     const perChannel = new Map<string, Candidate[]>();
     for (const c of list) {
       if (!perChannel.has(c.channel)) perChannel.set(c.channel, []);
@@ -410,7 +405,7 @@ function solveRoots(req: SolveRequest, roots: PackageRequest[], defaulted: Set<s
   for (const n of names) {
     const was = req.keep?.get(n);
     if (!was) continue;
-    const list = u.byName.get(n)!;
+    const list = u.candidates(n);
     if (!list.some((c) => c.version === was.version && c.channel === was.channel)) continue;
     for (const c of list) if (c.version !== was.version || c.channel !== was.channel) keepTerms.push(v(c));
   }

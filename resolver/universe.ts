@@ -1,11 +1,12 @@
 /**
- * The universe: every candidate of every channel, indexed by name and by the virtual names they provide, with
- * Debian's rules for which candidates satisfy or conflict with a relation.
+ * The universe: every candidate of every channel, looked up by name and by the virtual names they provide, with
+ * Debian's rules for which candidates satisfy or conflict with a relation. It reads the channels' indexes on demand:
+ * a lock decodes only the names it reaches, never the whole archive.
  */
 import { parseRelations, parseProvides, satisfiesVersion, type Relation } from '../debian/relation.ts';
 import { compareVersions } from '../debian/version.ts';
 import { cmp } from '../util/order.ts';
-import type { Candidate } from '../model.ts';
+import type { Candidate, CandidateIndex } from '../model.ts';
 
 export interface Provided {
   candidate: Candidate;
@@ -23,30 +24,71 @@ export interface Parsed {
 
 export class Universe {
   readonly arch: string;
-  readonly byName = new Map<string, Candidate[]>();
-  readonly providers = new Map<string, Provided[]>();
+  private readonly indexes: readonly CandidateIndex[];
+  private readonly byName = new Map<string, Candidate[]>();
+  private readonly byVirtual = new Map<string, Provided[]>();
   private readonly parsed = new Map<Candidate, Parsed>();
+  private allNames: string[] | undefined;
 
-  constructor(candidates: Candidate[], arch: string) {
+  /** `indexes` in channel order (rank), and within a channel in component order. */
+  constructor(indexes: readonly CandidateIndex[], arch: string) {
+    this.indexes = indexes;
     this.arch = arch;
-    // Deterministic order: name, then channel rank, then version descending.
-    const sorted = [...candidates].sort(
-      (a, b) => cmp(a.name, b.name) || a.channelRank - b.channelRank || compareVersions(b.version, a.version) || cmp(a.arch, b.arch),
-    );
-    for (const c of sorted) {
-      let list = this.byName.get(c.name);
-      if (!list) this.byName.set(c.name, (list = []));
-      // A channel lists one version of a name once; keep the first (native arch sorts before `all`? either is fine).
-      if (list.some((x) => x.channel === c.channel && x.version === c.version)) continue;
-      list.push(c);
-      for (const p of this.parse(c).provides) {
-        let pl = this.providers.get(p.name);
-        if (!pl) this.providers.set(p.name, (pl = []));
-        const entry: Provided = { candidate: c };
-        if (p.version !== undefined) entry.version = p.version;
-        pl.push(entry);
-      }
+  }
+
+  /**
+   * The candidates of a name, in the universe's deterministic order: channel rank, then version descending, then
+   * arch; a version a channel lists twice (native and `all`, or a repeated entry) is kept once, the first.
+   */
+  candidates(name: string): readonly Candidate[] {
+    let list = this.byName.get(name);
+    if (!list) {
+      const all = this.indexes.flatMap((i) => i.candidates(name));
+      all.sort((a, b) => a.channelRank - b.channelRank || compareVersions(b.version, a.version) || cmp(a.arch, b.arch));
+      list = [];
+      for (const c of all) if (!list.some((x) => x.channel === c.channel && x.version === c.version)) list.push(c);
+      this.byName.set(name, list);
     }
+    return list;
+  }
+
+  /** The candidates that provide `virtual`, one entry per Provides of it, in name order, then each name's order. */
+  providers(virtual: string): readonly Provided[] {
+    let list = this.byVirtual.get(virtual);
+    if (!list) {
+      list = [];
+      for (const name of this.union((i) => i.providerNames(virtual))) {
+        for (const c of this.candidates(name)) {
+          for (const p of this.parse(c).provides) {
+            if (p.name !== virtual) continue;
+            list.push(p.version !== undefined ? { candidate: c, version: p.version } : { candidate: c });
+          }
+        }
+      }
+      this.byVirtual.set(virtual, list);
+    }
+    return list;
+  }
+
+  /** Whether any channel has `name` as a package or as a virtual package. */
+  known(name: string): boolean {
+    return this.candidates(name).length > 0 || this.providers(name).length > 0;
+  }
+
+  /** The candidates marked `Essential: yes`, in name order. */
+  essential(): Candidate[] {
+    return this.union((i) => i.essentialNames()).flatMap((n) => this.candidates(n).filter((c) => c.essential));
+  }
+
+  /** The candidates built from a source package whose name starts with `prefix`, in name order. */
+  fromSources(prefix: string): Candidate[] {
+    return this.union((i) => i.namesFromSources(prefix)).flatMap((n) => this.candidates(n).filter((c) => c.source.startsWith(prefix)));
+  }
+
+  /** All names in the universe, sorted, for suggestions. */
+  names(): readonly string[] {
+    this.allNames ??= this.union((i) => i.names());
+    return this.allNames;
   }
 
   parse(c: Candidate): Parsed {
@@ -74,10 +116,10 @@ export class Universe {
   satisfiers(r: Relation): Candidate[] {
     if (!this.archOk(r)) return [];
     const out: Candidate[] = [];
-    for (const c of this.byName.get(r.name) ?? []) {
+    for (const c of this.candidates(r.name)) {
       if (r.op === undefined || satisfiesVersion(c.version, r.op, r.version!)) out.push(c);
     }
-    for (const p of this.providers.get(r.name) ?? []) {
+    for (const p of this.providers(r.name)) {
       if (r.op === undefined || (p.version !== undefined && satisfiesVersion(p.version, r.op, r.version!))) {
         if (!out.includes(p.candidate)) out.push(p.candidate);
       }
@@ -90,12 +132,11 @@ export class Universe {
     return this.satisfiers(r).filter((c) => c.name !== owner.name);
   }
 
-  /** All names in the universe, for suggestions. */
-  names(): string[] {
-    return [...this.byName.keys()];
+  /** The names every index's table gives, merged: sorted (code-unit order), each once. */
+  private union(table: (i: CandidateIndex) => readonly string[]): string[] {
+    return [...new Set(this.indexes.flatMap((i) => [...table(i)]))].sort(cmp);
   }
 }
-
 
 export function describeCandidate(c: Candidate): string {
   return `${c.name} ${c.version} (${c.channel})`;

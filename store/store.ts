@@ -29,11 +29,11 @@
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
 import { lstat, mkdir, mkdtemp, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { isAbsolute, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { StrataError } from '../errors.ts';
 import { CACHE_NAMESPACES, openCache, removeAll, type CacheNamespace, type DerivedCache } from './cache.ts';
 import { isLeftover, ownerTag } from './leftovers.ts';
+import { defaultCacheDir } from './cacheDir.ts';
 import { registerUse, type Used } from './active.ts';
 import {
   backoffDelay,
@@ -122,15 +122,9 @@ export type StoreOptions = Partial<RetryPolicy> & {
   unregistered?: boolean;
 };
 
-const WRITE_BATCH = 1 << 20;
+export { defaultCacheDir };
 
-/** $STRATA_CACHE_DIR, else $XDG_CACHE_HOME/strata, else ~/.cache/strata. */
-export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.STRATA_CACHE_DIR) return resolve(env.STRATA_CACHE_DIR);
-  // The XDG spec says relative values are invalid and must be ignored.
-  if (env.XDG_CACHE_HOME && isAbsolute(env.XDG_CACHE_HOME)) return join(env.XDG_CACHE_HOME, 'strata');
-  return join(homedir(), '.cache', 'strata');
-}
+const WRITE_BATCH = 1 << 20;
 
 function checkHex(sha256: string): string {
   const hex = sha256.startsWith('sha256:') ? sha256.slice(7) : sha256;
@@ -232,7 +226,7 @@ export async function openStore(root: string = defaultCacheDir(), opts: StoreOpt
     await mkdir(blobs, { recursive: true });
     await mkdir(tmp, { recursive: true });
   });
-  if (!unregistered) registerUse(root);
+  if (!unregistered) await onDisk(root, 'its register of users (active/)', async () => registerUse(root));
   // What this process touches, for `strata gc`'s roots (engine/gc.ts).
   const touchedBlobs = new Set<string>();
   const touched = new Map<CacheNamespace, Set<string>>();

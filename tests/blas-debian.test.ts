@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from './helpers/project.ts';
-import { reachableDebianMirror } from './helpers/debianMirror.ts';
+import { debianMirrorOrSkip } from './helpers/debianMirror.ts';
 
 const CHECK = `
 import numpy, scipy.linalg, threadpoolctl
@@ -33,12 +33,8 @@ for (const blas of ['openblas', 'mkl'] as const) {
       return;
     }
     t.timeout(20 * 60_000);
-    const m = await reachableDebianMirror();
-    if ('skip' in m) {
-      t.log(`skipped: ${m.skip}`);
-      t.pass();
-      return;
-    }
+    const m = await debianMirrorOrSkip(t);
+    if (!m) return;
     const dir = mkdtempSync(join(tmpdir(), `strata-blas-${blas}-`));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     writeFileSync(

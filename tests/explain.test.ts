@@ -4,7 +4,7 @@
  * conflict. Each must be refuted and explained, in bounded time, without recursion.
  */
 import test from 'ava';
-import { Universe } from '../resolver/universe.ts';
+import { universeOf } from './helpers/universe.ts';
 import { solve } from '../resolver/solve.ts';
 import { minimalCore, type Constraint } from '../resolver/explain.ts';
 import { StrataError } from '../errors.ts';
@@ -23,7 +23,7 @@ function unsatisfiable(cands: Candidate[], roots: string[]): { message: string; 
   const started = process.cpuUsage();
   const err = (() => {
     try {
-      solve({ universe: new Universe(cands, 'amd64'), roots: roots.map((name) => ({ name })), channels: ['stable'], hostDriver: false, withRecommends: false });
+      solve({ universe: universeOf(cands), roots: roots.map((name) => ({ name })), channels: ['stable'], hostDriver: false, withRecommends: false });
     } catch (e) {
       return e;
     }

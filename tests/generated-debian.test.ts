@@ -10,17 +10,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from './helpers/project.ts';
-import { reachableDebianMirror } from './helpers/debianMirror.ts';
+import { debianMirrorOrSkip } from './helpers/debianMirror.ts';
 
 const digestOf = (stdout: string) => /^image (sha256:[0-9a-f]{64})$/m.exec(stdout)?.[1];
 
 test('trixie ca-certificates + python3-numpy: CA bundle and hash links, ld.so.cache, bytecode; one digest from two caches', async (t) => {
-  const m = await reachableDebianMirror();
-  if ('skip' in m) {
-    t.log(`skipped: ${m.skip}`);
-    t.pass();
-    return;
-  }
+  const m = await debianMirrorOrSkip(t);
+  if (!m) return;
   const dir = mkdtempSync(join(tmpdir(), 'strata-generated-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'strata.toml'), `[project]\nname = "generated-e2e"\narch = "amd64"\n\n[channels.stable]\nurl = "${m.url}"\nsuite = "trixie"\ncomponents = ["main"]\n\n[packages]\nca-certificates = "*"\npython3 = "*"\npython3-numpy = "*"\n`);

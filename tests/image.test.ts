@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { startDockerd } from './helpers/dockerd.ts';
-import { reachableDebianMirror } from './helpers/debianMirror.ts';
+import { debianMirrorOrSkip } from './helpers/debianMirror.ts';
 import { runCli } from './helpers/project.ts';
 import { dockerConfig, haveRegistry, startRegistry } from './helpers/registry.ts';
 
@@ -58,8 +58,8 @@ test.serial('npm run image builds strata in a container, twice to one image ID, 
     if (!has(cmd)) return void (t.log(`skipped: ${cmd} is not installed (scripts/setup-host.sh installs it)`), t.pass());
   }
   if (!haveRegistry()) return void (t.log('skipped: docker-registry is not installed (scripts/setup-host.sh installs it)'), t.pass());
-  const m = await reachableDebianMirror();
-  if ('skip' in m) return void (t.log(`skipped: ${m.skip}`), t.pass());
+  const m = await debianMirrorOrSkip(t);
+  if (!m) return;
 
   const started = Date.now();
   const dir = mkdtempSync(join(tmpdir(), 'strata-image-'));

@@ -10,18 +10,14 @@ import { loadManifest } from '../manifest/manifest.ts';
 import { lockManifest } from '../engine/lockManifest.ts';
 import { openStore } from '../store/store.ts';
 import { quietReporter } from '../report/reporter.ts';
-import { reachableDebianMirror } from './helpers/debianMirror.ts';
+import { debianMirrorOrSkip } from './helpers/debianMirror.ts';
 import { privateApt, aptPlan, aptEssential, aptWithHostDriver } from './helpers/aptOracle.ts';
 
 const ROOTS = ['git', 'python3', 'python3-numpy', 'python3-scipy', 'libhdf5-dev'];
 
 test.serial('a trixie lock equals apt\'s own plan, and locking twice gives the same bytes', async (t) => {
-  const m = await reachableDebianMirror();
-  if ('skip' in m) {
-    t.log(`skipped: ${m.skip}`);
-    t.pass();
-    return;
-  }
+  const m = await debianMirrorOrSkip(t);
+  if (!m) return;
   const dir = mkdtempSync(join(tmpdir(), 'strata-debian-'));
   const manifestPath = join(dir, 'strata.toml');
   writeFileSync(manifestPath, `[project]\nname = "oracle"\narch = "amd64"\n\n[channels.stable]\nurl = "${m.url}"\nsuite = "trixie"\ncomponents = ["main"]\n\n[packages]\n${ROOTS.map((r) => `${r} = "*"`).join('\n')}\n`);
@@ -77,12 +73,8 @@ const KNOWN_DIFFERENCES: Record<string, string[]> = {
 };
 
 test.serial('varied environments lock to what apt installs, package by package and version by version', async (t) => {
-  const m = await reachableDebianMirror();
-  if ('skip' in m) {
-    t.log(`skipped: ${m.skip}`);
-    t.pass();
-    return;
-  }
+  const m = await debianMirrorOrSkip(t);
+  if (!m) return;
   const dir = mkdtempSync(join(tmpdir(), 'strata-apt-diff-'));
   const started = Date.now();
   const aptOpts = privateApt(join(dir, 'apt'), `deb [signed-by=${m.keyring}] ${m.url} trixie main contrib non-free`);

@@ -14,7 +14,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from './helpers/project.ts';
-import { reachableDebianMirror } from './helpers/debianMirror.ts';
+import { debianMirrorOrSkip } from './helpers/debianMirror.ts';
 import { diffTrees, type TreeDifference } from './helpers/treeDiff.ts';
 import { parseLock } from '../lock/lockfile.ts';
 
@@ -66,12 +66,8 @@ for (const env of ENVIRONMENTS.filter((e) => !only || only.includes(e.name))) {
       return;
     }
     t.timeout(40 * 60_000);
-    const m = await reachableDebianMirror();
-    if ('skip' in m) {
-      t.log(`skipped: ${m.skip}`);
-      t.pass();
-      return;
-    }
+    const m = await debianMirrorOrSkip(t);
+    if (!m) return;
     const dir = mkdtempSync(join(process.env.STRATA_TEST_ORACLE_OUT ?? tmpdir(), `strata-oracle-${env.name}-`));
     // STRATA_TEST_ORACLE_OUT=DIR keeps both trees there, to look at the differences.
     if (!process.env.STRATA_TEST_ORACLE_OUT) t.teardown(() => rmSync(dir, { recursive: true, force: true }));

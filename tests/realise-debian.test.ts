@@ -8,18 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { runCli } from './helpers/project.ts';
-import { reachableDebianMirror } from './helpers/debianMirror.ts';
+import { debianMirrorOrSkip } from './helpers/debianMirror.ts';
 import { startDockerd } from './helpers/dockerd.ts';
 
 const strata = (args: string[], cwd: string, env: NodeJS.ProcessEnv) => runCli(args, { cwd, env });
 
 test('trixie python3 + numpy: realise, load into Docker, run numpy and dpkg -l', async (t) => {
-  const m = await reachableDebianMirror();
-  if ('skip' in m) {
-    t.log(`skipped: ${m.skip}`);
-    t.pass();
-    return;
-  }
+  const m = await debianMirrorOrSkip(t);
+  if (!m) return;
   const dir = mkdtempSync(join(tmpdir(), 'strata-numpy-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'strata.toml'), `[project]\nname = "numpy-e2e"\narch = "amd64"\n\n[channels.stable]\nurl = "${m.url}"\nsuite = "trixie"\ncomponents = ["main"]\n\n[packages]\npython3 = "*"\npython3-numpy = "*"\ndpkg = "*"\n`);

@@ -11,7 +11,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from './helpers/project.ts';
-import { reachableDebianMirror } from './helpers/debianMirror.ts';
+import { debianMirrorOrSkip } from './helpers/debianMirror.ts';
 import { serveMirror } from './helpers/mirror.ts';
 
 const FILES: Record<string, string> = {
@@ -36,12 +36,8 @@ const FILES: Record<string, string> = {
 };
 
 test('trixie gcc, make and libc6-dev build a C library and a program linked to it, which runs under strata run', async (t) => {
-  const m = await reachableDebianMirror();
-  if ('skip' in m) {
-    t.log(`skipped: ${m.skip}`);
-    t.pass();
-    return;
-  }
+  const m = await debianMirrorOrSkip(t);
+  if (!m) return;
   const dir = mkdtempSync(join(tmpdir(), 'strata-recipe-c-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const served = join(dir, 'served');

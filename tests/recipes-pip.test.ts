@@ -14,7 +14,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from './helpers/project.ts';
-import { reachableDebianMirror } from './helpers/debianMirror.ts';
+import { debianMirrorOrSkip } from './helpers/debianMirror.ts';
 import { makeWheel, serveIndex } from './helpers/pipIndex.ts';
 import { VENV_DIR } from '../engine/freeze.ts';
 
@@ -58,12 +58,8 @@ const manifest = (mirror: string, index: string, requirements: string[]) =>
   ].join('\n');
 
 test('a pip recipe from a loopback simple index: locked by hash, imported under strata run, reproducible, verified; then strata freeze', async (t) => {
-  const m = await reachableDebianMirror();
-  if ('skip' in m) {
-    t.log(`skipped: ${m.skip}`);
-    t.pass();
-    return;
-  }
+  const m = await debianMirrorOrSkip(t);
+  if (!m) return;
   const dir = mkdtempSync(join(tmpdir(), 'strata-pip-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const root = join(dir, 'index');

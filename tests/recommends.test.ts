@@ -4,7 +4,7 @@
  * `[alternatives] blas = ...` add to the environment, and which registered alternative `blas` picks.
  */
 import test from 'ava';
-import { Universe } from '../resolver/universe.ts';
+import { universeOf } from './helpers/universe.ts';
 import { solve } from '../resolver/solve.ts';
 import { skippedLibraryRecommends, describeSkippedRecommends } from '../resolver/skippedRecommends.ts';
 import { parseManifest } from '../manifest/manifest.ts';
@@ -32,7 +32,7 @@ test('the summary names skipped Recommends that are libraries, once each, with w
     pkg('python3-numpy', { section: 'python', depends: 'libmkl-rt', recommends: 'python3-pytest, libgcc-14-dev | libomp-dev' }),
     pkg('libomp-dev-user', { section: 'libs', depends: 'libomp-19-dev', recommends: 'libomp-x.y-dev' }),
   ];
-  const u = new Universe(cands, 'amd64');
+  const u = universeOf(cands);
   const sol = solve({ universe: u, roots: [{ name: 'python3-numpy' }, { name: 'libmkl-dev' }], channels: ['stable'], hostDriver: false, withRecommends: false });
   const skipped = skippedLibraryRecommends(u, sol.packages.map((p) => p.candidate));
   t.deepEqual(skipped, [

@@ -10,7 +10,7 @@ import { mkdtempSync, copyFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { reachableDebianMirror } from './helpers/debianMirror.ts';
+import { debianMirrorOrSkip } from './helpers/debianMirror.ts';
 import { runCli } from './helpers/project.ts';
 import { startDockerd } from './helpers/dockerd.ts';
 import { haveRegistry, startRegistry } from './helpers/registry.ts';
@@ -20,12 +20,8 @@ const imageLine = (stdout: string) => /^image (sha256:[0-9a-f]{64})$/m.exec(stdo
 
 test('trixie python3: pushed, pulled by dockerd and run with python3 -c; realised from the cache on a machine with no mirror, same digest', async (t) => {
   t.timeout(20 * 60_000);
-  const m = await reachableDebianMirror();
-  if ('skip' in m) {
-    t.log(`skipped: ${m.skip}`);
-    t.pass();
-    return;
-  }
+  const m = await debianMirrorOrSkip(t);
+  if (!m) return;
   if (!haveRegistry()) throw new Error('docker-registry is not installed (scripts/setup-host.sh installs it)');
   const reg = await startRegistry();
   const dirA = mkdtempSync(join(tmpdir(), 'strata-py-a-'));

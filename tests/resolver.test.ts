@@ -1,5 +1,5 @@
 import test from 'ava';
-import { Universe } from '../resolver/universe.ts';
+import { universeOf } from './helpers/universe.ts';
 import { solve, type SolveRequest } from '../resolver/solve.ts';
 import { StrataError } from '../errors.ts';
 import { parseConstraint } from '../debian/relation.ts';
@@ -45,7 +45,7 @@ function req(spec: string): PackageRequest {
 }
 
 function run(cands: Candidate[], roots: string[], extra: Partial<SolveRequest> = {}) {
-  return solve({ universe: new Universe(cands, 'amd64'), roots: roots.map(req), channels: CHANNELS, hostDriver: false, withRecommends: false, ...extra });
+  return solve({ universe: universeOf(cands), roots: roots.map(req), channels: CHANNELS, hostDriver: false, withRecommends: false, ...extra });
 }
 
 function chosen(sol: ReturnType<typeof solve>): string[] {

@@ -1,11 +1,18 @@
 /**
  * The real Debian archive for integration tests: its URL comes from STRATA_DEBIAN_MIRROR or the host's apt
- * sources (never from code). `reachableDebianMirror()` answers undefined, with a reason, when it cannot be used.
+ * sources (never from code). `reachableDebianMirror()` answers with a reason instead when it cannot be used, and
+ * `debianMirrorOrSkip` turns that reason into a passing test that says why it was skipped.
  */
+import type { ExecutionContext } from 'ava';
 import { channelUrls, defaultKeyring } from '../../channels/mirror.ts';
 import { httpGet } from '../../store/store.ts';
 
-export async function reachableDebianMirror(suite = 'trixie'): Promise<{ url: string; keyring: string } | { skip: string }> {
+export interface DebianMirror {
+  url: string;
+  keyring: string;
+}
+
+export async function reachableDebianMirror(suite = 'trixie'): Promise<DebianMirror | { skip: string }> {
   let urls: string[];
   try {
     urls = channelUrls({ name: 'debian', urls: [] });
@@ -21,4 +28,22 @@ export async function reachableDebianMirror(suite = 'trixie'): Promise<{ url: st
     return { skip: `the Debian mirror is unreachable: ${(e as Error).message.split('\n')[0]}` };
   }
   return { url: urls[0]!, keyring };
+}
+
+/**
+ * The mirror, when it serves every one of `suites`; otherwise the test logs why it is skipped and passes, and this
+ * gives undefined (the test then returns).
+ */
+export async function debianMirrorOrSkip(t: ExecutionContext, suites: string[] = ['trixie']): Promise<DebianMirror | undefined> {
+  let mirror: DebianMirror | undefined;
+  for (const suite of suites) {
+    const m = await reachableDebianMirror(suite);
+    if ('skip' in m) {
+      t.log(`skipped: ${m.skip}`);
+      t.pass();
+      return undefined;
+    }
+    mirror = m;
+  }
+  return mirror;
 }
