@@ -6,7 +6,7 @@
 import { dirname } from 'node:path';
 import { loadManifest } from '../manifest/manifest.ts';
 import { StrataError } from '../errors.ts';
-import { openProjectCtx } from '../engine/ctx.ts';
+import { openProjectCtx } from '../engine/projectCtx.ts';
 import { ensureLock } from '../engine/ensureLock.ts';
 import { ensureRootfs } from '../engine/ensureEnvironment.ts';
 import { checkRecipe, ensureRecipeOutputs, type RecipeBuildOptions } from '../engine/buildRecipes.ts';

@@ -7,7 +7,7 @@ import { ociLayoutSink, dockerArchiveSink, dockerLoadSink, type ImageSink } from
 import { parseReference } from '../realiser/oci/reference.ts';
 import { StrataError } from '../errors.ts';
 import { formatBytes } from '../report/reporter.ts';
-import { openProjectCtx } from '../engine/ctx.ts';
+import { openProjectCtx } from '../engine/projectCtx.ts';
 import { ensureLock } from '../engine/ensureLock.ts';
 import { realiseLock } from '../engine/ensureEnvironment.ts';
 

@@ -13,7 +13,8 @@ import { loadManifest } from '../manifest/manifest.ts';
 import { StrataError } from '../errors.ts';
 import { gpuForImage, gpuForRun } from '../run/gpu.ts';
 import { hostFacts, runSpecFor } from '../run/runSpec.ts';
-import { openCtx, openProjectCtx } from '../engine/ctx.ts';
+import { openCtx } from '../engine/ctx.ts';
+import { openProjectCtx } from '../engine/projectCtx.ts';
 import { ensureLock } from '../engine/ensureLock.ts';
 import { pickBackend } from '../engine/backends.ts';
 

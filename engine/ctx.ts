@@ -2,13 +2,12 @@
  * What every workflow of the engine is given: the one store and the one reporter of this invocation, built once at
  * the top (by a command) and passed down. The engine never prints and never reads the process's arguments.
  */
-import { dirname } from 'node:path';
 import { openStore, type Store } from '../store/store.ts';
 import { terminalReporter, type Reporter } from '../report/reporter.ts';
 import type { LayerRecord } from '../realiser/layers.ts';
 import type { RealisedImage } from '../realiser/realise.ts';
 import type { SearchPaths } from '../realiser/imageConfig.ts';
-import type { Lockfile, Manifest } from '../model.ts';
+import type { Lockfile } from '../model.ts';
 
 /**
  * A cache registry seen from the engine (engine/substitute.ts makes one): before a layer, a recipe output, a
@@ -37,18 +36,3 @@ export async function openCtx(reporter: Reporter = terminalReporter(), projectDi
   return { store: await openStore(), reporter, ...(projectDir !== undefined ? { projectDir } : {}) };
 }
 
-/**
- * The context of a command that works for a manifest (realise, push, run, shell, build): `openCtx` for the
- * manifest's directory, with the cache registry attached when one is configured, so that whatever the command
- * realises is asked of the cache before it is built. Asking costs nothing until something is to be built.
- */
-export async function openProjectCtx(manifest: Pick<Manifest, 'path' | 'cache'>, o: { insecure?: boolean } = {}): Promise<Ctx> {
-  const ctx = await openCtx(undefined, dirname(manifest.path));
-  // The registry client is loaded only when there is a cache to ask: a warm `run` stays fast without one.
-  if (process.env.STRATA_CACHE_REGISTRY?.trim() || manifest.cache?.registry) {
-    const { attachCache } = await import('./substitute.ts');
-    const ref = attachCache(ctx, manifest, o.insecure ? { insecure: true } : {});
-    if (ref) ctx.cacheRef = ref;
-  }
-  return ctx;
-}
