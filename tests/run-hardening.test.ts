@@ -88,7 +88,6 @@ function dir(path: string, owner?: number): string {
   return path;
 }
 
-/** Every file under `root` with its sha256 (symlinks by their target), sorted. */
 /**
  * Every file of the store with its hash, but strata's own bookkeeping of who used what when (`roots/`, the gc roots,
  * and `active/`, the markers of running strata processes): strata itself rewrites those around each run, from outside
@@ -96,7 +95,9 @@ function dir(path: string, owner?: number): string {
  */
 function snapshot(root: string): string[] {
   const out: string[] = [];
-  const bookkeeping = new Set([join(root, 'roots'), join(root, 'active')]);
+  // What strata itself writes on the host as it runs (not the command): its GC roots, its live processes, and Node's
+  // compile cache of strata's own modules, which grows as later commands load modules the first did not.
+  const bookkeeping = new Set([join(root, 'roots'), join(root, 'active'), join(root, 'compile-cache')]);
   const walk = (d: string) => {
     for (const e of readdirSync(d, { withFileTypes: true })) {
       const p = join(d, e.name);
