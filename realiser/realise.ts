@@ -355,9 +355,9 @@ function installedStateJob(lock: Lockfile, unpacked: Map<string, UnpackedMeta>, 
   installed.push(...extraInstalled);
   const shipped = new Map(lock.packages.map((p) => {
     const meta = unpacked.get(p.name)!;
-    return [p.name, shippedPackage(p.name, meta.entries.map((e) => e.path), meta.root)] as const;
+    return [p.name, shippedPackage(p.name, meta.entries.map((e) => e.path), meta.root, { entries: meta.entries, control: { ...(meta.controlFiles ?? {}), ...meta.scripts }, depends: p.depends ?? [] })] as const;
   }));
-  const top = [...firstConfigureEntries(shipped, lock.project.arch), ...alternativesEntries(chosen), ...dpkgEntries(installed)];
+  const top = [...firstConfigureEntries(shipped, lock.project.arch, mtime), ...alternativesEntries(chosen), ...dpkgEntries(installed)];
   return {
     label: 'strata config: update-alternatives links, dpkg database',
     key: layerKey('top', mtime, top.map((e) => entryKey(e, sha256Hex))),

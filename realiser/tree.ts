@@ -91,7 +91,7 @@ export interface Alternative {
 }
 
 /** Splits a shell command line into words (quotes and backslashes; no expansion). */
-function shellWords(line: string): string[] {
+export function shellWords(line: string): string[] {
   const words: string[] = [];
   let cur = '';
   let inWord = false;
@@ -167,6 +167,44 @@ export function parseAlternatives(script: string, pkg: string, arch: string): Al
       i += 4;
     }
     if (ok) out.push(alt);
+  }
+  return out;
+}
+
+/**
+ * The calls of `command` in a maintainer script, as word lists (the command's own word first), with simple
+ * `VAR=value` assignments and `$(dpkg-architecture -qDEB_HOST_MULTIARCH)` expanded and `$DPKG_ROOT` empty, as on
+ * an ordinary install. A word that still holds a `$` cannot be known without running the script; the caller decides.
+ */
+export function scriptCalls(script: string, arch: string, command: string): string[][] {
+  const triplet = MULTIARCH[arch] ?? `${arch}-linux-gnu`;
+  const vars = new Map<string, string>([['DEB_HOST_MULTIARCH', triplet], ['DPKG_ROOT', '']]);
+  const text = script.replace(/\\\r?\n/g, ' ').replace(/\$\{DPKG_ROOT:\+[^}]*\}/g, '');
+  const expand = (s: string) =>
+    s
+      .replace(/\$\(\s*dpkg-architecture\s+-q\s*DEB_HOST_MULTIARCH\s*\)|`\s*dpkg-architecture\s+-q\s*DEB_HOST_MULTIARCH\s*`/g, triplet)
+      .replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (m, a, b) => vars.get(a ?? b) ?? m);
+  const out: string[][] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line.startsWith('#')) continue;
+    const assign = /^([A-Za-z_][A-Za-z0-9_]*)=(\$\([^)]*\)|`[^`]*`|"[^"]*"|'[^']*'|[^\s;]*)\s*;?\s*$/.exec(line);
+    if (assign) {
+      const value = expand(assign[2]!).replace(/^"(.*)"$|^'(.*)'$/, '$1$2');
+      if (!/[$`"']/.test(value)) vars.set(assign[1]!, value);
+      else vars.delete(assign[1]!);
+      continue;
+    }
+    if (!line.includes(command)) continue;
+    const words = shellWords(expand(line));
+    for (let i = 0; i < words.length; i++) {
+      if (words[i] !== command && !words[i]!.endsWith(`/${command}`)) continue;
+      if (['-v', 'which', 'type', '-x', '-e'].includes(words[i - 1] ?? '')) continue; // a test for the command, not a call
+      let j = i + 1;
+      while (j < words.length && ![';', '|', '&', ')', 'then', 'fi', '>', '2>'].includes(words[j]!) && !/^[0-9]?>/.test(words[j]!)) j++;
+      out.push(words.slice(i, j));
+      i = j;
+    }
   }
   return out;
 }
