@@ -43,15 +43,51 @@ const PYC_PREFIX = `${OUT}/pycache`;
 
 /**
  * What compileall -q --invalidation-mode unchecked-hash does over the given directories (the same files, the same
- * py_compile call, so the same bytes), except that a .pyc already under the prefix whose header holds the source's
- * hash is kept rather than compiled again. The prefix is seeded with the previous environment's bytecode, so after a
+ * py_compile call, so the same bytes), less the files py3compile leaves out (the packages' /usr/share/python3/bcep
+ * exclusions, for the running Python's version), and except that a .pyc already under the prefix whose header holds
+ * the source's hash is kept rather than compiled again. The prefix is seeded with the previous environment's bytecode, so after a
  * one-package bump only that package's modules are compiled; a .pyc whose source is gone is removed, so the result is
  * what a compile from nothing gives. A source that does not compile is named on stderr and skipped (compileall's
  * exit status 1).
  */
-export const PYC_SCRIPT = `import importlib.util, os, py_compile, sys
+export const PYC_SCRIPT = `import importlib.util, os, py_compile, re, sys
 keep = set()
 mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
+# py3compile's exclusions: /usr/share/python3/bcep/PACKAGE, lines TYPE|VERSIONS|DIR|PATTERN (dh_python3 -X).
+excl = []
+bcep = '/usr/share/python3/bcep'
+def version(v):
+    return tuple(int(x) for x in v.split('.')) if v else None
+for fn in sorted(os.listdir(bcep)) if os.path.isdir(bcep) else []:
+    if fn.startswith('.'):
+        continue
+    with open(os.path.join(bcep, fn), encoding='utf-8') as h:
+        for line in h:
+            if line.startswith('#'):
+                continue
+            parts = line.rstrip('\\n').split('|', 3)
+            if len(parts) < 3:
+                continue
+            kind, vrange, dname = parts[:3]
+            pattern = parts[3] if len(parts) > 3 else '.*'
+            if kind != 'file':
+                dname = dname.rstrip('/') + '/'
+            try:
+                lo, hi = (None, None) if vrange in ('', '-') else (version(vrange), version(vrange)) if '-' not in vrange else tuple(version(x) for x in vrange.split('-', 1))
+                lo, hi = lo or (0, 0), hi or (99, 99)
+                rx = re.compile(pattern) if kind == 're' else None
+            except (ValueError, re.error):
+                continue
+            me = sys.version_info[:2]
+            if me == lo if lo == hi else lo <= me < hi:
+                excl.append((kind, dname, rx))
+def excluded(path):
+    for kind, dname, rx in excl:
+        if not path.startswith(dname):
+            continue
+        if kind == 'dir' or (kind == 'file' and path == dname) or (kind == 're' and (rx.match(path) or rx.match(path[len(dname):]))):
+            return True
+    return False
 for top in sys.argv[1:]:
     for d, dirs, files in os.walk(top):
         dirs.sort()
@@ -59,6 +95,8 @@ for top in sys.argv[1:]:
             if not f.endswith('.py'):
                 continue
             src = os.path.join(d, f)
+            if excluded(src):
+                continue
             cfile = importlib.util.cache_from_source(src)
             try:
                 with open(src, 'rb') as h:
