@@ -125,15 +125,41 @@ export function shellWords(line: string): string[] {
 }
 
 /**
+ * A maintainer script with the calls of shell helpers the packages ship (`/usr/share/mysql-common/configure-symlinks
+ * install mariadb /etc/mysql/mariadb.cnf`) replaced by the helper's text, its positional parameters set to the
+ * call's words: what the helper registers with update-alternatives is then the script's own. `read` gives a
+ * shipped file's text by its absolute path; only a `#!/bin/sh` helper that calls update-alternatives is inlined.
+ */
+export function inlineHelpers(script: string, read: (absPath: string) => string | undefined): string {
+  return script
+    .split('\n')
+    .map((line) => {
+      const m = /^(\s*)(\/usr\/(?:share|lib)\/\S+)(\s+.*)?$/.exec(line);
+      if (!m) return line;
+      const helper = read(m[2]!);
+      if (!helper || !helper.startsWith('#!/bin/sh') || !helper.includes('update-alternatives')) return line;
+      const args = shellWords(m[3] ?? '').filter((w) => ![';', '|', '&'].includes(w));
+      return helper.replace(/"\$(\d)"|\$\{(\d)\}|\$(\d)/g, (_, a, b, c) => {
+        const v = args[Number(a ?? b ?? c) - 1] ?? '';
+        return a !== undefined ? `"${v}"` : v;
+      });
+    })
+    .join('\n');
+}
+
+/**
  * Finds `update-alternatives --install LINK NAME PATH PRIORITY [--slave LINK NAME PATH]...` calls in a maintainer
  * script. Simple `VAR=value` assignments and `$(dpkg-architecture -qDEB_HOST_MULTIARCH)` are expanded; a call that
- * still holds a `$` after that is skipped (it cannot be known without running the script).
+ * still holds a `$` after that is skipped (it cannot be known without running the script). A call under
+ * `if ! update-alternatives --query NAME | grep ... "Value: PATH"` is skipped when the script registered PATH for
+ * NAME already (the query finds it then, as with mariadb-common's second registration of my.cnf).
  */
 export function parseAlternatives(script: string, pkg: string, arch: string): Alternative[] {
   const triplet = MULTIARCH[arch] ?? `${arch}-linux-gnu`;
   const vars = new Map<string, string>([['DEB_HOST_MULTIARCH', triplet]]);
   const text = script.replace(/\\\r?\n/g, ' ');
   const out: Alternative[] = [];
+  let unlessValue: { name: string; path: string } | undefined;
   const expand = (s: string) =>
     s
       .replace(/\$\(\s*dpkg-architecture\s+-q\s*DEB_HOST_MULTIARCH\s*\)|`\s*dpkg-architecture\s+-q\s*DEB_HOST_MULTIARCH\s*`/g, triplet)
@@ -147,6 +173,12 @@ export function parseAlternatives(script: string, pkg: string, arch: string): Al
       else vars.delete(assign[1]!);
       continue;
     }
+    const guard = /^if\s+!\s+update-alternatives\s+--query\s+(\S+)\s*\|\s*grep\b.*"Value:\s*([^"]+)"/.exec(expand(line));
+    if (guard) {
+      unlessValue = { name: guard[1]!, path: guard[2]!.trim() };
+      continue;
+    }
+    if (line === 'fi') unlessValue = undefined;
     if (!line.includes('update-alternatives') || !line.includes('--install')) continue;
     const words = shellWords(expand(line));
     const at = words.indexOf('--install');
@@ -154,6 +186,7 @@ export function parseAlternatives(script: string, pkg: string, arch: string): Al
     const [link, name, path, prio] = words.slice(at + 1, at + 5);
     if (!link || !name || !path || !prio || !/^-?\d+$/.test(prio)) continue;
     if ([link, name, path].some((w) => w.includes('$'))) continue;
+    if (unlessValue && unlessValue.name === name && unlessValue.path === path && out.some((a) => a.name === name && a.path === path)) continue;
     const alt: Alternative = { name, link, path, priority: Number(prio), slaves: [], package: pkg };
     let i = at + 5;
     let ok = true;
