@@ -13,11 +13,12 @@
  */
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from './helpers/project.ts';
 import { reachableDebianMirror } from './helpers/debianMirror.ts';
+import { debianInstall, HOST_STUB } from './helpers/debianInstall.ts';
 import { diffTrees, type TreeDifference } from './helpers/treeDiff.ts';
 import { parseLock } from '../lock/lockfile.ts';
 
@@ -63,18 +64,16 @@ const NORMALISE = {
     return b;
   },
 };
-/** The package the Debian install takes in place of the host's GPU driver (`[gpu] driver = "host"`). */
-const HOST_STUB = 'strata-oracle-host-gpu-driver';
 
 /** Differences that remain, each explained (the README's list). Matched against `path kind`. */
 const EXPLAINED: { pattern: RegExp; why: string }[] = [
   { pattern: /^(etc\/pam\.d\/common-[a-z-]+|var\/lib\/pam\/[a-z-]+) only-b$/, why: "pam-auth-update (libpam-runtime's postinst) is not run: the PAM stacks serve login and su, which an environment does not use" },
   { pattern: /^etc\/shadow only-a$/, why: 'strata ships /etc/shadow with root and nobody locked; Debian makes one only with the passwd package (shadowconfig), dated the day it ran' },
-  { pattern: /^(etc\/systemd\/system\/[^/]+\.wants|var\/lib\/systemd\/deb-systemd-helper-enabled)(\/.*)? only-b$/, why: 'units enabled by deb-systemd-helper: an environment runs no init' },
+  { pattern: /^(etc\/systemd\/(system|user)\/[^/]+\.wants|var\/lib\/systemd\/deb-systemd(-user)?-helper-enabled)(\/.*)? only-b$/, why: 'units enabled by deb-systemd-helper (system and user ones): an environment runs no init' },
   { pattern: /^etc\/rc[0-6S]\.d(\/.*)? only-b$/, why: 'System V init links made by update-rc.d: an environment runs no init' },
   { pattern: /^etc\/.*\.dpkg-old only-b$/, why: "dpkg's copy of a conffile another package gave up during the install (binutils-common's /etc/gprofng.rc, taken over by binutils): a tree made in one step has no earlier owner" },
   { pattern: /^var\/lib\/dpkg\/diversions content$/, why: "the DEP17 protective diversions libc6's and others' preinst add for the /usr-merge transition: they guard dpkg's unpack order, and strata unpacks into a merged tree directly" },
-  { pattern: new RegExp(`^var/lib/dpkg/info/${HOST_STUB}\\.[a-z]+ only-b$`), why: "the stand-in for the host's GPU driver that the Debian install takes (strata's environment leaves the driver to the host)" },
+  { pattern: new RegExp(`^var/lib/dpkg/info/${HOST_STUB}\\.[a-z0-9]+ only-b$`), why: "the stand-in for the host's GPU driver that the Debian install takes (strata's environment leaves the driver to the host)" },
   { pattern: /^etc\/ld\.so\.conf\.d\/000-strata-host-gpu-driver\.conf only-a$/, why: '[gpu] driver = "host": the loader looks for the driver where strata run binds it' },
 ];
 
@@ -128,28 +127,11 @@ for (const env of ENVIRONMENTS.filter((e) => !only || only.includes(e.name))) {
     t.is(realise.code, 0, realise.stderr);
     const ref = JSON.parse(readFileSync(join(dir, 'oci/index.json'), 'utf8')).manifests[0].annotations['org.opencontainers.image.ref.name'];
     execFileSync('umoci', ['raw', 'unpack', '--image', `${join(dir, 'oci')}:${ref}`, join(dir, 'strata-root')], { stdio: 'pipe' });
+    rmSync(join(dir, 'oci'), { recursive: true, force: true }); // unpacked: its gigabytes are not needed again
 
     const locked = parseLock(readFileSync(join(dir, 'strata.lock'), 'utf8'));
-    const include = locked.packages.map((p) => `${p.name}=${p.version}`).join(',');
-    // What the lock leaves to the host (the GPU driver) is stood in for by one empty package that provides it, so
-    // that apt installs the lock's packages and no driver. It lies below /tmp, which is not compared.
-    const stub = locked.hostProvided.length > 0 && !reuse ? hostStub(locked.hostProvided) : undefined;
     const debianRoot = reuse ? join(reuse, 'debian-root') : join(dir, 'debian-root');
-    if (!reuse) {
-      try {
-        execFileSync(
-          'mmdebstrap',
-          [
-            '--quiet', '--mode=root', '--variant=custom', `--components=${components.join(',')}`, '--aptopt=APT::Install-Recommends "false"', `--include=${include}`,
-            ...(stub ? [`--include=${stub.deb}`, '--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount'] : []),
-            'trixie', debianRoot, m.url,
-          ],
-          { stdio: 'pipe', maxBuffer: 64 << 20 },
-        );
-      } finally {
-        if (stub) rmSync(stub.dir, { recursive: true, force: true });
-      }
-    }
+    if (!reuse) debianInstall(locked, debianRoot, m.url, components);
     const diffs = await diffTrees(join(dir, 'strata-root'), debianRoot, { ignore: IGNORE, presenceOnly: PRESENCE_ONLY, normalise: NORMALISE });
     const unexplained: TreeDifference[] = diffs.filter((d) => !EXPLAINED.some((e) => e.pattern.test(`${d.path} ${d.kind}`)));
     t.log(`${locked.packages.length} packages; ${diffs.length} differences, ${unexplained.length} unexplained`);
@@ -160,20 +142,3 @@ for (const env of ENVIRONMENTS.filter((e) => !only || only.includes(e.name))) {
   });
 }
 
-/** An empty package providing what the lock leaves to the host, each at the version it requires at least. */
-function hostStub(provided: { name: string; requires: string }[]): { dir: string; deb: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'strata-oracle-stub-'));
-  const root = join(dir, 'pkg');
-  mkdirSync(join(root, 'DEBIAN'), { recursive: true });
-  const provides = provided.map((h) => {
-    const v = /^>=\s*(\S+)$/.exec(h.requires)?.[1];
-    return v ? `${h.name} (= ${v})` : h.name;
-  });
-  writeFileSync(
-    join(root, 'DEBIAN/control'),
-    `Package: ${HOST_STUB}\nVersion: 1\nArchitecture: all\nMaintainer: strata tests <strata@localhost>\nProvides: ${provides.join(', ')}\nDescription: stands in for the host's GPU driver in the installed-parity oracle\n`,
-  );
-  const deb = join(dir, `${HOST_STUB}_1_all.deb`);
-  execFileSync('dpkg-deb', ['--root-owner-group', '-b', root, deb], { stdio: 'pipe' });
-  return { dir, deb };
-}
