@@ -30,6 +30,7 @@ import { StrataError } from '../errors.ts';
 import { layerKey, type LayerJob } from '../realiser/layers.ts';
 import type { LayerEntry } from '../realiser/layertar.ts';
 import { outputDigest, walkOutput, type OutputEntry } from '../recipes/build.ts';
+import { MULTIARCH } from '../realiser/tree.ts';
 import { removeTree } from '../run/rootfs.ts';
 import type { BuildRoot } from './buildRecipes.ts';
 import type { Ctx } from './ctx.ts';
@@ -42,15 +43,51 @@ const PYC_PREFIX = `${OUT}/pycache`;
 
 /**
  * What compileall -q --invalidation-mode unchecked-hash does over the given directories (the same files, the same
- * py_compile call, so the same bytes), except that a .pyc already under the prefix whose header holds the source's
- * hash is kept rather than compiled again. The prefix is seeded with the previous environment's bytecode, so after a
+ * py_compile call, so the same bytes), less the files py3compile leaves out (the packages' /usr/share/python3/bcep
+ * exclusions, for the running Python's version), and except that a .pyc already under the prefix whose header holds
+ * the source's hash is kept rather than compiled again. The prefix is seeded with the previous environment's bytecode, so after a
  * one-package bump only that package's modules are compiled; a .pyc whose source is gone is removed, so the result is
  * what a compile from nothing gives. A source that does not compile is named on stderr and skipped (compileall's
  * exit status 1).
  */
-export const PYC_SCRIPT = `import importlib.util, os, py_compile, sys
+export const PYC_SCRIPT = `import importlib.util, os, py_compile, re, sys
 keep = set()
 mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
+# py3compile's exclusions: /usr/share/python3/bcep/PACKAGE, lines TYPE|VERSIONS|DIR|PATTERN (dh_python3 -X).
+excl = []
+bcep = '/usr/share/python3/bcep'
+def version(v):
+    return tuple(int(x) for x in v.split('.')) if v else None
+for fn in sorted(os.listdir(bcep)) if os.path.isdir(bcep) else []:
+    if fn.startswith('.'):
+        continue
+    with open(os.path.join(bcep, fn), encoding='utf-8') as h:
+        for line in h:
+            if line.startswith('#'):
+                continue
+            parts = line.rstrip('\\n').split('|', 3)
+            if len(parts) < 3:
+                continue
+            kind, vrange, dname = parts[:3]
+            pattern = parts[3] if len(parts) > 3 else '.*'
+            if kind != 'file':
+                dname = dname.rstrip('/') + '/'
+            try:
+                lo, hi = (None, None) if vrange in ('', '-') else (version(vrange), version(vrange)) if '-' not in vrange else tuple(version(x) for x in vrange.split('-', 1))
+                lo, hi = lo or (0, 0), hi or (99, 99)
+                rx = re.compile(pattern) if kind == 're' else None
+            except (ValueError, re.error):
+                continue
+            me = sys.version_info[:2]
+            if me == lo if lo == hi else lo <= me < hi:
+                excl.append((kind, dname, rx))
+def excluded(path):
+    for kind, dname, rx in excl:
+        if not path.startswith(dname):
+            continue
+        if kind == 'dir' or (kind == 'file' and path == dname) or (kind == 're' and (rx.match(path) or rx.match(path[len(dname):]))):
+            return True
+    return False
 for top in sys.argv[1:]:
     for d, dirs, files in os.walk(top):
         dirs.sort()
@@ -58,6 +95,8 @@ for top in sys.argv[1:]:
             if not f.endswith('.py'):
                 continue
             src = os.path.join(d, f)
+            if excluded(src):
+                continue
             cfile = importlib.util.cache_from_source(src)
             try:
                 with open(src, 'rb') as h:
@@ -81,16 +120,38 @@ for d, dirs, files in os.walk(sys.pycache_prefix):
             os.remove(p)
 `;
 
-export type GeneratedStep = 'ca-certificates' | 'ld.so.cache' | 'python-bytecode';
+export type GeneratedStep =
+  | 'ca-certificates'
+  | 'ld.so.cache'
+  | 'python-bytecode'
+  | 'glib-schemas'
+  | 'gio-modules'
+  | 'gdk-pixbuf-loaders'
+  | 'gtk3-immodules'
+  | 'mime-database'
+  | 'icon-caches'
+  | 'fontconfig-cache'
+  | 'systemd-catalog';
+
+/** Each step, in the order they run, and the package (by name) whose postinst or trigger runs its tool. */
+const STEP_PACKAGES: [GeneratedStep, RegExp][] = [
+  ['ca-certificates', /^ca-certificates$/],
+  ['ld.so.cache', /^libc-bin$/],
+  ['python-bytecode', /^python3$/],
+  ['glib-schemas', /^libglib2\.0-0(t64)?$/],
+  ['gio-modules', /^libglib2\.0-0(t64)?$/],
+  ['gdk-pixbuf-loaders', /^libgdk-pixbuf-2\.0-0$/],
+  ['gtk3-immodules', /^libgtk-3-0(t64)?$/],
+  ['mime-database', /^shared-mime-info$/],
+  ['icon-caches', /^gtk-update-icon-cache$/],
+  ['fontconfig-cache', /^fontconfig$/],
+  ['systemd-catalog', /^systemd$/],
+];
 
 /** Which steps an environment needs: by the packages it has. */
 export function generatedSteps(lock: Lockfile): GeneratedStep[] {
-  const names = new Set(lock.packages.map((p) => p.name));
-  const steps: GeneratedStep[] = [];
-  if (names.has('ca-certificates')) steps.push('ca-certificates');
-  if (names.has('libc-bin')) steps.push('ld.so.cache');
-  if (names.has('python3')) steps.push('python-bytecode');
-  return steps;
+  const names = lock.packages.map((p) => p.name);
+  return STEP_PACKAGES.filter(([, re]) => names.some((n) => re.test(n))).map(([step]) => step);
 }
 
 /** The header ca-certificates' postinst writes above the list of certificates. */
@@ -132,6 +193,103 @@ export function generatedScript(steps: GeneratedStep[]): string {
       '  for d in /usr/lib/python$v /usr/lib/python3/dist-packages /usr/share/python3; do if [ -d "$d" ]; then set -- "$@" "$d"; fi; done',
       // Exit status 1 is a file that does not compile (a test's deliberately broken source): its name is in the log, the rest is compiled.
       `  if [ $# -gt 0 ]; then PYTHONPYCACHEPREFIX=${PYC_PREFIX} python3 -c "$STRATA_PYC" "$@"; fi`,
+      'fi',
+    );
+  }
+  // The steps below run what the packages' postinsts and triggers run on a first install, over the whole tree (every
+  // package is unpacked before any is configured). A tool that writes next to its input in a read-only tree is
+  // given a scratch directory of links to that input instead; the file it writes does not depend on where it is.
+  // `|| ...` where the postinst has `|| true`: a failure there leaves the file out, as it does on Debian.
+  const T = '/usr/lib/$STRATA_MULTIARCH';
+  if (steps.includes('glib-schemas')) {
+    s.push(
+      'echo "strata-generated: glib schemas"',
+      `if [ -x ${T}/glib-2.0/glib-compile-schemas ] && [ -d /usr/share/glib-2.0/schemas ]; then`,
+      `  mkdir -p ${OUT}/usr/share/glib-2.0/schemas`,
+      `  ${T}/glib-2.0/glib-compile-schemas --targetdir=${OUT}/usr/share/glib-2.0/schemas /usr/share/glib-2.0/schemas || echo "glib-compile-schemas failed"`,
+      'fi',
+    );
+  }
+  if (steps.includes('gio-modules')) {
+    s.push(
+      'echo "strata-generated: gio modules"',
+      `if [ -x ${T}/glib-2.0/gio-querymodules ] && [ -d ${T}/gio/modules ]; then`,
+      `  mkdir -p ${OUT}/scratch/gio-modules`,
+      `  for m in ${T}/gio/modules/*; do if [ -e "$m" ] && [ "\${m##*/}" != giomodule.cache ]; then ln -s "$m" ${OUT}/scratch/gio-modules/; fi; done`,
+      `  ${T}/glib-2.0/gio-querymodules ${OUT}/scratch/gio-modules || echo "gio-querymodules failed"`,
+      `  if [ -f ${OUT}/scratch/gio-modules/giomodule.cache ]; then mkdir -p ${OUT}${T}/gio/modules && mv ${OUT}/scratch/gio-modules/giomodule.cache ${OUT}${T}/gio/modules/; fi`,
+      'fi',
+    );
+  }
+  if (steps.includes('gdk-pixbuf-loaders')) {
+    s.push(
+      'echo "strata-generated: gdk-pixbuf loaders"',
+      `if [ -x ${T}/gdk-pixbuf-2.0/gdk-pixbuf-query-loaders ] && { [ -d ${T}/gdk-pixbuf-2.0/2.10.0/loaders ] || [ -d /usr/lib/gdk-pixbuf-2.0/2.10.0/loaders ]; }; then`,
+      `  mkdir -p ${OUT}${T}/gdk-pixbuf-2.0/2.10.0`,
+      `  ${T}/gdk-pixbuf-2.0/gdk-pixbuf-query-loaders $(find ${T}/gdk-pixbuf-2.0/2.10.0/loaders /usr/lib/gdk-pixbuf-2.0/2.10.0/loaders -name '*.so' 2>/dev/null | LC_ALL=C sort) > ${OUT}${T}/gdk-pixbuf-2.0/2.10.0/loaders.cache || echo "gdk-pixbuf-query-loaders failed"`,
+      'fi',
+    );
+  }
+  if (steps.includes('gtk3-immodules')) {
+    s.push(
+      'echo "strata-generated: gtk3 input method modules"',
+      `for q in ${T}/libgtk-3-0t64/gtk-query-immodules-3.0 ${T}/libgtk-3-0/gtk-query-immodules-3.0; do`,
+      `  if [ -x "$q" ] && [ -d ${T}/gtk-3.0/3.0.0/immodules ]; then`,
+      `    mkdir -p ${OUT}${T}/gtk-3.0/3.0.0`,
+      // --update-cache writes where GTK_IM_MODULE_FILE says (its default: the path the trigger writes).
+      `    GTK_IM_MODULE_FILE=${OUT}${T}/gtk-3.0/3.0.0/immodules.cache "$q" --update-cache || echo "gtk-query-immodules-3.0 failed"`,
+      '    break',
+      '  fi',
+      'done',
+    );
+  }
+  if (steps.includes('mime-database')) {
+    s.push(
+      'echo "strata-generated: shared MIME database"',
+      'if command -v update-mime-database >/dev/null && [ -d /usr/share/mime/packages ]; then',
+      `  mkdir -p ${OUT}/scratch/mime ${OUT}/usr/share`,
+      `  ln -s /usr/share/mime/packages ${OUT}/scratch/mime/packages`,
+      `  update-mime-database ${OUT}/scratch/mime`,
+      `  rm ${OUT}/scratch/mime/packages`,
+      `  mv ${OUT}/scratch/mime ${OUT}/usr/share/mime`,
+      'fi',
+    );
+  }
+  if (steps.includes('icon-caches')) {
+    s.push(
+      'echo "strata-generated: icon theme caches"',
+      'if command -v gtk-update-icon-cache >/dev/null; then',
+      '  for d in /usr/share/icons/*; do',
+      '    n=${d##*/}',
+      '    if [ -d "$d" ] && [ -f "$d/index.theme" ]; then',
+      `      mkdir -p "${OUT}/scratch/icons/$n"`,
+      `      for e in "$d"/*; do if [ "\${e##*/}" != icon-theme.cache ]; then ln -s "$e" "${OUT}/scratch/icons/$n/"; fi; done`,
+      `      gtk-update-icon-cache --force --quiet "${OUT}/scratch/icons/$n" || echo "gtk-update-icon-cache failed for $d"`,
+      `      if [ -f "${OUT}/scratch/icons/$n/icon-theme.cache" ]; then mkdir -p "${OUT}/usr/share/icons/$n" && mv "${OUT}/scratch/icons/$n/icon-theme.cache" "${OUT}/usr/share/icons/$n/"; fi`,
+      '    fi',
+      '  done',
+      'fi',
+    );
+  }
+  if (steps.includes('fontconfig-cache')) {
+    s.push(
+      'echo "strata-generated: fontconfig cache"',
+      'if command -v fc-cache >/dev/null; then',
+      `  mkdir -p ${OUT}/var/cache/fontconfig ${OUT}/scratch`,
+      // The system's configuration, with the cache directory first: fc-cache writes into the first writable one.
+      `  printf '%s\\n' '<?xml version="1.0"?>' '<!DOCTYPE fontconfig SYSTEM "urn:fontconfig:fonts.dtd">' '<fontconfig>' '<cachedir>${OUT}/var/cache/fontconfig</cachedir>' '<include>/etc/fonts/fonts.conf</include>' '</fontconfig>' > ${OUT}/scratch/fonts.conf`,
+      `  FONTCONFIG_FILE=${OUT}/scratch/fonts.conf fc-cache -s -f -v`,
+      'fi',
+    );
+  }
+  if (steps.includes('systemd-catalog')) {
+    s.push(
+      'echo "strata-generated: systemd journal catalog"',
+      'if command -v journalctl >/dev/null && [ -d /usr/lib/systemd/catalog ]; then',
+      `  mkdir -p ${OUT}/scratch/journal/usr/lib/systemd`,
+      `  cp -RL /usr/lib/systemd/catalog ${OUT}/scratch/journal/usr/lib/systemd/`,
+      `  journalctl --root=${OUT}/scratch/journal --update-catalog || echo "journalctl --update-catalog failed"`,
+      `  if [ -f ${OUT}/scratch/journal/var/lib/systemd/catalog/database ]; then mkdir -p ${OUT}/var/lib/systemd/catalog && mv ${OUT}/scratch/journal/var/lib/systemd/catalog/database ${OUT}/var/lib/systemd/catalog/; fi`,
       'fi',
     );
   }
@@ -233,7 +391,7 @@ export async function generatedLayer(lock: Lockfile, ctx: Ctx, o: GeneratedOptio
       }
       await writeFile(logFile, '');
       reporter.info(`making what the maintainer scripts would have: ${steps.join(', ')} (in the sandbox, no network)`);
-      const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/tmp', LC_ALL: 'C.UTF-8', TZ: 'UTC', SOURCE_DATE_EPOCH: String(o.mtime), PYTHONHASHSEED: '0', CA_CONF_HEADER, STRATA_PYC: PYC_SCRIPT };
+      const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/tmp', LC_ALL: 'C.UTF-8', TZ: 'UTC', SOURCE_DATE_EPOCH: String(o.mtime), PYTHONHASHSEED: '0', CA_CONF_HEADER, STRATA_PYC: PYC_SCRIPT, STRATA_MULTIARCH: MULTIARCH[lock.project.arch] ?? `${lock.project.arch}-linux-gnu` };
       // Seed the bytecode with the last environment's: only modules whose source changed are compiled again.
       const last = await cache.readJson<{ key: string }>('last');
       const seed = last && /^[0-9a-f]{64}$/.test(last.key) ? join(cache.path(last.key), 'out', 'pycache') : undefined;

@@ -24,6 +24,7 @@ import {
   baseEntries,
   mergedUsrPath,
   parseAlternatives,
+  inlineHelpers,
   chooseAlternatives,
   alternativesEntries,
   dpkgEntries,
@@ -325,10 +326,22 @@ function installedStateJob(lock: Lockfile, unpacked: Map<string, UnpackedMeta>, 
   for (const meta of unpacked.values()) for (const e of meta.entries) present.add(`/${mergedUsrPath(e.path)}`);
   const alternatives: Alternative[] = [];
   const installed: InstalledPackage[] = [];
+  // A small shell helper a package ships, by its absolute path (a postinst may register alternatives through one).
+  let helpers: Map<string, string> | undefined;
+  const shippedText = (abs: string): string | undefined => {
+    if (!helpers) {
+      helpers = new Map();
+      for (const meta of unpacked.values()) {
+        for (const e of meta.entries) if (e.type === 'file' && e.size < 65536 && /^(usr\/)?(share|lib)\//.test(e.path)) helpers.set(`/${mergedUsrPath(e.path)}`, join(meta.root, e.path));
+      }
+    }
+    const at = helpers.get(abs);
+    return at ? readFileSync(at, 'utf8') : undefined;
+  };
   for (const p of lock.packages) {
     const meta = unpacked.get(p.name)!;
     const script = meta.scripts.postinst;
-    if (script) alternatives.push(...parseAlternatives(script, p.name, lock.project.arch));
+    if (script) alternatives.push(...parseAlternatives(inlineHelpers(script, shippedText), p.name, lock.project.arch));
     const ma = /^Multi-Arch:\s*(\S+)/im.exec(meta.control)?.[1];
     const inst: InstalledPackage = { name: p.name, arch: p.arch, control: meta.control, paths: meta.entries.map((e) => e.path), conffiles: meta.conffiles };
     if (ma) inst.multiArch = ma;
@@ -355,9 +368,9 @@ function installedStateJob(lock: Lockfile, unpacked: Map<string, UnpackedMeta>, 
   installed.push(...extraInstalled);
   const shipped = new Map(lock.packages.map((p) => {
     const meta = unpacked.get(p.name)!;
-    return [p.name, shippedPackage(p.name, meta.entries.map((e) => e.path), meta.root)] as const;
+    return [p.name, shippedPackage(p.name, meta.entries.map((e) => e.path), meta.root, { entries: meta.entries, control: { ...(meta.controlFiles ?? {}), ...meta.scripts }, depends: p.depends ?? [] })] as const;
   }));
-  const top = [...firstConfigureEntries(shipped, lock.project.arch), ...alternativesEntries(chosen), ...dpkgEntries(installed)];
+  const top = [...firstConfigureEntries(shipped, lock.project.arch, mtime), ...alternativesEntries(chosen), ...dpkgEntries(installed)];
   return {
     label: 'strata config: update-alternatives links, dpkg database',
     key: layerKey('top', mtime, top.map((e) => entryKey(e, sha256Hex))),

@@ -91,7 +91,7 @@ export interface Alternative {
 }
 
 /** Splits a shell command line into words (quotes and backslashes; no expansion). */
-function shellWords(line: string): string[] {
+export function shellWords(line: string): string[] {
   const words: string[] = [];
   let cur = '';
   let inWord = false;
@@ -125,15 +125,41 @@ function shellWords(line: string): string[] {
 }
 
 /**
+ * A maintainer script with the calls of shell helpers the packages ship (`/usr/share/mysql-common/configure-symlinks
+ * install mariadb /etc/mysql/mariadb.cnf`) replaced by the helper's text, its positional parameters set to the
+ * call's words: what the helper registers with update-alternatives is then the script's own. `read` gives a
+ * shipped file's text by its absolute path; only a `#!/bin/sh` helper that calls update-alternatives is inlined.
+ */
+export function inlineHelpers(script: string, read: (absPath: string) => string | undefined): string {
+  return script
+    .split('\n')
+    .map((line) => {
+      const m = /^(\s*)(\/usr\/(?:share|lib)\/\S+)(\s+.*)?$/.exec(line);
+      if (!m) return line;
+      const helper = read(m[2]!);
+      if (!helper || !helper.startsWith('#!/bin/sh') || !helper.includes('update-alternatives')) return line;
+      const args = shellWords(m[3] ?? '').filter((w) => ![';', '|', '&'].includes(w));
+      return helper.replace(/"\$(\d)"|\$\{(\d)\}|\$(\d)/g, (_, a, b, c) => {
+        const v = args[Number(a ?? b ?? c) - 1] ?? '';
+        return a !== undefined ? `"${v}"` : v;
+      });
+    })
+    .join('\n');
+}
+
+/**
  * Finds `update-alternatives --install LINK NAME PATH PRIORITY [--slave LINK NAME PATH]...` calls in a maintainer
  * script. Simple `VAR=value` assignments and `$(dpkg-architecture -qDEB_HOST_MULTIARCH)` are expanded; a call that
- * still holds a `$` after that is skipped (it cannot be known without running the script).
+ * still holds a `$` after that is skipped (it cannot be known without running the script). A call under
+ * `if ! update-alternatives --query NAME | grep ... "Value: PATH"` is skipped when the script registered PATH for
+ * NAME already (the query finds it then, as with mariadb-common's second registration of my.cnf).
  */
 export function parseAlternatives(script: string, pkg: string, arch: string): Alternative[] {
   const triplet = MULTIARCH[arch] ?? `${arch}-linux-gnu`;
   const vars = new Map<string, string>([['DEB_HOST_MULTIARCH', triplet]]);
   const text = script.replace(/\\\r?\n/g, ' ');
   const out: Alternative[] = [];
+  let unlessValue: { name: string; path: string } | undefined;
   const expand = (s: string) =>
     s
       .replace(/\$\(\s*dpkg-architecture\s+-q\s*DEB_HOST_MULTIARCH\s*\)|`\s*dpkg-architecture\s+-q\s*DEB_HOST_MULTIARCH\s*`/g, triplet)
@@ -147,6 +173,12 @@ export function parseAlternatives(script: string, pkg: string, arch: string): Al
       else vars.delete(assign[1]!);
       continue;
     }
+    const guard = /^if\s+!\s+update-alternatives\s+--query\s+(\S+)\s*\|\s*grep\b.*"Value:\s*([^"]+)"/.exec(expand(line));
+    if (guard) {
+      unlessValue = { name: guard[1]!, path: guard[2]!.trim() };
+      continue;
+    }
+    if (line === 'fi') unlessValue = undefined;
     if (!line.includes('update-alternatives') || !line.includes('--install')) continue;
     const words = shellWords(expand(line));
     const at = words.indexOf('--install');
@@ -154,6 +186,7 @@ export function parseAlternatives(script: string, pkg: string, arch: string): Al
     const [link, name, path, prio] = words.slice(at + 1, at + 5);
     if (!link || !name || !path || !prio || !/^-?\d+$/.test(prio)) continue;
     if ([link, name, path].some((w) => w.includes('$'))) continue;
+    if (unlessValue && unlessValue.name === name && unlessValue.path === path && out.some((a) => a.name === name && a.path === path)) continue;
     const alt: Alternative = { name, link, path, priority: Number(prio), slaves: [], package: pkg };
     let i = at + 5;
     let ok = true;
@@ -167,6 +200,44 @@ export function parseAlternatives(script: string, pkg: string, arch: string): Al
       i += 4;
     }
     if (ok) out.push(alt);
+  }
+  return out;
+}
+
+/**
+ * The calls of `command` in a maintainer script, as word lists (the command's own word first), with simple
+ * `VAR=value` assignments and `$(dpkg-architecture -qDEB_HOST_MULTIARCH)` expanded and `$DPKG_ROOT` empty, as on
+ * an ordinary install. A word that still holds a `$` cannot be known without running the script; the caller decides.
+ */
+export function scriptCalls(script: string, arch: string, command: string): string[][] {
+  const triplet = MULTIARCH[arch] ?? `${arch}-linux-gnu`;
+  const vars = new Map<string, string>([['DEB_HOST_MULTIARCH', triplet], ['DPKG_ROOT', '']]);
+  const text = script.replace(/\\\r?\n/g, ' ').replace(/\$\{DPKG_ROOT:\+[^}]*\}/g, '');
+  const expand = (s: string) =>
+    s
+      .replace(/\$\(\s*dpkg-architecture\s+-q\s*DEB_HOST_MULTIARCH\s*\)|`\s*dpkg-architecture\s+-q\s*DEB_HOST_MULTIARCH\s*`/g, triplet)
+      .replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (m, a, b) => vars.get(a ?? b) ?? m);
+  const out: string[][] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line.startsWith('#')) continue;
+    const assign = /^([A-Za-z_][A-Za-z0-9_]*)=(\$\([^)]*\)|`[^`]*`|"[^"]*"|'[^']*'|[^\s;]*)\s*;?\s*$/.exec(line);
+    if (assign) {
+      const value = expand(assign[2]!).replace(/^"(.*)"$|^'(.*)'$/, '$1$2');
+      if (!/[$`"']/.test(value)) vars.set(assign[1]!, value);
+      else vars.delete(assign[1]!);
+      continue;
+    }
+    if (!line.includes(command)) continue;
+    const words = shellWords(expand(line));
+    for (let i = 0; i < words.length; i++) {
+      if (words[i] !== command && !words[i]!.endsWith(`/${command}`)) continue;
+      if (['-v', 'which', 'type', '-x', '-e'].includes(words[i - 1] ?? '')) continue; // a test for the command, not a call
+      let j = i + 1;
+      while (j < words.length && ![';', '|', '&', ')', 'then', 'fi', '>', '2>'].includes(words[j]!) && !/^[0-9]?>/.test(words[j]!)) j++;
+      out.push(words.slice(i, j));
+      i = j;
+    }
   }
   return out;
 }

@@ -94,3 +94,51 @@ test('trixie ca-certificates + python3-numpy: CA bundle and hash links, ld.so.ca
   t.log(`python3 -c 'import numpy': ${withPyc} ms with the image's bytecode, ${without} ms compiling from source`);
   t.true(withPyc < without, `${withPyc} ms with bytecode, ${without} ms without`);
 });
+
+test('trixie fontconfig, shared-mime-info, icon themes, systemd and dbus: the trigger caches, accounts and overrides; one digest from two caches', async (t) => {
+  const m = await debianMirrorOrSkip(t);
+  if (!m) return;
+  const dir = mkdtempSync(join(tmpdir(), 'strata-generated-caches-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const roots = ['fontconfig', 'fonts-dejavu-core', 'shared-mime-info', 'adwaita-icon-theme', 'libgdk-pixbuf-2.0-0', 'systemd', 'dbus'];
+  writeFileSync(join(dir, 'strata.toml'), `[project]\nname = "generated-caches"\narch = "amd64"\n\n[channels.stable]\nurl = "${m.url}"\nsuite = "trixie"\ncomponents = ["main"]\n\n[packages]\n${roots.map((r) => `"${r}" = "*"`).join('\n')}\n`);
+  const cacheA = { STRATA_CACHE_DIR: process.env.STRATA_TEST_DEBIAN_CACHE ?? join(dir, 'cache-a') };
+  const cacheB = { STRATA_CACHE_DIR: join(dir, 'cache-b') };
+  const strata = (args: string[], env: NodeJS.ProcessEnv) => runCli(args, { cwd: dir, env, timeoutMs: 540_000 });
+  const lock = await strata(['lock'], cacheA);
+  t.is(lock.code, 0, lock.stderr);
+  const first = await strata(['realise', '--locked'], cacheA);
+  t.is(first.code, 0, first.stderr);
+  const other = await strata(['realise', '--locked'], cacheB);
+  t.is(other.code, 0, other.stderr);
+  t.regex(other.stderr, /^made .*mime-database, icon-caches, fontconfig-cache, systemd-catalog in /m, 'cache B ran the tools itself');
+  t.is(digestOf(other.stdout), digestOf(first.stdout), 'two caches, one image digest');
+
+  const run = await strata(
+    [
+      'run', '--backend', 'sandbox', '--locked', '--', 'sh', '-c',
+      [
+        'getent passwd messagebus | cut -d: -f1,6,7',
+        'stat -c "%a %U:%G" /usr/lib/dbus-1.0/dbus-daemon-launch-helper',
+        'cat /var/lib/dpkg/statoverride',
+        'grep -c "^\\"/usr/lib/x86_64-linux-gnu/gdk-pixbuf-2.0/2.10.0/loaders/libpixbufloader-" /usr/lib/x86_64-linux-gnu/gdk-pixbuf-2.0/2.10.0/loaders.cache',
+        'test -s /usr/share/mime/mime.cache && grep -q ":text/plain:\\*\\.txt$" /usr/share/mime/globs2 && echo mime',
+        'test -s /usr/share/icons/Adwaita/icon-theme.cache && echo icons',
+        'test -s /var/lib/systemd/catalog/database && echo catalog',
+        // fontconfig takes the image's cache as valid: the directories' times are the ones it recorded.
+        'fc-cache -s -v 2>&1 | grep -c "skipping, existing cache is valid"',
+        'fc-list : family | grep -c DejaVu',
+      ].join('; '),
+    ],
+    cacheA,
+  );
+  t.is(run.code, 0, run.stderr);
+  const [user, helper, override, loaders, mime, icons, catalog, valid, dejavu] = run.stdout.trim().split('\n');
+  t.is(user, 'messagebus:/nonexistent:/usr/sbin/nologin');
+  t.is(helper, '4754 root:messagebus');
+  t.is(override, 'root messagebus 4754 /usr/lib/dbus-1.0/dbus-daemon-launch-helper');
+  t.true(Number(loaders) > 0, loaders);
+  t.deepEqual([mime, icons, catalog], ['mime', 'icons', 'catalog']);
+  t.true(Number(valid) > 0, `fc-cache found no valid cache: ${valid}`);
+  t.true(Number(dejavu) > 0, dejavu);
+});

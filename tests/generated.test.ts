@@ -24,6 +24,19 @@ test('only an environment with ca-certificates, libc-bin or python3 gets steps, 
   t.regex(PYC_SCRIPT, /PycInvalidationMode\.UNCHECKED_HASH/);
 });
 
+test("the trigger caches: each step for the package whose postinst or trigger runs its tool, in the image's own paths", (t) => {
+  const steps = generatedSteps(lockOf(['libglib2.0-0t64', 'libgdk-pixbuf-2.0-0', 'libgtk-3-0t64', 'shared-mime-info', 'gtk-update-icon-cache', 'fontconfig', 'systemd', 'libfontconfig1'].map((n) => pkg(n))));
+  t.deepEqual(steps, ['glib-schemas', 'gio-modules', 'gdk-pixbuf-loaders', 'gtk3-immodules', 'mime-database', 'icon-caches', 'fontconfig-cache', 'systemd-catalog']);
+  t.deepEqual(generatedSteps(lockOf([pkg('libglib2.0-0')])), ['glib-schemas', 'gio-modules'], 'the name before the t64 transition too');
+  const script = generatedScript(steps);
+  t.regex(script, /glib-compile-schemas --targetdir=\/strata-out\/usr\/share\/glib-2\.0\/schemas \/usr\/share\/glib-2\.0\/schemas/);
+  t.regex(script, /GTK_IM_MODULE_FILE=\/strata-out\/usr\/lib\/\$STRATA_MULTIARCH\/gtk-3\.0\/3\.0\.0\/immodules\.cache/);
+  t.regex(script, /<cachedir>\/strata-out\/var\/cache\/fontconfig<\/cachedir>/);
+  t.regex(script, /journalctl --root=\/strata-out\/scratch\/journal --update-catalog/);
+  t.notRegex(generatedScript(['ca-certificates', 'ld.so.cache', 'python-bytecode']), /glib|mime|icon|fc-cache|journalctl/, 'an environment without those packages runs the script it ran before');
+  t.is(spawnSync('sh', ['-n', '-c', script]).status, 0, 'the script parses');
+});
+
 test("a compiled module goes to its source's __pycache__; the prefix's directories are not kept", (t) => {
   t.is(imagePath('pycache/usr/lib/python3.13/json/decoder.cpython-313.pyc'), 'usr/lib/python3.13/json/__pycache__/decoder.cpython-313.pyc');
   t.is(imagePath('pycache/usr/lib/python3.13/json'), undefined);

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import { planLayers } from '../realiser/plan.ts';
-import { parseAlternatives, chooseAlternatives, mergedUsrPath } from '../realiser/tree.ts';
+import { parseAlternatives, chooseAlternatives, inlineHelpers, mergedUsrPath } from '../realiser/tree.ts';
 import type { Lockfile, LockedPackage } from '../model.ts';
 
 function lockOf(n: number): Lockfile {
@@ -102,4 +102,16 @@ update-alternatives --install /usr/bin/x x "$UNKNOWN" 5
   t.is(chooseAlternatives([alts[0]!, other], (p) => !p.includes('openblas'), {})[0]!.chosen.path, alts[0]!.path);
   t.is(mergedUsrPath('lib64/ld-linux-x86-64.so.2'), 'usr/lib64/ld-linux-x86-64.so.2');
   t.is(mergedUsrPath('library/x'), 'library/x');
+});
+
+test("a shipped helper's registrations are the postinst's own, and a registration the script guards with --query is not made twice", (t) => {
+  // mariadb-common's postinst, over mysql-common's configure-symlinks helper (trixie)
+  const helper = '#!/bin/sh\nset -e\n\ncase "$1" in\n  install)\n    variant="$2"\n    my_cnf_path="$3"\n    update-alternatives --install /etc/mysql/my.cnf my.cnf "$my_cnf_path" 200\n  ;;\n  remove)\n    update-alternatives --remove my.cnf "$3"\n  ;;\nesac\n';
+  const postinst = [
+    'if [ -f /usr/share/mysql-common/configure-symlinks ]', 'then', '  /usr/share/mysql-common/configure-symlinks install mariadb "/etc/mysql/mariadb.cnf"', 'fi',
+    'if ! update-alternatives --query my.cnf | grep --quiet "Value: /etc/mysql/mariadb.cnf"', 'then', '  update-alternatives --install /etc/mysql/my.cnf my.cnf "/etc/mysql/mariadb.cnf" 500 || true', 'fi', '',
+  ].join('\n');
+  const read = (p: string) => (p === '/usr/share/mysql-common/configure-symlinks' ? helper : undefined);
+  t.deepEqual(parseAlternatives(inlineHelpers(postinst, read), 'mariadb-common', 'amd64').map((a) => [a.name, a.path, a.priority]), [['my.cnf', '/etc/mysql/mariadb.cnf', 200]]);
+  t.deepEqual(parseAlternatives(inlineHelpers(postinst, () => undefined), 'mariadb-common', 'amd64').map((a) => a.priority), [500], 'without the helper, the guarded registration is made');
 });

@@ -2,10 +2,11 @@
  * Compares two root filesystems path by path, as the installed-parity oracle needs: what is present in one and not
  * the other, file types, modes, owners, symlink targets, and the contents of regular files. Paths matching
  * `ignore` are skipped with everything below them; paths matching `presenceOnly` are compared by type alone
- * (bytecode, whose bytes depend on the invalidation mode).
+ * (bytecode, whose bytes depend on the invalidation mode); regular files matching `normalise.paths` are compared by
+ * `normalise.bytes` of their contents (a field that records when, or over which tree, a tool made the file).
  */
 import { createHash } from 'node:crypto';
-import { lstatSync, readdirSync, readlinkSync, createReadStream, type Stats } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, readlinkSync, createReadStream, type Stats } from 'node:fs';
 import { join } from 'node:path';
 
 export interface TreeDifference {
@@ -33,7 +34,7 @@ async function sha256(file: string): Promise<string> {
 }
 
 /** The differences between trees `a` and `b`, sorted by path. */
-export async function diffTrees(a: string, b: string, opts: { ignore: RegExp; presenceOnly: RegExp }): Promise<TreeDifference[]> {
+export async function diffTrees(a: string, b: string, opts: { ignore: RegExp; presenceOnly: RegExp; normalise?: { paths: RegExp; bytes: (path: string, content: Buffer) => Buffer } }): Promise<TreeDifference[]> {
   const ta = new Map<string, Stats>();
   const tb = new Map<string, Stats>();
   walk(a, opts.ignore, ta);
@@ -62,7 +63,10 @@ export async function diffTrees(a: string, b: string, opts: { ignore: RegExp; pr
       const lb = readlinkSync(join(b, p));
       if (la !== lb) out.push({ path: p, kind: 'target', detail: `${la} vs ${lb}` });
     } else if (sa.isFile()) {
-      if (sa.size !== sb.size || (await sha256(join(a, p))) !== (await sha256(join(b, p)))) out.push({ path: p, kind: 'content', detail: `${sa.size} vs ${sb.size} bytes` });
+      const n = opts.normalise;
+      if (n && n.paths.test(p)) {
+        if (!n.bytes(p, readFileSync(join(a, p))).equals(n.bytes(p, readFileSync(join(b, p))))) out.push({ path: p, kind: 'content', detail: `${sa.size} vs ${sb.size} bytes (normalised)` });
+      } else if (sa.size !== sb.size || (await sha256(join(a, p))) !== (await sha256(join(b, p)))) out.push({ path: p, kind: 'content', detail: `${sa.size} vs ${sb.size} bytes` });
     }
   }
   for (const [p, sb] of tb) if (!ta.has(p) && !missingUnder(p, ta)) out.push({ path: p, kind: 'only-b', detail: typeOf(sb) });
