@@ -7,8 +7,11 @@
  *            then BENCH_ADD roots added: layers new and bytes to re-ship
  *
  *   run      strata run --locked -- true, warm (sandbox: bwrap, unshare, unshare-compat)  vs  the issue's goal, 0.5 s
+ *   import   python3 -c 'import numpy, scipy' in strata's realised tree  vs  the same in the apt-installed
+ *            (mmdebstrap) tree of the same lock, both entered the same way (bubblewrap, read-only, warm page cache)
  *
- * BENCH_ONLY=lock,realise,run picks sections (default: all); `bump` alone runs the warm realise and the one-package bump
+ * BENCH_ONLY=lock,realise,run,import picks sections (default: lock,realise,run; import installs the lock a second
+ * time with mmdebstrap, so it runs only when asked for; BENCH_KEEP_TREES=1 keeps its two trees); `bump` alone runs the warm realise and the one-package bump
  * over the store BENCH_DIR already holds (no cold realise, no mmdebstrap). The environment is the seed's (the blog post's CUDA + MAGMA + MKL + Python stack) on trixie, or BENCH_PACKAGES.
  * The Debian mirror comes from STRATA_DEBIAN_MIRROR or the host's apt sources. Work goes to BENCH_DIR
  * (default /tmp/strata-bench). Set BENCH_SKIP_MMDEBSTRAP=1 to skip the slowest peer run.
@@ -22,6 +25,7 @@ import { parseLock, serializeLock } from '../lock/lockfile.ts';
 import type { Lockfile } from '../model.ts';
 import { rehashLock } from '../lock/verify.ts';
 import { privateApt, aptEssential } from '../tests/helpers/aptOracle.ts';
+import { debianInstall } from '../tests/helpers/debianInstall.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const strata = join(root, 'bin/strata');
@@ -68,6 +72,7 @@ const env = { STRATA_CACHE_DIR: cache };
 const only = new Set((process.env.BENCH_ONLY ?? 'lock,realise,run').split(',').map((x) => x.trim()));
 if (only.has('lock') || only.has('realise') || only.has('bump')) benchLockAndRealise();
 if (only.has('run')) benchRun();
+if (only.has('import')) benchImport();
 
 console.log('\n| work | strata | peer | ratio (peer / strata) | notes |\n| --- | --- | --- | --- | --- |');
 for (const r of rows) console.log(`| ${r.join(' | ')} |`);
@@ -200,4 +205,53 @@ function benchRun(): void {
     const runs = [0, 1, 2, 3, 4, 5, 6].map(() => timed(strata, ['run', '-m', runManifest, '--locked', '--backend', 'sandbox', '--', 'true'], { ...runEnv, STRATA_SANDBOX: m }).seconds);
     report(`run warm, sandbox ${m} (strata run -- true)`, median(runs), 0.5, 'the issue\'s goal', `median of 7, min ${Math.min(...runs).toFixed(2)} s`);
   }
+}
+
+/**
+ * The start of a Python program that imports NumPy and SciPy, in strata's environment and in Debian's install of the
+ * same lock. strata's tree is the image it realises (its OCI layout unpacked by umoci), Debian's is mmdebstrap's;
+ * each is entered the same way, `bwrap --ro-bind TREE /` with a fresh /proc, /dev and /tmp and a fixed environment,
+ * so the figure compares the trees (bytecode, the loader cache, the libraries), not how each is entered: `strata run`
+ * adds its sandbox's start (the run section), and is reported beside it.
+ */
+function benchImport(): void {
+  const work = join(dir, 'import');
+  rmSync(work, { recursive: true, force: true });
+  mkdirSync(work, { recursive: true });
+  timed(strata, ['lock', '-m', manifest], env);
+  const lock = parseLock(readFileSync(join(project, 'strata.lock'), 'utf8'));
+  const oci = join(work, 'oci');
+  timed(strata, ['realise', '-m', manifest, '--locked', '--oci', oci], env);
+  const ref = JSON.parse(readFileSync(join(oci, 'index.json'), 'utf8')).manifests[0].annotations['org.opencontainers.image.ref.name'];
+  const strataRoot = join(work, 'strata-root');
+  execFileSync('umoci', ['raw', 'unpack', '--image', `${oci}:${ref}`, strataRoot], { stdio: 'ignore' });
+  rmSync(oci, { recursive: true, force: true });
+  const debianRoot = join(work, 'debian-root');
+  debianInstall(lock, debianRoot, mirror, ['main', 'contrib', 'non-free'], suite);
+  const program = 'import numpy, scipy';
+  const enter = (root: string) => ['--ro-bind', root, '/', '--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp', '--unshare-all', '--die-with-parent', '--clearenv',
+    '--setenv', 'PATH', '/usr/bin:/bin', '--setenv', 'HOME', '/tmp', '--setenv', 'LC_ALL', 'C.UTF-8', '/usr/bin/python3', '-c', program];
+  const once = (root: string) => {
+    const t0 = process.hrtime.bigint();
+    const r = spawnSync('bwrap', enter(root), { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`python3 -c '${program}' failed in ${root} (${r.status}):\n${r.stderr}`);
+    return Number(process.hrtime.bigint() - t0) / 1e9;
+  };
+  for (const root of [strataRoot, debianRoot]) for (let i = 0; i < 2; i++) once(root); // warm the page cache
+  const mine: number[] = [];
+  const theirs: number[] = [];
+  for (let i = 0; i < 11; i++) {
+    mine.push(once(strataRoot));
+    theirs.push(once(debianRoot));
+  }
+  const a = median(mine);
+  const b = median(theirs);
+  report(`python3 -c '${program}' (bwrap of each tree, warm)`, a, b, 'the same in the apt-installed (mmdebstrap) tree of the lock', `strata / apt = ${(a / b).toFixed(2)} (goal <= 1.3), median of 11, ${lock.packages.length} packages`);
+  const run = () => timed(strata, ['run', '-m', manifest, '--frozen', '--backend', 'sandbox', '--gpus', 'none', '--', 'python3', '-c', program], { ...env, DOCKER_HOST: 'unix:///nonexistent' }).seconds;
+  run(); // the first run after a realise may still make the sandbox's root filesystem
+  const viaRun = [0, 1, 2, 3, 4].map(run);
+  report(`strata run --frozen -- python3 -c '${program}'`, median(viaRun), b, 'bwrap of the apt-installed tree', "includes strata run's own start (CLI, run pointer, sandbox); median of 5");
+  // BENCH_KEEP_TREES=1 keeps both trees, the lock and its manifest (a directory STRATA_TEST_ORACLE_REUSE can compare).
+  if (process.env.BENCH_KEEP_TREES === '1') for (const f of ['strata.lock', 'strata.toml']) copyFileSync(join(project, f), join(work, f));
+  else rmSync(work, { recursive: true, force: true });
 }

@@ -13,7 +13,7 @@
  */
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from './helpers/project.ts';
@@ -114,8 +114,11 @@ for (const env of ENVIRONMENTS.filter((e) => !only || only.includes(e.name))) {
     // STRATA_TEST_ORACLE_REUSE=DIR (one environment): the lock and the Debian tree an earlier run kept in DIR
     // (STRATA_TEST_ORACLE_OUT), compared with strata's tree made anew: a change to strata checked in minutes.
     const reuse = process.env.STRATA_TEST_ORACLE_REUSE;
-    if (reuse) writeFileSync(join(dir, 'strata.lock'), readFileSync(join(reuse, 'strata.lock')));
-    else {
+    if (reuse) {
+      // The lock with the manifest it was made from (bench/run.ts's BENCH_KEEP_TREES=1 keeps the lock alone).
+      if (existsSync(join(reuse, 'strata.toml'))) writeFileSync(join(dir, 'strata.toml'), readFileSync(join(reuse, 'strata.toml')));
+      writeFileSync(join(dir, 'strata.lock'), readFileSync(join(reuse, 'strata.lock')));
+    } else {
       const lock = await strata(['lock']);
       t.is(lock.code, 0, lock.stderr);
     }
