@@ -56,8 +56,24 @@ export async function signRelease(k: FixtureKeys, releasePath: string, out: { in
   await gpg(k.home, [...common, '--armor', '--detach-sign', '--output', out.releaseGpg, releasePath]);
 }
 
+let signing = 0;
+
+/**
+ * Runs `fn`, which signs with `k`, then stops the gpg-agent signing started once no other signing of this process is
+ * under way (mirrors built concurrently by one test file would otherwise kill the agent under each other: gpg then
+ * fails with "signing failed: Broken pipe"). A later signature starts the agent again.
+ */
+export async function withSigning<T>(k: FixtureKeys, fn: () => Promise<T>): Promise<T> {
+  signing++;
+  try {
+    return await fn();
+  } finally {
+    if (--signing === 0) stopAgent(k);
+  }
+}
+
 /** Stops the gpg-agent that signing started; a later signature starts it again. */
-export function stopAgent(k: FixtureKeys): void {
+function stopAgent(k: FixtureKeys): void {
   spawnSync('gpgconf', ['--homedir', k.home, '--kill', 'gpg-agent'], { env: { ...process.env, GNUPGHOME: k.home }, stdio: 'ignore' });
 }
 

@@ -27,7 +27,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, normalize, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
-import { fixtureKeys, signRelease, stopAgent } from './fixtureKeys.ts';
+import { fixtureKeys, signRelease, withSigning } from './fixtureKeys.ts';
 import type { FixtureKeys } from './fixtureKeys.ts';
 import { assertStaticBusybox, standardSuites } from './standardSuites.ts';
 
@@ -179,13 +179,11 @@ export async function buildMirror(dir: string, suites: FixtureSuite[], opts: Bui
   }
 
   const keys = await fixtureKeys();
-  try {
+  await withSigning(keys, async () => {
     for (const suite of suites) {
       await writeSuite(root, suite, arches, indexes, listing.filter((l) => l.suite === suite), keys, opts.noInRelease ?? false);
     }
-  } finally {
-    stopAgent(keys);
-  }
+  });
 
   await writeKeys(root, keys);
 
@@ -245,11 +243,7 @@ export async function buildFlatRepository(dir: string, packages: FixturePackage[
   const releasePath = join(root, 'Release');
   await writeFile(releasePath, release);
   const keys = await fixtureKeys();
-  try {
-    await signRelease(keys, releasePath, { ...(opts.noInRelease ? {} : { inRelease: join(root, 'InRelease') }), releaseGpg: join(root, 'Release.gpg') });
-  } finally {
-    stopAgent(keys);
-  }
+  await withSigning(keys, () => signRelease(keys, releasePath, { ...(opts.noInRelease ? {} : { inRelease: join(root, 'InRelease') }), releaseGpg: join(root, 'Release.gpg') }));
   await writeKeys(root, keys);
   return mirrorAt(root, entries.map((e) => e.deb!).sort((a, b) => cmp(a.filename, b.filename)), keys.archive.armoredPublicKey);
 }
