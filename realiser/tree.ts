@@ -148,24 +148,24 @@ export function inlineHelpers(script: string, read: (absPath: string) => string 
 }
 
 /**
- * Finds `update-alternatives --install LINK NAME PATH PRIORITY [--slave LINK NAME PATH]...` calls in a maintainer
- * script. Simple `VAR=value` assignments and `$(dpkg-architecture -qDEB_HOST_MULTIARCH)` are expanded; a call that
- * still holds a `$` after that is skipped (it cannot be known without running the script). A call under
- * `if ! update-alternatives --query NAME | grep ... "Value: PATH"` is skipped when the script registered PATH for
- * NAME already (the query finds it then, as with mariadb-common's second registration of my.cnf).
+ * The lines of a maintainer script (continuations joined, trimmed) that are not simple `VAR=value` assignments,
+ * each with `expand`, which replaces `$(dpkg-architecture -qDEB_HOST_MULTIARCH)` and the variables assigned so far
+ * (and DEB_HOST_MULTIARCH) by their values; an assignment whose value still holds `$`, a quote or a backtick
+ * forgets the variable. With `emptyDpkgRoot`, `$DPKG_ROOT` is empty and `${DPKG_ROOT:+...}` gone, as on an
+ * ordinary install; with `skipComments`, lines starting with `#` are left out.
  */
-export function parseAlternatives(script: string, pkg: string, arch: string): Alternative[] {
+function* scriptLines(script: string, arch: string, o: { emptyDpkgRoot?: boolean; skipComments?: boolean } = {}): Generator<{ line: string; expand: (s: string) => string }> {
   const triplet = MULTIARCH[arch] ?? `${arch}-linux-gnu`;
-  const vars = new Map<string, string>([['DEB_HOST_MULTIARCH', triplet]]);
-  const text = script.replace(/\\\r?\n/g, ' ');
-  const out: Alternative[] = [];
-  let unlessValue: { name: string; path: string } | undefined;
+  const vars = new Map<string, string>([['DEB_HOST_MULTIARCH', triplet], ...(o.emptyDpkgRoot ? [['DPKG_ROOT', ''] as [string, string]] : [])]);
+  const joined = script.replace(/\\\r?\n/g, ' ');
+  const text = o.emptyDpkgRoot ? joined.replace(/\$\{DPKG_ROOT:\+[^}]*\}/g, '') : joined;
   const expand = (s: string) =>
     s
       .replace(/\$\(\s*dpkg-architecture\s+-q\s*DEB_HOST_MULTIARCH\s*\)|`\s*dpkg-architecture\s+-q\s*DEB_HOST_MULTIARCH\s*`/g, triplet)
       .replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (m, a, b) => vars.get(a ?? b) ?? m);
   for (const raw of text.split('\n')) {
     const line = raw.trim();
+    if (o.skipComments && line.startsWith('#')) continue;
     const assign = /^([A-Za-z_][A-Za-z0-9_]*)=(\$\([^)]*\)|`[^`]*`|"[^"]*"|'[^']*'|[^\s;]*)\s*;?\s*$/.exec(line);
     if (assign) {
       const value = expand(assign[2]!).replace(/^"(.*)"$|^'(.*)'$/, '$1$2');
@@ -173,6 +173,21 @@ export function parseAlternatives(script: string, pkg: string, arch: string): Al
       else vars.delete(assign[1]!);
       continue;
     }
+    yield { line, expand };
+  }
+}
+
+/**
+ * Finds `update-alternatives --install LINK NAME PATH PRIORITY [--slave LINK NAME PATH]...` calls in a maintainer
+ * script. Simple `VAR=value` assignments and `$(dpkg-architecture -qDEB_HOST_MULTIARCH)` are expanded; a call that
+ * still holds a `$` after that is skipped (it cannot be known without running the script). A call under
+ * `if ! update-alternatives --query NAME | grep ... "Value: PATH"` is skipped when the script registered PATH for
+ * NAME already (the query finds it then, as with mariadb-common's second registration of my.cnf).
+ */
+export function parseAlternatives(script: string, pkg: string, arch: string): Alternative[] {
+  const out: Alternative[] = [];
+  let unlessValue: { name: string; path: string } | undefined;
+  for (const { line, expand } of scriptLines(script, arch)) {
     const guard = /^if\s+!\s+update-alternatives\s+--query\s+(\S+)\s*\|\s*grep\b.*"Value:\s*([^"]+)"/.exec(expand(line));
     if (guard) {
       unlessValue = { name: guard[1]!, path: guard[2]!.trim() };
@@ -210,24 +225,8 @@ export function parseAlternatives(script: string, pkg: string, arch: string): Al
  * an ordinary install. A word that still holds a `$` cannot be known without running the script; the caller decides.
  */
 export function scriptCalls(script: string, arch: string, command: string): string[][] {
-  const triplet = MULTIARCH[arch] ?? `${arch}-linux-gnu`;
-  const vars = new Map<string, string>([['DEB_HOST_MULTIARCH', triplet], ['DPKG_ROOT', '']]);
-  const text = script.replace(/\\\r?\n/g, ' ').replace(/\$\{DPKG_ROOT:\+[^}]*\}/g, '');
-  const expand = (s: string) =>
-    s
-      .replace(/\$\(\s*dpkg-architecture\s+-q\s*DEB_HOST_MULTIARCH\s*\)|`\s*dpkg-architecture\s+-q\s*DEB_HOST_MULTIARCH\s*`/g, triplet)
-      .replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (m, a, b) => vars.get(a ?? b) ?? m);
   const out: string[][] = [];
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (line.startsWith('#')) continue;
-    const assign = /^([A-Za-z_][A-Za-z0-9_]*)=(\$\([^)]*\)|`[^`]*`|"[^"]*"|'[^']*'|[^\s;]*)\s*;?\s*$/.exec(line);
-    if (assign) {
-      const value = expand(assign[2]!).replace(/^"(.*)"$|^'(.*)'$/, '$1$2');
-      if (!/[$`"']/.test(value)) vars.set(assign[1]!, value);
-      else vars.delete(assign[1]!);
-      continue;
-    }
+  for (const { line, expand } of scriptLines(script, arch, { emptyDpkgRoot: true, skipComments: true })) {
     if (!line.includes(command)) continue;
     const words = shellWords(expand(line));
     for (let i = 0; i < words.length; i++) {
