@@ -9,6 +9,7 @@
  * firstConfigure.ts), a package after the packages it depends on. Dates (`lastchg` in /etc/shadow) are the day of
  * SOURCE_DATE_EPOCH, as the tools write them when it is set.
  */
+import { withGiven } from '../util/given.ts';
 
 /** One file of the account database: its lines split on `:`, and whether a tool rewrote it. */
 interface AccountFile {
@@ -122,13 +123,7 @@ export function parseSysusers(text: string): SysusersItem[] {
     const t = type === 'u!' ? 'u' : type;
     if (t !== 'u' && t !== 'g' && t !== 'm' && t !== 'r') continue;
     if (!name) continue;
-    const dash = (v: string | undefined) => (v === undefined || v === '-' ? undefined : v);
-    const item: SysusersItem = { type: t, locked: type === 'u!', name };
-    if (dash(id) !== undefined) item.id = id!;
-    if (dash(gecos) !== undefined) item.gecos = gecos!;
-    if (dash(home) !== undefined) item.home = home!;
-    if (dash(shell) !== undefined) item.shell = shell!;
-    out.push(item);
+    out.push(withGiven<SysusersItem>({ type: t, locked: type === 'u!', name }, { id, gecos, home, shell }));
   }
   return out;
 }
@@ -203,32 +198,26 @@ export function sysusers(db: Accounts, items: SysusersItem[], days: number): voi
   const todoGids = new Map<number, Todo>();
   const dbUid = (uid: number) => db.nameOfUid(uid);
   const dbGid = (gid: number) => db.nameOfGid(gid);
-  const gidOk = (gid: number, name: string, withUid: boolean) => {
-    if (todoGids.has(gid)) return false;
-    if (withUid) {
-      const u = todoUids.get(gid);
-      if (u && u.item.name !== name) return false;
+  // sysusers' uid_is_ok and gid_is_ok, one rule seen from either side: the id is free in its own space (planned and
+  // in the database), and, when the other space is to get the same id, free there too or held by the same name.
+  type Space = { todo: Map<number, Todo>; db: (id: number) => string | undefined };
+  const uids: Space = { todo: todoUids, db: dbUid };
+  const gids: Space = { todo: todoGids, db: dbGid };
+  const idOk = (id: number, name: string, both: boolean, own: Space, other: Space) => {
+    if (own.todo.has(id)) return false;
+    if (both) {
+      const o = other.todo.get(id);
+      if (o && o.item.name !== name) return false;
     }
-    if (dbGid(gid) !== undefined) return false;
-    if (withUid) {
-      const n = dbUid(gid);
+    if (own.db(id) !== undefined) return false;
+    if (both) {
+      const n = other.db(id);
       if (n !== undefined && n !== name) return false;
     }
     return true;
   };
-  const uidOk = (uid: number, name: string, withGid: boolean) => {
-    if (todoUids.has(uid)) return false;
-    if (withGid) {
-      const g = todoGids.get(uid);
-      if (g && g.item.name !== name) return false;
-    }
-    if (dbUid(uid) !== undefined) return false;
-    if (withGid) {
-      const n = dbGid(uid);
-      if (n !== undefined && n !== name) return false;
-    }
-    return true;
-  };
+  const gidOk = (gid: number, name: string, withUid: boolean) => idOk(gid, name, withUid, gids, uids);
+  const uidOk = (uid: number, name: string, withGid: boolean) => idOk(uid, name, withGid, uids, gids);
   const addGroup = (t: Todo) => {
     const existing = db.gidOf(t.item.name);
     if (existing !== undefined && !/^\d+$/.test(t.item.name)) {

@@ -8,6 +8,7 @@
  */
 import { posix } from 'node:path';
 import type { LayerEntry } from './layertar.ts';
+import { withGiven } from '../util/given.ts';
 
 /** An entry of the tree the lines act on: shipped by a package, or made earlier. */
 export interface TreeNode {
@@ -39,13 +40,7 @@ export function parseTmpfiles(text: string): TmpfilesLine[] {
     const m = /^(\S+)\s+(\S+)(?:\s+(\S+))?(?:\s+(\S+))?(?:\s+(\S+))?(?:\s+(\S+))?(?:\s+(.*))?$/.exec(line);
     if (!m) continue;
     const [, t, path, mode, user, group, , arg] = m;
-    const dash = (v: string | undefined) => (v === undefined || v === '-' ? undefined : v);
-    const l: TmpfilesLine = { type: t![0]!, mods: t!.slice(1), path: path! };
-    if (dash(mode) !== undefined) l.mode = mode!;
-    if (dash(user) !== undefined) l.user = user!;
-    if (dash(group) !== undefined) l.group = group!;
-    if (dash(arg) !== undefined) l.arg = arg!;
-    out.push(l);
+    out.push(withGiven<TmpfilesLine>({ type: t![0]!, mods: t!.slice(1), path: path! }, { mode, user, group, arg }));
   }
   return out;
 }
