@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { closeSharedMirror, project, runCli, type Project } from './helpers/project.ts';
 import { makeFakeGpuTree, FAKE_DRIVER, runManifest } from './helpers/runEnv.ts';
-import { bearerProxy, dockerConfig, droppingProxy, flippingProxy, haveRegistry, layoutDigest, startRegistry, type Registry } from './helpers/registry.ts';
+import { bearerProxy, dockerConfig, droppingProxy, flippingProxy, haveRegistry, layoutDigest, startRegistry, type DropOptions, type Registry } from './helpers/registry.ts';
 
 const run = promisify(execFile);
 const USER = 'strata-user';
@@ -213,60 +213,48 @@ test.serial('chunked upload: blobs above STRATA_REGISTRY_CHUNK_BYTES go up in PA
   t.is(layoutDigest(copied), pushed.digest);
 });
 
+/**
+ * A push of the test's environment to `name` through a droppingProxy in front of the plain registry that cuts
+ * `drops` uploads as `o` says: it succeeds, the proxy cut that many, and the image has the first push's digest.
+ */
+async function pushThrough(t: import('ava').ExecutionContext, name: string, drops: number, o: DropOptions, env: NodeJS.ProcessEnv = {}): Promise<{ stdout: string; forwarded: number }> {
+  const proxy = await droppingProxy(plain.host, drops, o);
+  try {
+    const repo = `${proxy.host}/team/${name}`;
+    const r = await p.strata(['push', `${repo}:v1`], { env });
+    t.is(r.code, 0, r.stderr);
+    t.is(proxy.dropped(), drops);
+    t.is(digestLine(r.stdout, repo), pushed.digest);
+    return { stdout: r.stdout, forwarded: proxy.forwarded() };
+  } finally {
+    await proxy.close();
+  }
+}
+
 test.serial('a chunked upload whose PATCH is cut resumes where the registry says it stands; one the registry lost starts again; a PUT whose answer was lost is found landed; all give the same digest', async (t) => {
   t.truthy(pushed, 'needs the first push');
   const chunk = 65536;
   const env = { STRATA_REGISTRY_CHUNK_BYTES: String(chunk), STRATA_HTTP_LOW_SPEED_TIME: '5' };
   // What a push puts on the wire when nothing fails, each byte once.
-  const clean = await droppingProxy(plain.host, 0);
-  const whole = await p.strata(['push', `${clean.host}/team/clean:v1`], { env });
-  await clean.close();
-  t.is(whole.code, 0, whole.stderr);
+  const clean = await pushThrough(t, 'clean', 0, {}, env);
   // Cut before the registry sees any of it: the third chunk of the push. The registry still knows its upload.
-  const early = await droppingProxy(plain.host, 1, { at: 'start', only: 'PATCH', after: 2 });
-  try {
-    const repo = `${early.host}/team/resumed`;
-    const r = await p.strata(['push', `${repo}:v1`], { env });
-    t.is(r.code, 0, r.stderr);
-    t.is(early.dropped(), 1);
-    const resumed = /: a chunk failed \((.*)\); resuming at byte (\d+) of (\d+)$/m.exec(r.stdout);
-    t.truthy(resumed, r.stdout);
-    t.log(resumed![0].trim());
-    t.is(Number(resumed![2]), 2 * chunk, 'resumed after the two chunks the registry had');
-    t.is(digestLine(r.stdout, repo), pushed.digest);
-    const copied = join(p.dir, 'copied-resumed');
-    await run('skopeo', ['copy', '--src-tls-verify=false', `docker://${plain.host}/team/resumed:v1`, `oci:${copied}:v1`]);
-    t.is(layoutDigest(copied), pushed.digest);
-    t.is(early.forwarded(), clean.forwarded(), 'no chunk was sent twice');
-  } finally {
-    await early.close();
-  }
+  const early = await pushThrough(t, 'resumed', 1, { at: 'start', only: 'PATCH', after: 2 }, env);
+  const resumed = /: a chunk failed \((.*)\); resuming at byte (\d+) of (\d+)$/m.exec(early.stdout);
+  t.truthy(resumed, early.stdout);
+  t.log(resumed![0].trim());
+  t.is(Number(resumed![2]), 2 * chunk, 'resumed after the two chunks the registry had');
+  const copied = join(p.dir, 'copied-resumed');
+  await run('skopeo', ['copy', '--src-tls-verify=false', `docker://${plain.host}/team/resumed:v1`, `oci:${copied}:v1`]);
+  t.is(layoutDigest(copied), pushed.digest);
+  t.is(early.forwarded, clean.forwarded, 'no chunk was sent twice');
   // The chunk reached the registry and its answer was lost: the reference registry then disowns the offset it
   // gave (its session now holds more than that), so the upload starts again in a new session.
-  const late = await droppingProxy(plain.host, 1, { at: 'answer', only: 'PATCH', after: 2 });
-  try {
-    const repo = `${late.host}/team/restarted`;
-    const r = await p.strata(['push', `${repo}:v1`], { env });
-    t.is(r.code, 0, r.stderr);
-    t.is(late.dropped(), 1);
-    const said = /: a chunk failed \(.*\) and the registry lost the upload; starting it again$/m.exec(r.stdout);
-    t.truthy(said, r.stdout);
-    t.log(said![0].trim());
-    t.is(digestLine(r.stdout, repo), pushed.digest);
-  } finally {
-    await late.close();
-  }
+  const late = await pushThrough(t, 'restarted', 1, { at: 'answer', only: 'PATCH', after: 2 }, env);
+  const said = /: a chunk failed \(.*\) and the registry lost the upload; starting it again$/m.exec(late.stdout);
+  t.truthy(said, late.stdout);
+  t.log(said![0].trim());
   // A whole blob in one PUT whose answer was lost: sent again, the session is closed, and the registry has the blob.
-  const lost = await droppingProxy(plain.host, 1, { at: 'answer', only: 'PUT' });
-  try {
-    const repo = `${lost.host}/team/answered`;
-    const r = await p.strata(['push', `${repo}:v1`]);
-    t.is(r.code, 0, r.stderr);
-    t.is(lost.dropped(), 1);
-    t.is(digestLine(r.stdout, repo), pushed.digest);
-  } finally {
-    await lost.close();
-  }
+  await pushThrough(t, 'answered', 1, { at: 'answer', only: 'PUT' });
 });
 
 test.serial('run --image passes the host GPU through when the image asks for it ([gpu] driver = "host"), as run does', async (t) => {
