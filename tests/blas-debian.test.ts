@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from './helpers/project.ts';
-import { debianMirrorOrSkip } from './helpers/debianMirror.ts';
+import { debianMirrorOrSkip, longCheckOrSkip } from './helpers/debianMirror.ts';
 
 const CHECK = `
 import numpy, scipy.linalg, threadpoolctl
@@ -27,11 +27,7 @@ print('residual', float(numpy.linalg.norm(spd @ x - b) / numpy.linalg.norm(b)))
 
 for (const blas of ['openblas', 'mkl'] as const) {
   test(`blas = "${blas}": numpy and scipy use it, through BLAS and LAPACK both`, async (t) => {
-    if (blas === 'mkl' && process.env.STRATA_TEST_MKL !== '1') {
-      t.log('skipped: the MKL case runs with STRATA_TEST_MKL=1 (scripts/long-checks.sh)');
-      t.pass();
-      return;
-    }
+    if (blas === 'mkl' && !longCheckOrSkip(t, 'STRATA_TEST_MKL', 'the MKL case')) return;
     t.timeout(20 * 60_000);
     const m = await debianMirrorOrSkip(t);
     if (!m) return;

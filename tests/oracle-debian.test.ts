@@ -17,7 +17,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from './helpers/project.ts';
-import { debianMirrorOrSkip } from './helpers/debianMirror.ts';
+import { debianMirrorOrSkip, longCheckOrSkip } from './helpers/debianMirror.ts';
 import { debianInstall, HOST_STUB } from './helpers/debianInstall.ts';
 import { diffTrees, type TreeDifference } from './helpers/treeDiff.ts';
 import { parseLock } from '../lock/lockfile.ts';
@@ -93,11 +93,7 @@ const only = process.env.STRATA_TEST_ORACLE_ENVS?.split(',');
 
 for (const env of ENVIRONMENTS.filter((e) => !only || only.includes(e.name))) {
   test(`installed parity with apt and dpkg: ${env.name} (${env.packages.join(' ')})`, async (t) => {
-    if (process.env.STRATA_TEST_ORACLE !== '1') {
-      t.log('skipped: the oracle runs with STRATA_TEST_ORACLE=1 (scripts/long-checks.sh)');
-      t.pass();
-      return;
-    }
+    if (!longCheckOrSkip(t, 'STRATA_TEST_ORACLE', 'the oracle')) return;
     t.timeout(40 * 60_000);
     const m = await debianMirrorOrSkip(t);
     if (!m) return;

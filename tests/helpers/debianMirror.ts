@@ -47,3 +47,14 @@ export async function debianMirrorOrSkip(t: ExecutionContext, suites: string[] =
   }
   return mirror;
 }
+
+/**
+ * Whether a long check kept out of the default run is asked for (`variable`=1, as scripts/long-checks.sh sets it);
+ * otherwise the test logs how to run `what` and passes, and this gives false (the test then returns).
+ */
+export function longCheckOrSkip(t: ExecutionContext, variable: string, what: string): boolean {
+  if (process.env[variable] === '1') return true;
+  t.log(`skipped: ${what} runs with ${variable}=1 (scripts/long-checks.sh)`);
+  t.pass();
+  return false;
+}
