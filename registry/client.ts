@@ -58,6 +58,16 @@ export function errorCodes(body: Buffer): string[] {
   }
 }
 
+/** The registry did not answer a request (a connection failure or cut on every try): E_REGISTRY, with the last failure. */
+export class RegistryUnreachable extends StrataError {
+  /** The last failure, as `URL: cause`. */
+  readonly failure: string;
+  constructor(registry: string, failure: string, hint: string) {
+    super('E_REGISTRY', `cannot reach the registry ${registry}: ${failure}`, hint);
+    this.failure = failure;
+  }
+}
+
 export class RegistryClient {
   readonly ref: Reference;
   readonly registry: string;
@@ -128,7 +138,7 @@ export class RegistryClient {
       }
       return { status: res.status, headers: res.headers, body: data, url: res.url };
     }
-    throw new StrataError('E_REGISTRY', `cannot reach the registry ${this.registry}: ${last}`, `check that the registry is up and that ${this.registry} is its address${this.base.startsWith('https') ? ' (plain HTTP needs --insecure unless the registry is on loopback)' : ''}`);
+    throw new RegistryUnreachable(this.registry, last, `check that the registry is up and that ${this.registry} is its address${this.base.startsWith('https') ? ' (plain HTTP needs --insecure unless the registry is on loopback)' : ''}`);
   }
 
   /** Answers a 401 challenge: sets `authorization` for this and every later request; false when there is nothing to answer with. */

@@ -10,7 +10,7 @@ import { MEDIA_TYPE_IMAGE_MANIFEST } from '../realiser/oci/spec.ts';
 import type { BuiltImage } from '../realiser/oci/image.ts';
 import { formatBytes } from '../report/reporter.ts';
 import { backoffDelay, isTransientStatus, sleep, type RequestBody } from '../store/http.ts';
-import type { Answer, RegistryClient } from './client.ts';
+import { RegistryUnreachable, type Answer, type RegistryClient } from './client.ts';
 
 /** Blobs above this go up in PATCH chunks of this size (STRATA_REGISTRY_CHUNK_BYTES overrides). */
 export const CHUNK_BYTES = 64 * 1024 * 1024;
@@ -83,9 +83,9 @@ async function uploadChunked(client: RegistryClient, b: Blob & { body: { file: s
       if (!isTransientStatus(a.status)) throw client.unexpected(`a chunk of ${b.what}`, a);
       why = `HTTP ${a.status}`;
     } catch (e) {
-      if (!(e instanceof StrataError && e.code === 'E_REGISTRY' && e.message.startsWith('cannot reach'))) throw e;
+      if (!(e instanceof RegistryUnreachable)) throw e;
       // The cause alone: the upload's URL carries the registry's session state, long and of no use to a reader.
-      why = e.message.replace(/^cannot reach the registry \S+: (?:\S+: )?/, '');
+      why = e.failure.replace(/^\S+: /, '');
     }
     if (++failures > client.policy.retries) throw new StrataError('E_REGISTRY', `cannot reach the registry ${client.registry}: the upload of ${b.what} failed ${failures} times in a row at byte ${offset} (${why})`, 'check that the registry is up and has room, then push again: blobs already there are not sent twice');
     await sleep(backoffDelay(client.policy, failures));
