@@ -112,6 +112,7 @@ export async function runDocker(docker: Dockerode, spec: DockerRunSpec, io: RunI
     container.resize({ h: process.stdout.rows, w: process.stdout.columns }).catch(() => {});
   };
   let onInput: ((d: Buffer) => void) | undefined;
+  let stopHolding: (() => void) | undefined;
   let attached: (NodeJS.ReadWriteStream & { destroy?(): void }) | undefined;
   try {
     // The user's terminal goes raw before anything is attached: whatever the container's terminal writes (the echo
@@ -140,14 +141,37 @@ export async function runDocker(docker: Dockerode, spec: DockerRunSpec, io: RunI
     // canonical, is an end-of-input mark in its line buffer, which Linux hands over as a NUL once the terminal is
     // raw: in what was typed ahead (what the first reads find waiting, within 100 ms of the first) it is sent on as
     // the terminal's EOF character, Ctrl-D, as typed. A NUL typed later (Ctrl-Space: readline's set-mark) stays one.
+    // The container's terminal has the same race: input that reaches it before the shell has made it raw is cooked
+    // there (echoed twice, and a Ctrl-D becomes a NUL the shell then reads as a character). So input is held until
+    // the command has printed something (a shell its prompt, once its terminal is raw) and then been quiet for
+    // 300 ms, or for two seconds at most after the start, and is then sent as typed.
     if (inherit && spec.tty) {
       let first: number | undefined;
+      let held: Uint8Array[] | undefined = [];
+      let quiet: NodeJS.Timeout | undefined;
+      const release = () => {
+        clearTimeout(quiet);
+        clearTimeout(cap);
+        if (held?.length) stream.write(Buffer.concat(held));
+        held = undefined;
+      };
+      const cap = setTimeout(release, 2000);
+      stream.on('data', () => {
+        if (!held) return;
+        clearTimeout(quiet);
+        quiet = setTimeout(release, 300);
+      });
+      const send = (d: Uint8Array) => (held ? held.push(d) : stream.write(d));
       onInput = (d: Buffer) => {
         first ??= Date.now();
-        stream.write(Date.now() - first < 100 ? d.map((b) => (b === 0 ? 4 : b)) : d);
+        send(Date.now() - first < 100 ? d.map((b) => (b === 0 ? 4 : b)) : d);
       };
       stdin.on('data', onInput);
-      stdin.once('end', () => stream.write('\x04'));
+      stdin.once('end', () => send(Buffer.from('\x04')));
+      stopHolding = () => {
+        clearTimeout(quiet);
+        clearTimeout(cap);
+      };
     } else if (inherit) stdin.pipe(stream as NodeJS.WritableStream);
     else stream.end();
     const result = (await container.wait()) as { StatusCode: number };
@@ -164,6 +188,7 @@ export async function runDocker(docker: Dockerode, spec: DockerRunSpec, io: RunI
       process.stdout.removeListener('resize', resize);
     }
     if (onInput) stdin.removeListener('data', onInput);
+    stopHolding?.();
     // An attach connection that has not ended within the grace period above must not keep strata running.
     attached?.destroy?.();
     if (inherit) {
