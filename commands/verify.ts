@@ -19,7 +19,7 @@ export async function verifyCommand(opts: VerifyCommandOptions): Promise<VerifyR
   out(`  blobs      ${r.blobs.checked} re-hashed (${formatBytes(r.blobs.bytes)})`);
   out(`  layers     ${r.layers.checked} records checked against their blobs`);
   out(`  unpacked   ${r.unpacked.checked} packages, ${r.unpacked.files} files re-hashed`);
-  out(`  rootfs     ${r.rootfs.checked} compared with their layers${r.rootfs.unchecked ? `, ${r.rootfs.unchecked} not checkable (no record of their layers, or the layers left the store)` : ''}`);
+  out(`  rootfs     ${r.rootfs.checked} compared with their layers, ${r.rootfs.linked} through the unpacked files they link${r.rootfs.unchecked ? `, ${r.rootfs.unchecked} not checkable (no record of their layers)` : ''}`);
   out(`  records    ${r.records.checked} other cache records read`);
   for (const d of r.damaged) out(`damaged: ${d.what}: ${d.reason}${dryRun ? '' : '; dropped'}`);
   out(`${r.damaged.length} damaged ${r.damaged.length === 1 ? 'entry' : 'entries'} (${((Date.now() - started) / 1000).toFixed(1)} s)`);

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Transform } from 'node:stream';
+import { Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { StrataError } from '../errors.ts';
@@ -92,29 +92,36 @@ async function plainLayer(l: PulledImage['layers'][number], ctx: Ctx): Promise<s
 
 /** Decompresses the gzip blob at `gzPath` into the store under `diffId`, hashing while it writes; E_HASH when the tar is not `diffId`. */
 export async function decompressLayer(gzPath: string, digest: string, diffId: string, ctx: Pick<Ctx, 'store'>): Promise<string> {
-  const l = { digest, diffId };
-  const gz = { path: gzPath };
   const dir = await ctx.store.tmpDir();
   try {
     const out = join(dir, 'layer.tar');
-    const hash = createHash('sha256');
-    const tap = new Transform({
-      transform(chunk: Buffer, _e, cb) {
-        hash.update(chunk);
-        cb(null, chunk);
-      },
-    });
-    try {
-      await pipeline(createReadStream(gz.path), createGunzip(), tap, createWriteStream(out));
-    } catch (e) {
-      throw new StrataError('E_HASH', `the layer ${l.digest} does not decompress: ${(e as Error).message}`, 'the image is damaged; pull it again or push it again');
-    }
-    const got = `sha256:${hash.digest('hex')}`;
-    if (got !== l.diffId) throw new StrataError('E_HASH', `the layer ${l.digest} decompresses to ${got}, but the image config names ${l.diffId}`, 'the image is damaged or was built wrong; push it again');
-    return await ctx.store.adopt(out, l.diffId);
+    await gunzipChecked(gzPath, digest, diffId, createWriteStream(out));
+    return await ctx.store.adopt(out, diffId);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** Checks that the gzip blob at `gzPath` decompresses to the tar `diffId` (E_HASH otherwise), keeping nothing. */
+export async function checkDecompresses(gzPath: string, digest: string, diffId: string): Promise<void> {
+  await gunzipChecked(gzPath, digest, diffId, new Writable({ write: (_c, _e, cb) => cb() }));
+}
+
+async function gunzipChecked(gzPath: string, digest: string, diffId: string, sink: Writable): Promise<void> {
+  const hash = createHash('sha256');
+  const tap = new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      hash.update(chunk);
+      cb(null, chunk);
+    },
+  });
+  try {
+    await pipeline(createReadStream(gzPath), createGunzip(), tap, sink);
+  } catch (e) {
+    throw new StrataError('E_HASH', `the layer ${digest} does not decompress: ${(e as Error).message}`, 'the image is damaged; pull it again or push it again');
+  }
+  const got = `sha256:${hash.digest('hex')}`;
+  if (got !== diffId) throw new StrataError('E_HASH', `the layer ${digest} decompresses to ${got}, but the image config names ${diffId}`, 'the image is damaged or was built wrong; push it again');
 }
 
 /** The unpacked root filesystem of a pulled image, unpacking it first when needed. */

@@ -94,14 +94,14 @@ export function openCache(refText: string, ctx: Pick<Ctx, 'store' | 'reporter'>,
       return undefined;
     }
     try {
-      const { decompressLayer } = await import('./images.ts');
-      await decompressLayer(blob.path, blob.digest, c.diffId, { store });
+      // Only the gzip blob is kept: the tar is made from it again when an uncompressed image is written.
+      const { checkDecompresses } = await import('./images.ts');
+      await checkDecompresses(blob.path, blob.digest, c.diffId);
     } catch (err) {
       if (!(err instanceof StrataError) || err.code !== 'E_HASH') throw err;
       reporter.warn(`the cache ${where}: layer "${job.label}": ${err.message}; building it here`);
       return undefined;
     }
-    if ((await store.check(c.diffId, c.size)).state !== 'ok') return undefined;
     return { diffId: c.diffId, size: c.size, gzip: c.gzip };
   };
 
@@ -211,7 +211,7 @@ async function treeBlob(out: string, tmp: string, mtime: number, label: string):
     return base;
   });
   const gz = join(tmp, 'tree.tar.gz');
-  const res = await writeLayerTar(entries, join(tmp, 'tree.tar'), { mtime, gzip: gz });
+  const res = await writeLayerTar(entries, null, { mtime, gzip: gz });
   return { mediaType: GZIP_OUTPUT_TREE, digest: res.gzip!.digest, size: res.gzip!.size, path: gz };
 }
 

@@ -3,19 +3,21 @@
  * (unless `dryRun`), so that it is fetched or made again when next needed.
  *
  * - blobs: every blob re-hashed against its name (a verified stamp is written for each whole one);
- * - layer records: each must parse and name blobs that are in the store, with their sizes;
+ * - layer records: each must parse, and the gzip blob it names be in the store, whole;
  * - unpacked trees: meta.json must parse and describe a tree; every regular file it lists must be there with the
  *   recorded size and sha256;
- * - root filesystems: each tree is compared with what its recorded layers make (every path, type, file content and
- *   mode, symlink target; nothing extra). A tree without a record (made by an older strata) or whose layers left the
- *   store cannot be checked and is counted as such;
+ * - root filesystems: a tree whose layers the store holds (a pulled image's) is compared with what they make (every
+ *   path, type, file content and mode, symlink target; nothing extra); a realised image's, hard links to the
+ *   unpacked packages, goes with any damaged unpacked tree it links. A tree without a record (made by an older
+ *   strata) cannot be checked and is counted as such;
  * - the other cache records (channel pointers, run pointers) must parse, and each parsed index read back whole (its
  *   tables, and its candidates against their crc32).
  *
  * Nothing here prints: the command does.
  */
 import { createReadStream } from 'node:fs';
-import { lstat } from 'node:fs/promises';
+import { lstat, readdir } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import PQueue from 'p-queue';
@@ -37,7 +39,8 @@ export interface VerifyReport {
   blobs: { checked: number; bytes: number };
   layers: { checked: number };
   unpacked: { checked: number; files: number };
-  rootfs: { checked: number; unchecked: number };
+  /** Compared with their stored layers; checked through the unpacked files they link; neither. */
+  rootfs: { checked: number; linked: number; unchecked: number };
   records: { checked: number };
   damaged: Damage[];
 }
@@ -70,6 +73,8 @@ interface Pass {
   o: { dryRun: boolean; reporter?: Reporter };
   report: VerifyReport;
   badBlobs: Set<string>;
+  /** The files (`dev:ino`) of the unpacked trees found damaged, and which package each is of. */
+  badFiles: Map<string, string>;
   queue: PQueue;
   damaged(what: string, reason: string): void;
   stage(label: string, total: number): { tick(): void; done(): void };
@@ -108,9 +113,11 @@ async function checkLayerRecords(v: Pass): Promise<void> {
     const r = await layers.readEntry<LayerRecord>(key, layerRecordProblem);
     let problem = r.state === 'damaged' ? r.reason : undefined;
     if (r.state === 'ok') {
-      for (const b of [{ digest: r.value.diffId, size: r.value.size }, ...(r.value.gzip ? [r.value.gzip] : [])]) {
-        if (!(await whole(b.digest, b.size))) problem ??= `its blob ${b.digest.slice(0, 19)}… is ${v.badBlobs.has(b.digest.slice(7)) ? 'damaged' : 'missing'}`;
-      }
+      // The uncompressed tar is made again on demand and is in the store only when something put it there; a gzip
+      // blob, once recorded, must be there.
+      if (v.badBlobs.has(r.value.diffId.slice(7))) problem = `its blob ${r.value.diffId.slice(0, 19)}… is damaged`;
+      const gz = r.value.gzip;
+      if (gz && !(await whole(gz.digest, gz.size))) problem ??= `its blob ${gz.digest.slice(0, 19)}… is ${v.badBlobs.has(gz.digest.slice(7)) ? 'damaged' : 'missing'}`;
     }
     if (problem === undefined) continue;
     v.damaged(`layer record ${key}`, problem);
@@ -139,6 +146,8 @@ async function checkUnpacked(v: Pass): Promise<void> {
         if (problem === undefined) return;
         const pkg = r.state === 'ok' ? /^Package:\s*(\S+)/m.exec(r.value.control)?.[1] : undefined;
         v.damaged(`unpacked ${pkg ?? 'package'} (${key.slice(0, 12)}…)`, problem);
+        // A root filesystem that links these files holds the damage too, and goes with them.
+        await eachFile(unpacked.path(key), (_rel, st) => void v.badFiles.set(`${st.dev}:${st.ino}`, pkg ?? key.slice(0, 12)));
         if (!v.o.dryRun) await unpacked.remove(key);
       }),
     ),
@@ -146,7 +155,11 @@ async function checkUnpacked(v: Pass): Promise<void> {
   bar.done();
 }
 
-/** Every root filesystem against the layers it records (those made before strata recorded them: not checkable). */
+/**
+ * Every root filesystem against the layers it records, where the store holds them (a pulled image's); a realised
+ * image's, whose layers are made on demand, through the unpacked packages it is hard links to: one that links a file
+ * of a damaged unpacked tree is damaged with it. (Those made before strata recorded their layers: not checkable.)
+ */
 async function checkRootfses(v: Pass): Promise<void> {
   const rootfs = v.store.cache('rootfs');
   const listed = await rootfs.list();
@@ -156,24 +169,47 @@ async function checkRootfses(v: Pass): Promise<void> {
   for (const key of listed.dirs) {
     bar.tick();
     const r = await rootfs.readEntry<RootfsRecord>(key, (x) => (Array.isArray((x as RootfsRecord | null)?.layers) ? undefined : 'no layer list'));
-    const layerPaths: string[] = [];
-    if (r.state === 'ok') {
-      for (const l of r.value.layers) {
-        const p = v.badBlobs.has(l.diffId.slice(7)) ? undefined : await v.store.has(l.diffId, l.size);
-        if (p) layerPaths.push(p);
-      }
-    }
-    if (r.state !== 'ok' || layerPaths.length !== r.value.layers.length) {
+    if (r.state !== 'ok') {
       v.report.rootfs.unchecked++;
       continue;
     }
-    v.report.rootfs.checked++;
-    const problems = await checkRootfs(rootfs.path(key), layerPaths, 3);
+    const layerPaths: string[] = [];
+    for (const l of r.value.layers) {
+      const p = v.badBlobs.has(l.diffId.slice(7)) ? undefined : await v.store.has(l.diffId, l.size);
+      if (p) layerPaths.push(p);
+    }
+    let problems: string[];
+    if (layerPaths.length === r.value.layers.length) {
+      v.report.rootfs.checked++;
+      problems = await checkRootfs(rootfs.path(key), layerPaths, 3);
+    } else {
+      v.report.rootfs.linked++;
+      problems = [];
+      if (v.badFiles.size > 0) {
+        await eachFile(rootfs.path(key), (rel, st) => {
+          const pkg = v.badFiles.get(`${st.dev}:${st.ino}`);
+          if (pkg !== undefined && problems.length < 3) problems.push(`/${rel} is a file of the damaged unpacked ${pkg}`);
+        });
+      }
+    }
     if (problems.length === 0) continue;
     v.damaged(`root filesystem ${key.slice(0, 12)}…`, problems.join('; '));
     if (!v.o.dryRun) await rootfs.remove(key);
   }
   bar.done();
+}
+
+/** Calls `f` for every regular file under `dir` (relative path, lstat), in name order. */
+async function eachFile(dir: string, f: (rel: string, st: Stats) => void, rel = ''): Promise<void> {
+  const here = rel === '' ? dir : join(dir, rel);
+  const names = (await readdir(here).catch(() => [] as string[])).sort();
+  for (const name of names) {
+    const r = rel === '' ? name : `${rel}/${name}`;
+    const st = await lstat(join(dir, r)).catch(() => undefined);
+    if (!st) continue;
+    if (st.isDirectory()) await eachFile(dir, f, r);
+    else if (st.isFile()) f(r, st);
+  }
 }
 
 /** The small records (channel pointers, run pointers) must parse; a parsed index must read back whole. */
@@ -200,12 +236,13 @@ async function checkRecords(v: Pass): Promise<void> {
 }
 
 export async function verifyStore(store: Store, o: { dryRun: boolean; reporter?: Reporter }): Promise<VerifyReport> {
-  const report: VerifyReport = { blobs: { checked: 0, bytes: 0 }, layers: { checked: 0 }, unpacked: { checked: 0, files: 0 }, rootfs: { checked: 0, unchecked: 0 }, records: { checked: 0 }, damaged: [] };
+  const report: VerifyReport = { blobs: { checked: 0, bytes: 0 }, layers: { checked: 0 }, unpacked: { checked: 0, files: 0 }, rootfs: { checked: 0, linked: 0, unchecked: 0 }, records: { checked: 0 }, damaged: [] };
   const v: Pass = {
     store,
     o,
     report,
     badBlobs: new Set(),
+    badFiles: new Map(),
     queue: new PQueue({ concurrency: 2 }),
     damaged: (what, reason) => report.damaged.push({ what, reason }),
     stage: (label, total) => o.reporter?.progress(label, total) ?? { tick() {}, done() {} },

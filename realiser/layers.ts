@@ -1,15 +1,21 @@
 /**
  * Layer jobs and the layer cache. A producer (the package planner, the skeleton, the installed state, later a
  * recipe build) describes a layer as a `LayerJob`: a label for history, a key that names its inputs, and the
- * entries. This module builds a job's tar once per key (and its gzip twin when asked), adopts the blobs into the
- * store and records them; a later job with the same key takes the record, provided its blobs are still there and
- * whole (`store.check`: their verified stamps, else a re-hash). A damaged record or blob is dropped and the layer
- * built again, with one warning naming it.
+ * entries. This module streams a job's tar once per key through a hash and records its diffId and size; the
+ * uncompressed tar is not kept (it would be a second copy of the unpacked trees it is made of): `layerBlobs` makes
+ * it again on demand, from the job's entries, checked against the record as it streams. A gzip twin, asked for by
+ * registries, is made in the same pass and kept in the store. A later job with the same key takes the record,
+ * provided the blobs it needs are still there and whole (`store.check`: their verified stamps, else a re-hash). A
+ * damaged record or blob is dropped and the layer built again, with one warning naming it.
  */
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeLayerTar, type LayerEntry } from './layertar.ts';
+import { PassThrough, Transform, type Readable } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import { StrataError } from '../errors.ts';
+import { DamagedSource, writeLayerTar, type LayerEntry } from './layertar.ts';
 import { MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_TAR_GZIP } from './oci/spec.ts';
 import { onDisk, type Store } from '../store/store.ts';
 import type { LayerBlob } from './oci/image.ts';
@@ -28,7 +34,10 @@ export interface LayerJob {
   entries(): LayerEntry[] | Promise<LayerEntry[]>;
 }
 
-/** What the layer cache records of a built layer: its uncompressed digest and size, and its gzip blob's when made. */
+/**
+ * What the layer cache records of a built layer: its uncompressed digest and size, and its gzip blob's when made.
+ * The uncompressed tar itself is in the store only when a cache registry or an older strata put it there.
+ */
 export interface LayerRecord {
   diffId: string;
   size: number;
@@ -73,7 +82,7 @@ export async function buildLayer(job: LayerJob, o: LayerBuildOptions): Promise<{
   if (read.state === 'damaged') o.reporter?.warn(`the cached record of layer "${job.label}" was damaged (${read.reason}); building the layer again`);
   if (read.state === 'ok') {
     const rec = read.value;
-    const blobs = [{ digest: rec.diffId, size: rec.size }, ...(gzip && rec.gzip ? [rec.gzip] : [])];
+    const blobs = gzip && rec.gzip ? [rec.gzip] : [];
     let whole = !gzip || rec.gzip !== undefined;
     for (const b of blobs) {
       const c = await store.check(b.digest, b.size);
@@ -90,10 +99,8 @@ export async function buildLayer(job: LayerJob, o: LayerBuildOptions): Promise<{
   const entries = await job.entries();
   const tmp = await store.tmpDir();
   try {
-    const tarPath = join(tmp, 'layer.tar');
     const gzPath = join(tmp, 'layer.tar.gz');
-    const res = await onDisk(store.root, 'a layer', () => writeLayerTar(entries, tarPath, gzip ? { mtime, gzip: gzPath } : { mtime }));
-    await store.adopt(tarPath, res.diffId);
+    const res = await onDisk(store.root, 'a layer', () => writeLayerTar(entries, null, gzip ? { mtime, gzip: gzPath } : { mtime }));
     const made: LayerRecord = { diffId: res.diffId, size: res.size };
     if (gzip && res.gzip) {
       await store.adopt(gzPath, res.gzip.digest);
@@ -106,14 +113,72 @@ export async function buildLayer(job: LayerJob, o: LayerBuildOptions): Promise<{
   }
 }
 
-/** The image's layers in one encoding, read from the store (base first). */
-export async function layerBlobs(store: Store, records: LayerRecord[], encoding: 'plain' | 'gzip'): Promise<LayerBlob[]> {
+/**
+ * The image's layers in one encoding (base first). A gzip layer is its blob in the store. An uncompressed one is
+ * its blob when the store holds it whole, else made again as a stream: from its gzip blob, decompressed, or from
+ * its job's entries (`jobs[i]`, at `mtime`), checked against the record as it goes (a stream that would differ
+ * fails before its end, with E_HASH).
+ */
+export async function layerBlobs(store: Store, records: LayerRecord[], encoding: 'plain' | 'gzip', o: { jobs?: readonly (Pick<LayerJob, 'label' | 'entries'> | undefined)[]; mtime?: number } = {}): Promise<LayerBlob[]> {
   return Promise.all(
-    records.map(async (r) => {
-      const d = encoding === 'gzip' ? r.gzip! : { digest: r.diffId, size: r.size };
-      const path = await store.has(d.digest, d.size);
-      if (!path) throw new Error(`layer ${d.digest} left the store while the image was being assembled`);
-      return { path, digest: d.digest, size: d.size, diffId: r.diffId, mediaType: encoding === 'gzip' ? MEDIA_TYPE_LAYER_TAR_GZIP : MEDIA_TYPE_LAYER_TAR };
+    records.map(async (r, i): Promise<LayerBlob> => {
+      if (encoding === 'gzip') {
+        const d = r.gzip!;
+        const path = await store.has(d.digest, d.size);
+        if (!path) throw new Error(`layer ${d.digest} left the store while the image was being assembled`);
+        return { path, digest: d.digest, size: d.size, diffId: r.diffId, mediaType: MEDIA_TYPE_LAYER_TAR_GZIP };
+      }
+      const blob = { digest: r.diffId, size: r.size, diffId: r.diffId, mediaType: MEDIA_TYPE_LAYER_TAR };
+      const kept = await store.check(r.diffId, r.size);
+      if (kept.state === 'ok') return { ...blob, path: kept.path };
+      const gz = r.gzip ? await store.check(r.gzip.digest, r.gzip.size) : undefined;
+      if (gz?.state === 'ok') return { ...blob, read: () => gunzipped(gz.path, r) };
+      const job = o.jobs?.[i];
+      if (!job || o.mtime === undefined) throw new Error(`layer ${r.diffId} is neither in the store nor can be made again here`);
+      return { ...blob, read: () => madeAgain(job, r, o.mtime!) };
     }),
   );
+}
+
+/** Why a layer cannot be made again, as the user's error. */
+function notMadeAgain(label: string, e: unknown): Error {
+  if (e instanceof StrataError) return e;
+  if (!(e instanceof DamagedSource)) return e instanceof Error ? e : new Error(String(e));
+  return new StrataError('E_HASH', `the layer "${label}" could not be made again from the store: ${e.message}`, 'run `strata verify` (it drops what is damaged), then this command again: the next realise makes it again');
+}
+
+/** The layer's tar, written again from its job's entries into a stream, which fails before its end unless it is `r`. */
+function madeAgain(job: Pick<LayerJob, 'label' | 'entries'>, r: LayerRecord, mtime: number): Readable {
+  const out = new PassThrough({ highWaterMark: 1 << 20 });
+  void (async () => writeLayerTar(await job.entries(), out, { mtime, expect: { diffId: r.diffId, size: r.size } }))().catch((e: unknown) => out.destroy(notMadeAgain(job.label, e)));
+  return out;
+}
+
+/** The layer's tar, decompressed from its gzip blob, as a stream that fails before its end unless it is `r`. */
+function gunzipped(gzPath: string, r: LayerRecord): Readable {
+  const hash = createHash('sha256');
+  let size = 0;
+  const check = new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      hash.update(chunk);
+      size += chunk.length;
+      cb(null, chunk);
+    },
+    flush(cb) {
+      const got = `sha256:${hash.digest('hex')}`;
+      if (got === r.diffId && size === r.size) cb();
+      else cb(new StrataError('E_HASH', `the layer ${r.gzip!.digest} decompresses to ${got} (${size} bytes), not ${r.diffId} (${r.size} bytes) as recorded`, 'run `strata verify` (it drops what is damaged), then this command again'));
+    },
+  });
+  const src = createReadStream(gzPath, { highWaterMark: 1 << 20 });
+  const gun = createGunzip();
+  const fail = (e: Error) => check.destroy(new StrataError('E_HASH', `the layer ${r.gzip!.digest} does not decompress: ${e.message}`, 'run `strata verify` (it drops what is damaged), then this command again'));
+  src.on('error', fail);
+  gun.on('error', fail);
+  check.on('close', () => {
+    src.destroy();
+    gun.destroy();
+  });
+  src.pipe(gun).pipe(check);
+  return check;
 }

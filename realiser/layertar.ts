@@ -19,7 +19,7 @@ import { stat, unlink } from 'node:fs/promises';
 import { once } from 'node:events';
 import { Transform } from 'node:stream';
 import type { Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import type { ZlibOptions } from 'node:zlib';
 
@@ -85,7 +85,11 @@ const MAX_OCTAL_7 = 0o7777777;
 const MAX_OCTAL_11 = 0o77777777777;
 
 /**
- * Writes `entries` to `out` as a deterministic tar and, with `opts.gzip`, a gzip copy in the same pass.
+ * Writes `entries` as a deterministic tar to `out` (a file path; a stream, which is ended when the tar is whole; or
+ * null: the tar is only hashed and measured) and, with `opts.gzip`, a gzip copy in the same pass. With
+ * `opts.expect`, a tar that does not come out as that diffId and size is never completed: it throws `DamagedSource`
+ * before ending a stream (its reader has every byte but the verdict) or removes a file. On any failure a given
+ * stream is left neither ended nor destroyed: its owner destroys it with the error it wants its reader to see.
  * Entries are sorted by path bytewise, missing parent directories are added (0755 root:root), and a
  * hardlink set is rewritten so that its bytewise-first path carries the content (an extractor needs the
  * target before the link). Caller bugs (a duplicate or malformed path, a parent that is not a directory,
@@ -93,8 +97,8 @@ const MAX_OCTAL_11 = 0o77777777777;
  */
 export async function writeLayerTar(
   entries: LayerEntry[],
-  out: string,
-  opts: { mtime: number; gzip?: string },
+  out: string | Writable | null,
+  opts: { mtime: number; gzip?: string; expect?: { diffId: string; size: number } },
 ): Promise<LayerResult> {
   if (!Number.isInteger(opts.mtime) || opts.mtime < 0 || opts.mtime > MAX_OCTAL_11) {
     throw new Error(`layer mtime must be a whole number of seconds in ustar range, got ${opts.mtime}`);
@@ -102,7 +106,7 @@ export async function writeLayerTar(
   const planned = planEntries(entries);
   const sizes = await Promise.all(planned.map((e) => contentSize(e)));
 
-  const sink = new StagedSink(out, opts.gzip);
+  const sink = new StagedSink(out, opts.gzip, opts.expect);
   try {
     for (let i = 0; i < planned.length; i++) {
       const e = planned[i]!;
@@ -120,6 +124,24 @@ export async function writeLayerTar(
     await sink.discard();
     throw e;
   }
+}
+
+/** Resolves when `w` drains, rejects when it fails or closes first (a reader that went away). */
+function drained(w: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      w.off('drain', ok);
+      w.off('error', done);
+      w.off('close', closed);
+      if (err) reject(err);
+      else resolve();
+    };
+    const ok = () => done();
+    const closed = () => done(new Error('the layer stream was closed by its reader'));
+    w.on('drain', ok);
+    w.on('error', done);
+    w.on('close', closed);
+  });
 }
 
 interface PlannedEntry extends LayerEntry {
@@ -414,15 +436,17 @@ class StagedSink {
   private fill = 0;
   private size = 0;
   private readonly hash = createHash('sha256');
-  private readonly out: WriteStream;
+  private readonly out: WriteStream | Writable | undefined;
   private readonly gz?: { zip: Writable; done: Promise<void>; hash: ReturnType<typeof createHash>; size: number; path: string };
   private failure: Error | undefined;
-  private readonly outPath: string;
+  private readonly outPath: string | undefined;
+  private readonly expect: { diffId: string; size: number } | undefined;
 
-  constructor(outPath: string, gzipPath: string | undefined) {
-    this.outPath = outPath;
-    this.out = createWriteStream(outPath, { highWaterMark: 4 * STAGE });
-    this.out.on('error', (e) => {
+  constructor(out: string | Writable | null, gzipPath: string | undefined, expect?: { diffId: string; size: number }) {
+    this.outPath = typeof out === 'string' ? out : undefined;
+    this.out = typeof out === 'string' ? createWriteStream(out, { highWaterMark: 4 * STAGE }) : (out ?? undefined);
+    this.expect = expect;
+    this.out?.on('error', (e: Error) => {
       this.failure ??= e;
     });
     if (gzipPath !== undefined) {
@@ -462,7 +486,7 @@ class StagedSink {
     this.hash.update(chunk);
     this.size += chunk.length;
     const waits: Promise<unknown>[] = [];
-    if (!this.out.write(chunk)) waits.push(once(this.out, 'drain'));
+    if (this.out && !this.out.write(chunk)) waits.push(drained(this.out));
     if (this.gz && !this.gz.zip.write(chunk)) waits.push(once(this.gz.zip, 'drain'));
     await Promise.all(waits);
     if (this.failure) throw this.failure;
@@ -470,10 +494,17 @@ class StagedSink {
 
   async finish(): Promise<LayerResult> {
     await this.flush();
-    this.out.end();
-    await once(this.out, 'close');
-    if (this.failure) throw this.failure;
     const result: LayerResult = { diffId: `sha256:${this.hash.digest('hex')}`, size: this.size };
+    const want = this.expect;
+    if (want && (want.diffId !== result.diffId || want.size !== result.size)) {
+      throw new DamagedSource('the layer made again', `it came out as ${result.diffId} (${result.size} bytes), its record says ${want.diffId} (${want.size} bytes)`);
+    }
+    if (this.out) {
+      this.out.end();
+      if (this.outPath !== undefined) await once(this.out, 'close');
+      else await finished(this.out, { readable: false });
+    }
+    if (this.failure) throw this.failure;
     if (this.gz) {
       this.gz.zip.end();
       await this.gz.done;
@@ -482,12 +513,12 @@ class StagedSink {
     return result;
   }
 
-  /** Stops every stream and removes the partial outputs. */
+  /** Stops every stream but a given one (its owner ends it) and removes the partial outputs. */
   async discard(): Promise<void> {
-    this.out.destroy();
+    if (this.outPath !== undefined) this.out?.destroy();
     if (this.gz) this.gz.zip.destroy();
     await this.gz?.done.catch(() => {});
-    await unlink(this.outPath).catch(() => {});
+    if (this.outPath !== undefined) await unlink(this.outPath).catch(() => {});
     if (this.gz) await unlink(this.gz.path).catch(() => {});
   }
 }

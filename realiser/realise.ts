@@ -459,7 +459,7 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
     lp.done();
   }
 
-  const plain = buildImage(imageInput(lock, jobs, await layerBlobs(store, records, 'plain'), mtime, opts.searchPaths));
+  const plain = buildImage(imageInput(lock, jobs, await layerBlobs(store, records, 'plain', { jobs, mtime }), mtime, opts.searchPaths));
   const gzipped = gzip ? buildImage(imageInput(lock, jobs, await layerBlobs(store, records, 'gzip'), mtime, opts.searchPaths)) : undefined;
   const layers = jobs.map((j, i) => ({ key: j.key, label: j.label, comment: j.comment, record: records[i]! }));
   return { image: gzipped ?? plain, plain, ...(gzipped ? { gzip: gzipped } : {}), layerCount: records.length, layerJobs: jobs, builtLayers, mtime, layers };

@@ -7,7 +7,7 @@
  */
 import { StrataError } from '../errors.ts';
 import { MEDIA_TYPE_IMAGE_MANIFEST } from '../realiser/oci/spec.ts';
-import type { BuiltImage } from '../realiser/oci/image.ts';
+import type { BuiltImage, LayerBlob } from '../realiser/oci/image.ts';
 import { formatBytes } from '../report/reporter.ts';
 import { backoffDelay, isTransientStatus, sleep, type RequestBody } from '../store/http.ts';
 import { RegistryUnreachable, type Answer, type RegistryClient } from './client.ts';
@@ -124,11 +124,17 @@ async function upload(client: RegistryClient, b: Blob, chunkBytes: number, say: 
   return 0;
 }
 
+/** A layer's file: what is pushed are the store's gzip blobs, which uploads read in ranges. */
+function storedLayer(l: LayerBlob): string {
+  if (l.path === undefined) throw new Error(`pushImage: layer ${l.digest} is not a file in the store (push the gzip-compressed image)`);
+  return l.path;
+}
+
 /** Pushes `img` (its blobs, then its manifest under each of `tags`). */
 export async function pushImage(client: RegistryClient, img: BuiltImage, tags: string[], o: { chunkBytes?: number; say: (line: string) => void }): Promise<PushResult> {
   const chunkBytes = o.chunkBytes ?? CHUNK_BYTES;
   const blobs: Blob[] = [
-    ...img.layers.map((l, i) => ({ digest: l.digest, size: l.size, body: { file: l.path, size: l.size }, what: `layer ${i + 1}/${img.layers.length}` })),
+    ...img.layers.map((l, i) => ({ digest: l.digest, size: l.size, body: { file: storedLayer(l), size: l.size }, what: `layer ${i + 1}/${img.layers.length}` })),
     { digest: img.configDigest, size: img.config.length, body: img.config, what: 'the config' },
   ];
   const result: PushResult = { manifestDigest: img.manifestDigest, pushed: 0, present: 0, pushedBytes: 0 };

@@ -150,12 +150,12 @@ test('writing into an existing layout adds or replaces by ref name and keeps the
   t.deepEqual((await readdir(dir)).sort(), ['blobs', 'index.json', 'oci-layout']);
   t.false((await readdir(join(dir, 'blobs', 'sha256'))).some((n) => n.startsWith('.')));
   // Layer blobs are copies, never hard links into the store: damage in the output cannot reach the source.
-  const src = await stat(layers[0]!.path);
+  const src = await stat(layers[0]!.path!);
   const out = join(dir, 'blobs', 'sha256', layers[0]!.digest.slice(7));
   t.not((await stat(out)).ino, src.ino);
-  const before = await readFile(layers[0]!.path);
+  const before = await readFile(layers[0]!.path!);
   await writeFile(out, 'damaged');
-  t.deepEqual(await readFile(layers[0]!.path), before);
+  t.deepEqual(await readFile(layers[0]!.path!), before);
   await writeOciLayout(dir, one);
   t.deepEqual(await readFile(out), before);
 

@@ -1,5 +1,5 @@
 /**
- * A damaged store heals itself, through the real CLI: a flipped byte in a cached layer, a .deb, an unpacked tree
+ * A damaged store heals itself, through the real CLI: a flipped byte in a cached gzip layer, a .deb, an unpacked tree
  * or a root filesystem, and cut-short metadata, each give one warning naming the entry and are made (or fetched)
  * again; what leaves the store is whole (skopeo as the checker); what killed runs left is removed; `strata verify`
  * finds every kind of damage and drops it.
@@ -9,6 +9,7 @@ import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { project, manifestFor, closeSharedMirror, STRATA, type Project } from './helpers/project.ts';
 import { parseLock } from '../lock/lockfile.ts';
 import { ownerTag } from '../store/leftovers.ts';
@@ -47,15 +48,20 @@ function flip(file: string, offset: number): void {
   }
 }
 
-/** The layer blob (uncompressed tar) in the store that holds `needle`, and the needle's offset in it. */
-function layerHolding(p: Project, needle: string): { hex: string; path: string; offset: number } {
-  for (const rec of readdirSync(join(p.cache, 'layers'))) {
-    const hex = (JSON.parse(readFileSync(join(p.cache, 'layers', rec), 'utf8')) as { diffId: string }).diffId.slice(7);
+/** The records of the layer cache. */
+function layerRecords(p: Project): { diffId: string; gzip?: { digest: string } }[] {
+  return readdirSync(join(p.cache, 'layers')).map((rec) => JSON.parse(readFileSync(join(p.cache, 'layers', rec), 'utf8')) as { diffId: string; gzip?: { digest: string } });
+}
+
+/** The gzip layer blob in the store whose tar holds `needle`. */
+function gzipLayerHolding(p: Project, needle: string): { hex: string; path: string } {
+  for (const rec of layerRecords(p)) {
+    if (!rec.gzip) continue;
+    const hex = rec.gzip.digest.slice(7);
     const path = join(p.cache, 'blobs/sha256', hex);
-    const offset = readFileSync(path).indexOf(needle);
-    if (offset >= 0) return { hex, path, offset };
+    if (gunzipSync(readFileSync(path)).indexOf(needle) >= 0) return { hex, path };
   }
-  throw new Error(`no layer holds ${needle}`);
+  throw new Error(`no gzip layer holds ${needle}`);
 }
 
 /** Rewrites a blob's verified stamp to match its current stat: bit rot, which changes the bytes and not the stat. */
@@ -72,18 +78,21 @@ function lockOf(p: Project) {
   return parseLock(readFileSync(join(p.dir, 'strata.lock'), 'utf8'));
 }
 
-test('a flipped byte in a cached layer is found before the image leaves the store: one warning, the layer is rebuilt, skopeo copies the output', async (t) => {
-  const { p, digest } = await realised();
-  const layer = layerHolding(p, 'hello from pkg-zstd');
+test('a flipped byte in a cached gzip layer is found before the image leaves the store: one warning, the layer is rebuilt, skopeo copies the output', async (t) => {
+  const { p } = await realised();
+  const gz = await p.strata(['realise', '--locked', '--gzip']);
+  t.is(gz.code, 0, gz.stderr);
+  const digest = digestOf(gz.stdout);
+  const layer = gzipLayerHolding(p, 'hello from pkg-zstd');
   // A write that then puts the mtime back: the ctime in the verified stamp still tells.
   const before = statSync(layer.path);
-  flip(layer.path, layer.offset);
+  flip(layer.path, Math.floor(before.size / 2));
   utimesSync(layer.path, before.atime, before.mtime);
   const damagedHash = sha256(readFileSync(layer.path)).slice(0, 12);
   t.not(damagedHash, layer.hex.slice(0, 12));
 
   const oci = join(p.dir, 'oci');
-  const r = await p.strata(['realise', '--locked', '--oci', oci]);
+  const r = await p.strata(['realise', '--locked', '--gzip', '--oci', oci]);
   t.is(r.code, 0, r.stderr);
   t.is(digestOf(r.stdout), digest);
   t.deepEqual(warnings(r.stderr), [`warning: the cached layer "packages from source pkg-zstd" (sha256:${layer.hex.slice(0, 12)}…) was damaged (its bytes hash to ${damagedHash}…); building it again`]);
@@ -94,33 +103,43 @@ test('a flipped byte in a cached layer is found before the image leaves the stor
   const copy = spawnSync('skopeo', ['--insecure-policy', 'copy', `oci:${oci}:${ref}`, `dir:${join(p.dir, 'copied')}`], { encoding: 'utf8' });
   t.is(copy.status, 0, copy.stderr);
 
-  const again = await p.strata(['realise', '--locked']);
+  const again = await p.strata(['realise', '--locked', '--gzip']);
   t.deepEqual(warnings(again.stderr), []);
   t.regex(again.stdout, /\(0 built, \d+ cached\)/);
 });
 
-test('a layer damaged with no trace in its stat never reaches the sandbox, whose root links the unpacked packages; verify finds it and the next output rebuilds it', async (t) => {
+test('the store keeps no uncompressed layer: --oci makes each again from the unpacked packages; a file damaged with no trace in its stat stops the output (nothing half-written), verify drops it, the next output is whole', async (t) => {
   const { p, digest } = await realised();
-  const layer = layerHolding(p, 'hello from pkg-zstd');
-  flip(layer.path, layer.offset);
-  // Bit rot: the bytes change, the stat the verified stamp recorded does not (the stamp is rewritten to match).
-  forgeStamp(p, layer.hex);
+  const blobs = () => new Set(readdirSync(join(p.cache, 'blobs/sha256')));
+  t.false(layerRecords(p).some((r) => blobs().has(r.diffId.slice(7))), 'no layer tar in the store');
+  const pkg = lockOf(p).packages.find((x) => x.name === 'pkg-zstd')!;
+  const file = join(p.cache, 'unpacked', pkg.sha256, 'root/usr/share/pkg-zstd/hello.txt');
+  const before = statSync(file);
+  flip(file, 3);
+  utimesSync(file, before.atime, before.mtime);
 
-  // The sandbox's root is hard links to the verified unpacked packages: the layer tar is not read on the way.
-  const r = await p.strata(['run', '--backend', 'sandbox', '--locked', '--', '/bin/sh', '-c', 'cat /usr/share/pkg-zstd/hello.txt']);
-  t.is(r.code, 0, r.stderr);
-  t.is(r.stdout, 'hello from pkg-zstd\n');
-  t.deepEqual(warnings(r.stderr), []);
-  t.deepEqual(readdirSync(join(p.cache, 'rootfs')).filter((n) => n.startsWith('.tmp-')), []);
+  const oci = join(p.dir, 'oci');
+  const bad = await p.strata(['realise', '--locked', '--oci', oci]);
+  t.is(bad.code, 1, bad.stderr);
+  t.regex(bad.stderr, /error: the layer "packages from source pkg-zstd" could not be made again from the store: .*usr\/share\/pkg-zstd\/hello\.txt/);
+  t.regex(bad.stderr, /strata verify/);
+  t.false(existsSync(join(oci, 'index.json')), 'no image was written');
+  if (existsSync(join(oci, 'blobs/sha256'))) {
+    t.deepEqual(readdirSync(join(oci, 'blobs/sha256')).filter((n) => n.startsWith('.')), [], 'no temp file left');
+    everyBlobWhole(t, join(oci, 'blobs/sha256'));
+  }
 
   const v = await p.strata(['verify']);
   t.is(v.code, 1, v.stdout + v.stderr);
-  t.true(v.stdout.split('\n').some((l) => l.startsWith(`damaged: blob sha256:${layer.hex}: its bytes hash to `) && l.endsWith('; dropped')), v.stdout);
-  const out = await p.strata(['realise', '--locked', '--oci', join(p.dir, 'oci')]);
+  t.true(v.stdout.split('\n').some((l) => l.startsWith('damaged: unpacked pkg-zstd (') && l.endsWith('; dropped')), v.stdout);
+  const out = await p.strata(['realise', '--locked', '--oci', oci]);
   t.is(out.code, 0, out.stderr);
   t.is(digestOf(out.stdout), digest);
-  t.regex(out.stdout, /\(1 built, \d+ cached\)/);
-  t.is(sha256(readFileSync(layer.path)), layer.hex, 'the store holds the right bytes again');
+  everyBlobWhole(t, join(oci, 'blobs/sha256'));
+  const ref = lockOf(p).closure.slice(7, 19);
+  const copy = spawnSync('skopeo', ['--insecure-policy', 'copy', `oci:${oci}:${ref}`, `dir:${join(p.dir, 'copied')}`], { encoding: 'utf8' });
+  t.is(copy.status, 0, copy.stderr);
+  t.false(layerRecords(p).some((r) => blobs().has(r.diffId.slice(7))), 'still no layer tar in the store');
   const clean = await p.strata(['verify']);
   t.is(clean.code, 0, clean.stdout + clean.stderr);
 });
@@ -273,7 +292,7 @@ test('strata verify re-checks the whole store: a clean store passes; every kind 
   t.is((await p.strata(['run', '--backend', 'sandbox', '--locked', '--', '/bin/sh', '-c', 'true'])).code, 0);
   const clean = await p.strata(['verify']);
   t.is(clean.code, 0, clean.stderr);
-  t.regex(clean.stdout, /^store .+\n {2}blobs +\d+ re-hashed \(.+\)\n {2}layers +11 records checked against their blobs\n {2}unpacked +9 packages, \d+ files re-hashed\n {2}rootfs +1 compared with their layers\n {2}records +\d+ other cache records read\n0 damaged entries/);
+  t.regex(clean.stdout, /^store .+\n {2}blobs +\d+ re-hashed \(.+\)\n {2}layers +11 records checked against their blobs\n {2}unpacked +9 packages, \d+ files re-hashed\n {2}rootfs +0 compared with their layers, 1 through the unpacked files they link\n {2}records +\d+ other cache records read\n0 damaged entries/);
 
   const lock = lockOf(p);
   const deb = lock.packages.find((x) => x.name === 'libblas3')!;
@@ -295,7 +314,7 @@ test('strata verify re-checks the whole store: a clean store passes; every kind 
     `damaged: layer record ${rec.slice(0, -5)}: cut short or not JSON`,
     `damaged: unpacked pkg-none (X…): usr/share/pkg-none/hello.txt has other content than recorded`,
     `damaged: unpacked pkg-gzip (X…): usr/share/pkg-gzip/hello.txt has other content than recorded`,
-    `damaged: root filesystem X…: /usr/share/pkg-gzip/hello.txt has other content than the layers give; /usr/share/pkg-none/hello.txt has other content than the layers give`,
+    `damaged: root filesystem X…: /usr/share/pkg-gzip/hello.txt is a file of the damaged unpacked pkg-gzip; /usr/share/pkg-none/hello.txt is a file of the damaged unpacked pkg-none`,
   ]);
   t.regex(dry.stderr, /^error: the store has 5 damaged entries \(--dry-run: left in place\)$/m);
   t.true(existsSync(join(p.cache, 'blobs/sha256', deb.sha256)) && existsSync(rootfsDir));

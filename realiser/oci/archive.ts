@@ -13,8 +13,8 @@ import { pack as tarPack } from 'tar-stream';
 import type { Pack } from 'tar-stream';
 import { IMAGE_LAYOUT_FILE, IMAGE_LAYOUT_VERSION, MEDIA_TYPE_IMAGE_INDEX, canonicalJson } from './spec.ts';
 import type { ImageIndex, ImageLayout } from './spec.ts';
-import { hexOf, manifestDescriptor, type BuiltImage } from './image.ts';
-import { statOrNull } from './files.ts';
+import { hexOf, manifestDescriptor, type BuiltImage, type LayerBlob } from './image.ts';
+import { checkLayerFile, layerStream } from './files.ts';
 import { outputError, probeFile, removeStaleTemps, tempName, type Output } from '../../util/outputs.ts';
 
 /** The docker-archive `manifest.json` that `docker load` reads. */
@@ -47,13 +47,13 @@ function addDir(pack: Pack, name: string): Promise<void> {
   });
 }
 
-function addFile(pack: Pack, name: string, path: string, size: number): Promise<void> {
+function addLayer(pack: Pack, name: string, layer: LayerBlob): Promise<void> {
   return new Promise((resolve, reject) => {
-    const entry = pack.entry(fileHeader(name, size), (err) => (err ? reject(err) : resolve()));
+    const entry = pack.entry(fileHeader(name, layer.size), (err) => (err ? reject(err) : resolve()));
     // Without a listener of its own, an entry destroyed with the pack (the archive's disk filled up, say) would
     // emit an unhandled 'error' through the pipe and end the process.
     entry.on('error', reject);
-    const source = createReadStream(path, { highWaterMark: 1 << 20 });
+    const source = layerStream(layer);
     source.on('error', (err) => {
       entry.destroy(err);
       reject(err);
@@ -66,21 +66,15 @@ function addFile(pack: Pack, name: string, path: string, size: number): Promise<
 /**
  * The image as one tar stream: `blobs/sha256/*` (sorted by digest), `index.json` (one manifest, ref name
  * `repoTag`), `manifest.json` (docker-archive) and `oci-layout`, in that (sorted) order, with fixed entry
- * metadata. Layer files are streamed, never held in memory; their sizes are checked first. Destroying the
+ * metadata. Layers are streamed, never held in memory; the sizes of layer files are checked first. Destroying the
  * returned stream stops the reading.
  */
 export function dockerArchiveStream(img: BuiltImage, repoTag: string): Readable {
   const pack = tarPack();
   const write = async (): Promise<void> => {
-    for (const layer of img.layers) {
-      const st = await statOrNull(layer.path);
-      if (st === null) throw new Error(`layer blob ${layer.path} is missing`);
-      if (st.size !== layer.size) {
-        throw new Error(`layer blob ${layer.path} is ${st.size} bytes, its descriptor says ${layer.size}`);
-      }
-    }
-    const blobs = new Map<string, { bytes: Buffer } | { path: string; size: number }>();
-    for (const layer of img.layers) blobs.set(hexOf(layer.digest), { path: layer.path, size: layer.size });
+    for (const layer of img.layers) await checkLayerFile(layer);
+    const blobs = new Map<string, { bytes: Buffer } | { layer: LayerBlob }>();
+    for (const layer of img.layers) blobs.set(hexOf(layer.digest), { layer });
     blobs.set(hexOf(img.configDigest), { bytes: img.config });
     blobs.set(hexOf(img.manifestDigest), { bytes: img.manifest });
     const dockerManifest: DockerArchiveManifestEntry[] = [
@@ -103,7 +97,7 @@ export function dockerArchiveStream(img: BuiltImage, repoTag: string): Readable 
       const blob = blobs.get(hex)!;
       const name = `blobs/sha256/${hex}`;
       if ('bytes' in blob) await addBuffer(pack, name, blob.bytes);
-      else await addFile(pack, name, blob.path, blob.size);
+      else await addLayer(pack, name, blob.layer);
     }
     await addBuffer(pack, 'index.json', canonicalJson(index));
     await addBuffer(pack, 'manifest.json', canonicalJson(dockerManifest));

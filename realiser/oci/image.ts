@@ -3,14 +3,20 @@
  * so the same layers and config always give the same digests. Pure; the sinks (layout.ts, archive.ts,
  * dockerLoad.ts, sinks.ts) write what this builds.
  */
+import type { Readable } from 'node:stream';
 import { sha256Digest } from '../../util/bytes.ts';
 import { ANNOTATION_REF_NAME, MEDIA_TYPE_IMAGE_CONFIG, MEDIA_TYPE_IMAGE_MANIFEST, canonicalJson } from './spec.ts';
 import type { Descriptor, ImageConfig, ImageManifest, Platform } from './spec.ts';
 
-/** One layer as the realiser produced it. */
+/** One layer as the realiser produced it: a file on disk, or bytes made again on demand (`layerStream`). */
 export interface LayerBlob {
-  /** The blob file on disk. */
-  path: string;
+  /** The blob file on disk, when there is one. */
+  path?: string;
+  /**
+   * Without `path`: a fresh stream of the blob's bytes, made again and checked as it goes (it fails before its end
+   * when they are not `digest`).
+   */
+  read?: () => Readable;
   /** `sha256:<hex>` of the file as stored (compressed, when it is). */
   digest: string;
   size: number;
@@ -58,10 +64,10 @@ export function hexOf(digest: string): string {
 export function buildImage(input: ImageInput): BuiltImage {
   for (const layer of input.layers) {
     if (!SHA256_DIGEST.test(layer.digest) || !SHA256_DIGEST.test(layer.diffId)) {
-      throw new Error(`buildImage: layer ${layer.path} has a malformed digest or diffId`);
+      throw new Error(`buildImage: layer ${layer.path ?? layer.digest} has a malformed digest or diffId`);
     }
     if (!Number.isSafeInteger(layer.size) || layer.size < 0) {
-      throw new Error(`buildImage: layer ${layer.path} has a bad size ${layer.size}`);
+      throw new Error(`buildImage: layer ${layer.digest} has a bad size ${layer.size}`);
     }
   }
   const history = input.config.history;
