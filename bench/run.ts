@@ -123,6 +123,7 @@ function benchLockAndRealise(): void {
 }
 if (cold) report('realise cold (download, verify, unpack, layers)', cold.seconds, peer, 'mmdebstrap --variant=essential to a tarball', `${layers} layers, peak RSS ${cold.maxRssMiB.toFixed(0)} MiB`);
 report('realise warm (nothing changed)', warm.seconds, peer, 'mmdebstrap (it has no warm path)', `peak RSS ${warm.maxRssMiB.toFixed(0)} MiB`);
+if (cold) benchStore(lock);
 
 // ---- one package bumped: rebuild that .deb with one more file, put it in the store, point the lock at it.
 const victim = lock.packages.find((p) => p.name === 'python3-wheel') ?? lock.packages[lock.packages.length - 1]!;
@@ -163,6 +164,23 @@ rmSync(work, { recursive: true, force: true });
 benchAdd(beforeOci, layerSet, lock.packages.length);
 if (existsSync(beforeOci)) rmSync(beforeOci, { recursive: true, force: true });
 if (existsSync(afterOci)) rmSync(afterOci, { recursive: true, force: true });
+}
+
+/**
+ * The store after a cold realise and a first run of the environment, beside what it holds: the .debs (the lock's
+ * sizes) plus the installed size (the packages' own Installed-Size fields, as dpkg counts it). The store is measured
+ * by `du` (disk blocks, hard links once, as a quota counts them); `strata cache info` gives it by kind.
+ */
+function benchStore(lock: Lockfile): void {
+  const first = timed(strata, ['run', '-m', manifest, '--frozen', '--backend', 'sandbox', '--gpus', 'none', '--', 'true'], { ...env, DOCKER_HOST: 'unix:///nonexistent' });
+  report('first run --frozen after a cold realise (strata run -- true)', first.seconds, 1, "the issue's goal");
+  const debs = lock.packages.reduce((n, p) => n + p.size, 0);
+  const installed = lock.packages.reduce((n, p) => n + 1024 * Number(execFileSync('dpkg-deb', ['-f', join(cache, 'blobs', 'sha256', p.sha256), 'Installed-Size'], { encoding: 'utf8' }).trim() || 0), 0);
+  const store = 1024 * Number(execFileSync('du', ['-sk', cache], { encoding: 'utf8' }).split('\t')[0]);
+  const gb = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
+  console.log(execFileSync(strata, ['cache', 'info'], { env: { ...process.env, ...env }, encoding: 'utf8' }).trim());
+  rows.push([`store after realise and a first run`, gb(store), gb(installed + debs), `${(store / (installed + debs)).toFixed(2)}x of it`, `installed ${gb(installed)} + .debs ${gb(debs)}; the goal: at most 1.3x`]);
+  console.log(`store: ${gb(store)} against installed ${gb(installed)} + .debs ${gb(debs)} (${(store / (installed + debs)).toFixed(2)}x)`);
 }
 
 /**

@@ -224,14 +224,9 @@ export async function ensureRootfs(lock: Lockfile, ctx: Ctx, o: { frozen: boolea
     const layers = jobs.map((j, i) => ({ diffId: result.plain.layers[i]!.diffId, size: result.plain.layers[i]!.size, entries: j.entries }));
     await linkRootfs(rootfs, pointer.manifestDigest, layers, result.mtime);
   } else {
-    // An image from a cache registry: its layer tars are in the store, its packages were never unpacked here.
-    const layers = await Promise.all(
-      result.plain.layers.map(async (l) => {
-        const path = await ctx.store.has(l.diffId, l.size);
-        if (!path) throw new StrataError('E_RUN', `layer ${l.diffId} of the image left the store`, 'run `strata realise` again');
-        return { path, size: l.size, diffId: l.diffId };
-      }),
-    );
+    // An image from a cache registry: its packages were never unpacked here; its layers come from the gzip blobs.
+    const { layerStream } = await import('../realiser/oci/files.ts');
+    const layers = result.plain.layers.map((l) => ({ path: l.path ?? `layer ${l.diffId}`, size: l.size, diffId: l.diffId, open: () => layerStream(l) }));
     await unpackRootfs(rootfs, pointer.manifestDigest, layers, ctx.reporter);
   }
   return sandboxEnvironment(ctx, pointer);

@@ -34,8 +34,10 @@ import type { DerivedCache } from '../store/store.ts';
 import type { Reporter } from '../report/reporter.ts';
 
 export interface RootfsLayer {
-  /** Path of an uncompressed layer tar. */
+  /** Path of an uncompressed layer tar (with `open`: what names it in messages). */
   path: string;
+  /** The tar's bytes as a stream, when it is not a file. */
+  open?: () => Readable;
   size: number;
   /** `sha256:<hex>` the tar must hash to. */
   diffId?: string;
@@ -79,7 +81,7 @@ export async function unpackRootfs(cache: DerivedCache, manifestDigest: string, 
       async (tmp) => {
         progress = reporter.progress('unpacking the root filesystem', total, 'bytes');
         const tree = new Tree(tmp, process.getuid?.() === 0);
-        for (const l of layers) await tree.apply(l.path, (n) => progress!.tick(n), l.diffId);
+        for (const l of layers) await tree.apply(l.path, (n) => progress!.tick(n), l.diffId, l.open);
         await tree.finish();
         if (layers.every((l) => l.diffId !== undefined)) {
           const record: RootfsRecord = { layers: layers.map((l) => ({ diffId: l.diffId!, size: l.size })) };
@@ -246,11 +248,11 @@ class Tree {
   }
 
   /** Applies one layer tar; with `diffId`, its bytes must hash to it (else `DamagedLayer`, whatever else failed first). */
-  async apply(layerPath: string, onBytes: (n: number) => void, diffId?: string): Promise<void> {
+  async apply(layerPath: string, onBytes: (n: number) => void, diffId?: string, open?: () => Readable): Promise<void> {
     const ex = tarStream.extract();
-    const input = createReadStream(layerPath);
+    const input = open ? open() : createReadStream(layerPath);
     const hash = createHash('sha256');
-    input.on('data', (c) => {
+    input.on('data', (c: Buffer) => {
       hash.update(c as Buffer);
       onBytes(c.length);
     });
