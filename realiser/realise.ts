@@ -166,19 +166,18 @@ function debRequests(lock: Lockfile, env: NodeJS.ProcessEnv | undefined, fromSna
   };
 }
 
-/** Downloads every locked .deb (verified by the store) and returns name -> path. */
-export async function fetchDebs(lock: Lockfile, opts: RealiseOptions): Promise<Map<string, string>> {
+/**
+ * Starts downloading the locked .debs the store lacks (each verified by the store): `ready` has a promise per such
+ * package, settled when its .deb is in the store; `all` settles when every one has, failing with the first failure.
+ */
+export async function fetchDebs(lock: Lockfile, opts: RealiseOptions): Promise<{ ready: Map<string, Promise<void>>; all: Promise<void> }> {
   const { store, reporter } = opts;
   const fromSnapshot: string[] = [];
   const request = debRequests(lock, opts.env, fromSnapshot);
-  const paths = new Map<string, string>();
+  const ready = new Map<string, Promise<void>>();
   const missing: LockedPackage[] = [];
-  for (const p of lock.packages) {
-    const have = await store.has(p.sha256, p.size);
-    if (have) paths.set(p.name, have);
-    else missing.push(p);
-  }
-  if (missing.length === 0) return paths;
+  for (const p of lock.packages) if (!(await store.has(p.sha256, p.size))) missing.push(p);
+  if (missing.length === 0) return { ready, all: Promise.resolve() };
   if (opts.frozen) {
     throw new StrataError('E_RUN', `the store lacks ${missing.length} of the environment's packages (${missing.slice(0, 3).map((p) => p.name).join(', ')}${missing.length > 3 ? ', ...' : ''}) and --frozen forbids fetching them`, 'run `strata realise` first, or drop --frozen');
   }
@@ -187,25 +186,26 @@ export async function fetchDebs(lock: Lockfile, opts: RealiseOptions): Promise<M
   const bytes = reporter.progress('download', total, 'bytes');
   const queue = new PQueue({ concurrency: Math.max(1, opts.jobs ?? 8) });
   let done = 0;
-  try {
-    await Promise.all(
-      missing.map((p) =>
-        queue.add(async () => {
-          const path = await store.fetch({ ...request(p), onBytes: (n) => bytes.tick(n, `${done}/${missing.length} packages, ${p.name}`) });
-          paths.set(p.name, path);
-          done++;
-          bytes.tick(0, `${done}/${missing.length} packages`);
-        }),
-      ),
+  for (const p of missing) {
+    ready.set(
+      p.name,
+      queue.add(async () => {
+        await store.fetch({ ...request(p), onBytes: (n) => bytes.tick(n, `${done}/${missing.length} packages, ${p.name}`) });
+        done++;
+        bytes.tick(0, `${done}/${missing.length} packages`);
+      }) as Promise<void>,
     );
-  } finally {
+  }
+  const all = Promise.allSettled(ready.values()).then((settled) => {
     bytes.done();
-  }
-  if (fromSnapshot.length > 0) {
-    fromSnapshot.sort();
-    reporter.info(`${fromSnapshot.length} packages the mirror no longer has came from the snapshot archive: ${fromSnapshot.slice(0, 10).join(', ')}${fromSnapshot.length > 10 ? `, and ${fromSnapshot.length - 10} more` : ''}`);
-  }
-  return paths;
+    const failed = settled.find((x) => x.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    if (fromSnapshot.length > 0) {
+      fromSnapshot.sort();
+      reporter.info(`${fromSnapshot.length} packages the mirror no longer has came from the snapshot archive: ${fromSnapshot.slice(0, 10).join(', ')}${fromSnapshot.length > 10 ? `, and ${fromSnapshot.length - 10} more` : ''}`);
+    }
+  });
+  return { ready, all };
 }
 
 interface UnpackCtx {
@@ -277,19 +277,23 @@ function packageEntries(group: { pkg: LockedPackage; meta: UnpackedMeta }[], rep
 }
 
 /** Unpacks every locked .deb (once per .deb, in the store), a few at a time; name -> its unpacked tree. */
-function unpackAll(lock: Lockfile, u: UnpackCtx, queue: PQueue): { unpacking: Map<string, Promise<UnpackedMeta>>; unpacked: Map<string, UnpackedMeta>; done: () => void } {
+function unpackAll(lock: Lockfile, u: UnpackCtx, queue: PQueue, fetched: Map<string, Promise<void>>): { unpacking: Map<string, Promise<UnpackedMeta>>; unpacked: Map<string, UnpackedMeta>; done: () => void } {
   const up = u.reporter.progress('unpack', lock.packages.length);
   const unpacking = new Map<string, Promise<UnpackedMeta>>();
   const unpacked = new Map<string, UnpackedMeta>();
   for (const p of lock.packages) {
+    // A package is unpacked as soon as its own .deb is in the store: downloads and unpacking overlap.
     unpacking.set(
       p.name,
-      queue.add(async () => {
-        const meta = await ensureUnpacked(u, p);
-        unpacked.set(p.name, meta);
-        up.tick(1, p.name);
-        return meta;
-      }) as Promise<UnpackedMeta>,
+      (fetched.get(p.name) ?? Promise.resolve()).then(
+        () =>
+          queue.add(async () => {
+            const meta = await ensureUnpacked(u, p);
+            unpacked.set(p.name, meta);
+            up.tick(1, p.name);
+            return meta;
+          }) as Promise<UnpackedMeta>,
+      ),
     );
   }
   return { unpacking, unpacked, done: () => up.done() };
@@ -395,14 +399,14 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
   const { store, reporter } = opts;
   const mtime = layerMtime(lock, opts.env);
   const gzip = opts.gzip ?? false;
-  await fetchDebs(lock, opts);
+  const fetching = await fetchDebs(lock, opts);
   const u: UnpackCtx = { store, reporter, request: debRequests(lock, opts.env, []) };
 
   // Unpacking (xz in a child process) and layer writing (hashing, disk) overlap: a package layer is written as
   // soon as its own packages are unpacked. The skeleton and the installed state need every package and come last.
   const cores = Math.max(1, Math.min(4, availableParallelism()));
   const layerQueue = new PQueue({ concurrency: cores });
-  const unpackedAll = unpackAll(lock, u, new PQueue({ concurrency: cores }));
+  const unpackedAll = unpackAll(lock, u, new PQueue({ concurrency: cores }), fetching.ready);
   const { unpacked } = unpackedAll;
   const extra = opts.extraJobs ?? [];
   if (extra.length > MAX_IMAGE_LAYERS - 3) throw new Error(`${extra.length} extra layers leave no room for the packages under ${MAX_IMAGE_LAYERS} layers`);
@@ -443,7 +447,7 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
     try {
       const waits = plan.map((g, i) => Promise.all(g.packages.map((p) => unpackedAll.unpacking.get(p.name)!)).then(() => run(pkgJobs[i]!, g.packages)));
       const [pkgRecords, extraRecords] = await Promise.all([
-        allOrFirstError<unknown>([...unpackedAll.unpacking.values(), ...waits]).then(() => Promise.all(waits)),
+        allOrFirstError<unknown>([fetching.all, ...unpackedAll.unpacking.values(), ...waits]).then(() => Promise.all(waits)),
         allOrFirstError(extra.map((j) => run(j))),
       ]);
       middle = [...pkgRecords, ...extraRecords];
