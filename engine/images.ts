@@ -2,15 +2,15 @@
  * Images from a registry, without a manifest or a lock: `pullToStore` pulls one into the store and records it in
  * the store's `images` cache (the record keyed by the manifest digest's hex, and a pointer keyed by the reference),
  * `imageFor` finds a recorded image whose blobs are all still in the store (pulling it when not, unless `noPull`),
- * and `ensureImageRootfs` unpacks it into the `rootfs` cache for the sandbox: gzip layers are decompressed into the
- * store under their diffId (hashed while written, and refused when the hash is not the diffId the config names),
- * then the rootfs unpacker checks every tar against its diffId again as it reads it.
+ * and `ensureImageRootfs` unpacks it into the `rootfs` cache for the sandbox: gzip layers are decompressed as they
+ * stream (the tar is not kept beside its gzip blob and the tree), and the rootfs unpacker checks every tar against
+ * the diffId the config names as it reads it.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Transform, Writable } from 'node:stream';
+import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { StrataError } from '../errors.ts';
@@ -76,30 +76,28 @@ export async function imageFor(ref: string, ctx: Ctx, o: PullOptions & { noPull?
   return pullToStore(ref, ctx, o);
 }
 
-/** Decompresses a gzip layer blob into the store under its diffId; E_HASH when the tar is not what the config names. */
-async function plainLayer(l: PulledImage['layers'][number], ctx: Ctx): Promise<string> {
+/**
+ * A pulled layer as the rootfs unpacker reads it: its uncompressed tar in the store when there is one, else its gzip
+ * blob decompressed as it streams (the unpacker hashes the tar against the diffId as it reads it).
+ */
+export async function pulledLayer(l: PulledImage['layers'][number], ctx: Pick<Ctx, 'store'>): Promise<{ path: string; size: number; diffId: string; open?: () => Readable }> {
   const have = await ctx.store.check(l.diffId);
-  if (have.state === 'ok') return have.path;
-  if (l.compression === 'none') {
-    const c = await ctx.store.check(l.digest, l.size);
-    if (c.state !== 'ok') throw new StrataError('E_RUN', `the layer ${l.digest} of the image is no longer whole in the store`, 'pull the image again');
-    return c.path;
-  }
-  const gz = await ctx.store.check(l.digest, l.size);
-  if (gz.state !== 'ok') throw new StrataError('E_RUN', `the layer ${l.digest} of the image is no longer whole in the store`, 'pull the image again');
-  return decompressLayer(gz.path, l.digest, l.diffId, ctx);
-}
-
-/** Decompresses the gzip blob at `gzPath` into the store under `diffId`, hashing while it writes; E_HASH when the tar is not `diffId`. */
-export async function decompressLayer(gzPath: string, digest: string, diffId: string, ctx: Pick<Ctx, 'store'>): Promise<string> {
-  const dir = await ctx.store.tmpDir();
-  try {
-    const out = join(dir, 'layer.tar');
-    await gunzipChecked(gzPath, digest, diffId, createWriteStream(out));
-    return await ctx.store.adopt(out, diffId);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  if (have.state === 'ok') return { path: have.path, size: (await stat(have.path)).size, diffId: l.diffId };
+  const c = await ctx.store.check(l.digest, l.size);
+  if (c.state !== 'ok') throw new StrataError('E_RUN', `the layer ${l.digest} of the image is no longer whole in the store`, 'pull the image again');
+  if (l.compression === 'none') return { path: c.path, size: l.size, diffId: l.diffId };
+  return {
+    path: `layer ${l.digest}`,
+    size: l.size,
+    diffId: l.diffId,
+    open: () => {
+      const gun = createGunzip();
+      const src = createReadStream(c.path, { highWaterMark: 1 << 20 });
+      src.on('error', (e) => gun.destroy(e));
+      gun.on('close', () => src.destroy());
+      return src.pipe(gun);
+    },
+  };
 }
 
 /** Checks that the gzip blob at `gzPath` decompresses to the tar `diffId` (E_HASH otherwise), keeping nothing. */
@@ -132,11 +130,7 @@ export async function ensureImageRootfs(img: PulledImage, ctx: Ctx): Promise<San
   if (existsSync(rootfs.path(rootfsKey(img.manifestDigest)))) return env();
   ctx.reporter.info('unpacking the image for the sandbox');
   const layers = [];
-  for (const l of img.layers) {
-    const path = await plainLayer(l, ctx);
-    const st = await (await import('node:fs/promises')).stat(path);
-    layers.push({ path, size: st.size, diffId: l.diffId });
-  }
+  for (const l of img.layers) layers.push(await pulledLayer(l, ctx));
   const { unpackRootfs } = await import('../run/rootfs.ts');
   await unpackRootfs(rootfs, img.manifestDigest, layers, ctx.reporter);
   return env();

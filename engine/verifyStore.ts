@@ -26,7 +26,9 @@ import type { Reporter } from '../report/reporter.ts';
 import { layerRecordProblem, type LayerRecord } from '../realiser/layers.ts';
 import { unpackedMetaProblem } from '../realiser/realise.ts';
 import type { UnpackedDeb } from '../realiser/deb.ts';
-import { checkRootfs, type RootfsRecord } from '../run/rootfs.ts';
+import { checkRootfs, type LayerSource, type RootfsRecord } from '../run/rootfs.ts';
+import type { PulledImage, PulledLayer } from '../registry/pull.ts';
+import { pulledLayer } from './images.ts';
 import { checkIndexCache } from '../channels/indexCache.ts';
 
 export interface Damage {
@@ -165,6 +167,14 @@ async function checkRootfses(v: Pass): Promise<void> {
   const listed = await rootfs.list();
   const roots = new Set(listed.dirs);
   for (const key of listed.json) if (!roots.has(key) && !v.o.dryRun) await rootfs.remove(key); // a record whose tree never arrived
+  // A pulled image's layers by diffId: its tars are decompressed from the gzip blobs as the check reads them.
+  const pulled = new Map<string, PulledLayer>();
+  const images = v.store.cache('images');
+  for (const key of (await images.list()).json) {
+    if (key.startsWith('ref-') || key.startsWith('cache-image-')) continue;
+    const img = await images.readJson<Partial<PulledImage>>(key);
+    for (const l of Array.isArray(img?.layers) ? img.layers : []) if (typeof l?.diffId === 'string' && typeof l.digest === 'string') pulled.set(l.diffId, l);
+  }
   const bar = v.stage('rootfs', listed.dirs.length);
   for (const key of listed.dirs) {
     bar.tick();
@@ -173,10 +183,15 @@ async function checkRootfses(v: Pass): Promise<void> {
       v.report.rootfs.unchecked++;
       continue;
     }
-    const layerPaths: string[] = [];
+    const layerPaths: LayerSource[] = [];
     for (const l of r.value.layers) {
       const p = v.badBlobs.has(l.diffId.slice(7)) ? undefined : await v.store.has(l.diffId, l.size);
+      const gz = p ? undefined : pulled.get(l.diffId);
       if (p) layerPaths.push(p);
+      else if (gz && !v.badBlobs.has(gz.digest.slice(7))) {
+        const got = await pulledLayer(gz, v).catch(() => undefined);
+        if (got) layerPaths.push(got.open ? { path: got.path, open: got.open } : got.path);
+      }
     }
     let problems: string[];
     if (layerPaths.length === r.value.layers.length) {

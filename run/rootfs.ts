@@ -494,7 +494,7 @@ async function bodyHash(body: AsyncIterable<Buffer>): Promise<{ size: number; sh
 }
 
 /** What applying `layers` (uncompressed tars, base first) makes, path by path, as `Tree` applies them. */
-async function expectedTree(layers: string[]): Promise<Map<string, Expected>> {
+async function expectedTree(layers: LayerSource[]): Promise<Map<string, Expected>> {
   const want = new Map<string, Expected>();
   const dropBelow = (rel: string) => {
     for (const k of [...want.keys()]) if (k.startsWith(`${rel}/`)) want.delete(k);
@@ -503,9 +503,10 @@ async function expectedTree(layers: string[]): Promise<Map<string, Expected>> {
     if (want.get(rel)?.type === 'dir' && e.type !== 'dir') dropBelow(rel);
     want.set(rel, e);
   };
-  for (const layer of layers) {
+  for (const source of layers) {
+    const layer = typeof source === 'string' ? source : source.path;
     const ex = tarStream.extract();
-    const feeding = pipeline(createReadStream(layer), ex);
+    const feeding = pipeline(typeof source === 'string' ? createReadStream(source) : source.open(), ex);
     feeding.catch(() => {});
     for await (const entry of ex) {
       const h = entry.header as TarHeader;
@@ -544,12 +545,15 @@ async function expectedTree(layers: string[]): Promise<Map<string, Expected>> {
   return want;
 }
 
+/** A layer tar: its path, or what names it and a stream of its bytes. */
+export type LayerSource = string | { path: string; open: () => Readable };
+
 /**
  * Compares an unpacked root filesystem with what its layers make: every path present with the same type, every
  * file with the same size, content and permission bits, every symlink with the same target, nothing else there.
  * Returns what differs (at most `limit` lines), empty when the tree is whole.
  */
-export async function checkRootfs(dir: string, layers: string[], limit = 5): Promise<string[]> {
+export async function checkRootfs(dir: string, layers: LayerSource[], limit = 5): Promise<string[]> {
   const want = await expectedTree(layers);
   const problems: string[] = [];
   const say = (m: string) => {

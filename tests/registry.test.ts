@@ -4,7 +4,7 @@
  * independent client that must agree on every digest. The environment is the runnable fixture (busybox-fixture).
  */
 import test from 'ava';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -113,6 +113,21 @@ test.serial('the compute node: pull into a fresh store, then run --image with no
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout, 'hello from strata\nBusyBox\n');
   t.false(existsSync(join(node.dir, 'strata.lock')));
+  // The layers are unpacked from their gzip blobs as they stream: no uncompressed tar is kept beside them and the tree.
+  const config = JSON.parse(readFileSync(join(node.cache, 'blobs/sha256', (JSON.parse(readFileSync(join(node.cache, 'blobs/sha256', pushed.digest.slice(7)), 'utf8')) as { config: { digest: string } }).config.digest.slice(7)), 'utf8')) as { rootfs: { diff_ids: string[] } };
+  for (const d of config.rootfs.diff_ids) t.false(existsSync(join(node.cache, 'blobs/sha256', d.slice(7))), `no tar ${d} in the store`);
+  // verify compares the tree with its layers, decompressed again, and finds a changed file.
+  const clean = await node.strata(['verify']);
+  t.is(clean.code, 0, clean.stdout + clean.stderr);
+  t.regex(clean.stdout, /rootfs +1 compared with their layers/);
+  const rootfs = join(node.cache, 'rootfs', pushed.digest.slice(7));
+  const passwd = join(rootfs, 'etc/passwd');
+  execFileSync('chmod', ['u+w', join(rootfs, 'etc'), passwd]);
+  writeFileSync(passwd, 'intruder:x:0:0::/:/bin/sh\n', { flag: 'a' });
+  const bad = await node.strata(['verify']);
+  t.is(bad.code, 1, bad.stdout + bad.stderr);
+  t.regex(bad.stdout, /damaged: root filesystem [0-9a-f]{12}…: \/etc\/passwd has \d+ bytes, the layers give \d+; dropped/);
+  t.false(existsSync(rootfs));
   const shell = await runCli(['shell', '--image', pushed.ref], { cwd: node.dir, env: { STRATA_CACHE_DIR: node.cache, STRATA_DEBIAN_MIRROR: CLOSED_MIRROR }, input: 'echo "in $(pwd): $GREETING"; exit 3\n', timeoutMs: 60_000 });
   t.is(shell.code, 3, shell.stderr);
   t.regex(shell.stdout, new RegExp(`in ${node.dir}: hello from strata`));
