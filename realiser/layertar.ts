@@ -13,9 +13,9 @@
  * handed to the hash and to gzip do not depend on how reads happened to split.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import type { WriteStream } from 'node:fs';
-import { stat, unlink } from 'node:fs/promises';
+import { open, stat, unlink } from 'node:fs/promises';
 import { once } from 'node:events';
 import { Transform } from 'node:stream';
 import type { Writable } from 'node:stream';
@@ -107,13 +107,14 @@ export async function writeLayerTar(
   const sizes = await Promise.all(planned.map((e) => contentSize(e)));
 
   const sink = new StagedSink(out, opts.gzip, opts.expect);
+  const buf = Buffer.allocUnsafe(STAGE);
   try {
     for (let i = 0; i < planned.length; i++) {
       const e = planned[i]!;
       const size = sizes[i]!;
       for (const block of headerBlocks(e, size, opts.mtime)) await sink.write(block);
       if (e.type === 'file' && size > 0) {
-        await writeContent(e, size, sink);
+        await writeContent(e, size, sink, buf);
         const pad = (BLOCK - (size % BLOCK)) % BLOCK;
         if (pad > 0) await sink.write(Buffer.alloc(pad));
       }
@@ -258,18 +259,29 @@ async function contentSize(e: PlannedEntry): Promise<number> {
   return actual;
 }
 
-async function writeContent(e: PlannedEntry, size: number, sink: StagedSink): Promise<void> {
+async function writeContent(e: PlannedEntry, size: number, sink: StagedSink, buf: Buffer): Promise<void> {
   if (e.content !== undefined) {
     await sink.write(e.content);
     return;
   }
-  let n = 0;
+  // Read through one buffer per layer, not a stream per file: a stream's own 1 MiB buffer for each of a layer's
+  // many small files was most of a realise's garbage collection.
   const hash = e.sha256 !== undefined ? createHash('sha256') : undefined;
-  for await (const chunk of createReadStream(e.source!, { highWaterMark: STAGE }) as AsyncIterable<Buffer>) {
-    n += chunk.length;
-    if (n > size) break;
-    hash?.update(chunk);
-    await sink.write(chunk);
+  const fh = await open(e.source!, 'r');
+  let n = 0;
+  try {
+    for (;;) {
+      // One byte more than is left, so that a file that grew is seen.
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - n + 1), null);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+      if (n > size) break;
+      const chunk = buf.subarray(0, bytesRead);
+      hash?.update(chunk);
+      await sink.write(chunk);
+    }
+  } finally {
+    await fh.close();
   }
   if (n !== size) throw new DamagedSource(e.source!, `changed while it was written into a layer (${size} bytes expected)`);
   if (hash) {
