@@ -4,7 +4,6 @@
  * the store (which checks it against the sha256 the signed Release lists), and parses it into candidates.
  */
 import { readFile } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import * as openpgp from 'openpgp';
 import { xz } from '@napi-rs/lzma';
@@ -18,6 +17,7 @@ import { MAX_KEYRING_BYTES } from '../limits.ts';
 import { channelUrls, defaultKeyring, isFlat, releaseDir, snapshotBases, snapshotTimestamp, snapshotUrl } from './mirror.ts';
 import type { Reporter } from '../report/reporter.ts';
 import type { Candidate, CandidateIndex, ChannelSpec, LockedChannel } from '../model.ts';
+import { sha256Hex } from '../util/bytes.ts';
 
 export interface ReleaseFile {
   suite: string;
@@ -195,7 +195,7 @@ export function checkSuite(spec: ChannelSpec, kind: 'InRelease' | 'Release', rel
 
 /** The key of the small pointer per (urls, suite) naming the last InRelease seen, for `--offline`. */
 function pointerKey(urls: string[], suite: string): string {
-  return createHash('sha256').update(`${urls.join(' ')}\n${suite}`).digest('hex').slice(0, 32);
+  return sha256Hex(`${urls.join(' ')}\n${suite}`).slice(0, 32);
 }
 
 interface ReleasePointer {

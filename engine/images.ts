@@ -21,6 +21,7 @@ import type { PulledImage } from '../registry/pull.ts';
 import { rootfsKey } from '../run/rootfs.ts';
 import type { SandboxEnvironment } from './ensureEnvironment.ts';
 import type { Ctx } from './ctx.ts';
+import { sha256Hex } from '../util/bytes.ts';
 
 export interface PullOptions {
   insecure?: boolean;
@@ -29,7 +30,7 @@ export interface PullOptions {
 
 /** The pointer key of a reference: the sha256 of `repository:tag` (or `repository@digest`). */
 function refKey(r: Reference): string {
-  return createHash('sha256').update(r.digest ? `${r.repository}@${r.digest}` : `${r.repository}:${r.tag}`).digest('hex');
+  return sha256Hex(r.digest ? `${r.repository}@${r.digest}` : `${r.repository}:${r.tag}`);
 }
 
 function hostPlatform() {

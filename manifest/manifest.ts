@@ -1,7 +1,6 @@
 /**
  * Reads and validates `strata.toml`. Every mistake is reported as `file:line:column: message`.
  */
-import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { arch as nodeArch } from 'node:os';
 import TOML from '@iarna/toml';
@@ -13,6 +12,7 @@ import { readBoundedSync } from '../store/readBounded.ts';
 import { ManifestReader, ENV_NAME, ENV_NAME_RULE, type Table } from './reader.ts';
 import { parseRecipes } from './recipes.ts';
 import type { ChannelSpec, ImageSettings, Manifest, PackageRequest } from '../model.ts';
+import { sha256Hex } from '../util/bytes.ts';
 
 export { locateKey } from './reader.ts';
 
@@ -56,7 +56,7 @@ export function loadManifest(file: string): Manifest {
       code === 'ENOENT' ? 'create a strata.toml (see the README\'s manifest reference) or pass --manifest PATH' : undefined,
     );
   }
-  return parseManifest(bytes.toString('utf8'), path, createHash('sha256').update(bytes).digest('hex'));
+  return parseManifest(bytes.toString('utf8'), path, sha256Hex(bytes));
 }
 
 export function parseManifest(source: string, path: string, sha256: string): Manifest {

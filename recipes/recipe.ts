@@ -9,6 +9,7 @@ import { posix } from 'node:path';
 import { formatConstraint, parseConstraint } from '../debian/relation.ts';
 import { cmp } from '../util/order.ts';
 import type { LockedRecipe, LockedSource, PackageRequest, RecipeRequest, RecipeSource, RecipeSpec } from '../model.ts';
+import { sha256Hex } from '../util/bytes.ts';
 
 /** A recipe's name: its output is registered as the dpkg package `strata-recipe-NAME`, so a package name's rules. */
 export const RECIPE_NAME = /^[a-z0-9][a-z0-9+.-]*$/;
@@ -127,7 +128,7 @@ export function canonicalRecipe(r: Pick<RecipeSpec, 'name' | 'version' | 'kind' 
 }
 
 /** The sha256 (hex) of a recipe's canonical text. */
-export const recipeTextSha256 = (r: Parameters<typeof canonicalRecipe>[0]): string => createHash('sha256').update(canonicalRecipe(r)).digest('hex');
+export const recipeTextSha256 = (r: Parameters<typeof canonicalRecipe>[0]): string => sha256Hex(canonicalRecipe(r));
 
 /**
  * A recipe's input hash: its canonical text, every source's sha256 (a git source's: of its tree's deterministic

@@ -10,9 +10,9 @@
  * the manifest's digests while they stream into the store. What cannot be: that the key really maps to these bytes
  * (a build output's digest is known only after the build), so an entry is trusted as much as the registry is.
  */
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { StrataError } from '../errors.ts';
+import { sha256Digest } from '../util/bytes.ts';
 import { MEDIA_TYPE_IMAGE_MANIFEST } from '../realiser/oci/spec.ts';
 import type { Store } from '../store/store.ts';
 import type { RegistryClient } from './client.ts';
@@ -47,7 +47,6 @@ export interface CacheEntry {
   blobs: CacheBlob[];
 }
 
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 /** Whether the cache holds the entry `tag` (a HEAD of its manifest). */
 export async function hasEntry(client: RegistryClient, tag: string): Promise<boolean> {
@@ -65,7 +64,7 @@ export async function getEntry(client: RegistryClient, store: Store, tag: string
   const a = await client.send('GET', client.url(`manifests/${tag}`), { headers: { accept: MEDIA_TYPE_IMAGE_MANIFEST } });
   if (a.status === 404) return undefined;
   if (a.status !== 200) throw client.unexpected(`the cache entry ${tag}`, a);
-  const digest = sha256(a.body);
+  const digest = sha256Digest(a.body);
   const said = a.headers['docker-content-digest'];
   if (said !== undefined && said !== digest) {
     throw new StrataError('E_HASH', `the cache entry ${tag} from ${client.registry} hashes to ${digest}, not ${said} as the registry says`);
@@ -101,7 +100,7 @@ export async function getEntry(client: RegistryClient, store: Store, tag: string
 /** Writes the entry `tag`: its blobs the cache lacks, its config, then its manifest. Returns how many blobs went up. */
 export async function putEntry(client: RegistryClient, tag: string, config: unknown, blobs: CacheBlob[], o: { chunkBytes?: number; say?: (line: string) => void } = {}): Promise<number> {
   const cfg = Buffer.from(JSON.stringify(config));
-  const cfgDigest = sha256(cfg);
+  const cfgDigest = sha256Digest(cfg);
   let pushed = 0;
   for (const [i, b] of blobs.entries()) {
     if ((await pushBlob(client, { digest: b.digest, size: b.size, body: { file: b.path, size: b.size }, what: `blob ${i + 1} of ${tag}` }, o)) !== undefined) pushed++;
@@ -117,6 +116,6 @@ export async function putEntry(client: RegistryClient, tag: string, config: unkn
       annotations: { 'dev.strata.cache.key': tag },
     }),
   );
-  await putManifest(client, tag, manifest, sha256(manifest));
+  await putManifest(client, tag, manifest, sha256Digest(manifest));
   return pushed;
 }

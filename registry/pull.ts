@@ -5,8 +5,8 @@
  * bytes are verified (each blob's sha256 while it streams; a mismatch is E_HASH and nothing enters the store).
  * The manifest goes into the store last, so a pull that fails leaves no image behind.
  */
-import { createHash } from 'node:crypto';
 import { StrataError } from '../errors.ts';
+import { sha256Digest } from '../util/bytes.ts';
 import {
   MEDIA_TYPE_IMAGE_INDEX,
   MEDIA_TYPE_IMAGE_MANIFEST,
@@ -48,9 +48,6 @@ export interface PulledImage {
 
 const ACCEPT = [MEDIA_TYPE_IMAGE_MANIFEST, MEDIA_TYPE_IMAGE_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST].join(', ');
 
-function sha256(b: Buffer): string {
-  return `sha256:${createHash('sha256').update(b).digest('hex')}`;
-}
 
 interface Manifest {
   mediaType?: string;
@@ -89,7 +86,7 @@ async function fetchManifest(client: RegistryClient, refOrDigest: string, platfo
   const a = await client.send('GET', client.url(`manifests/${refOrDigest}`), { headers: { accept: ACCEPT } });
   if (a.status === 404) throw await notThere(client, refOrDigest);
   if (a.status !== 200) throw client.unexpected(`the manifest of ${refOrDigest}`, a);
-  const digest = sha256(a.body);
+  const digest = sha256Digest(a.body);
   const said = a.headers['docker-content-digest'];
   if ((expected !== undefined && digest !== expected) || (said !== undefined && said.startsWith('sha256:') && said !== digest)) {
     throw new StrataError('E_HASH', `the manifest ${client.ref.repository}:${refOrDigest} from ${client.registry} hashes to ${digest}, not ${expected ?? said}`, 'the registry served other bytes than it vouches for; try again, or ask its operator');

@@ -6,9 +6,9 @@
  * `sha256-<hex of the image digest>` listing the referrers, updated by reading it first and adding this one.
  * `lockOf` finds it again the same two ways (`GET /v2/<name>/referrers/<digest>`, else the tag).
  */
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { StrataError } from '../errors.ts';
+import { sha256Digest } from '../util/bytes.ts';
 import { MEDIA_TYPE_EMPTY_JSON, MEDIA_TYPE_IMAGE_INDEX, MEDIA_TYPE_IMAGE_MANIFEST } from '../realiser/oci/spec.ts';
 import type { Store } from '../store/store.ts';
 import type { RegistryClient } from './client.ts';
@@ -18,7 +18,6 @@ export const LOCK_ARTIFACT_TYPE = 'application/vnd.dev.strata.lock.v1';
 export const LOCK_MEDIA_TYPE = 'application/vnd.dev.strata.lock.v1+toml';
 const EMPTY = Buffer.from('{}');
 
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const fallbackTag = (digest: string) => digest.replace(':', '-');
 
 interface Descriptor {
@@ -32,20 +31,20 @@ interface Descriptor {
 /** Attaches `lockText` to the image `subject` (its manifest's digest and size); returns the artifact's digest. */
 export async function attachLock(client: RegistryClient, subject: { digest: string; size: number }, lockText: string, annotations: Record<string, string>): Promise<string> {
   const lock = Buffer.from(lockText);
-  await pushBlob(client, { digest: sha256(EMPTY), size: EMPTY.length, body: EMPTY, what: 'the empty config' });
-  await pushBlob(client, { digest: sha256(lock), size: lock.length, body: lock, what: 'strata.lock' });
+  await pushBlob(client, { digest: sha256Digest(EMPTY), size: EMPTY.length, body: EMPTY, what: 'the empty config' });
+  await pushBlob(client, { digest: sha256Digest(lock), size: lock.length, body: lock, what: 'strata.lock' });
   const manifest = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
       mediaType: MEDIA_TYPE_IMAGE_MANIFEST,
       artifactType: LOCK_ARTIFACT_TYPE,
-      config: { mediaType: MEDIA_TYPE_EMPTY_JSON, digest: sha256(EMPTY), size: EMPTY.length },
-      layers: [{ mediaType: LOCK_MEDIA_TYPE, digest: sha256(lock), size: lock.length, annotations: { 'org.opencontainers.image.title': 'strata.lock' } }],
+      config: { mediaType: MEDIA_TYPE_EMPTY_JSON, digest: sha256Digest(EMPTY), size: EMPTY.length },
+      layers: [{ mediaType: LOCK_MEDIA_TYPE, digest: sha256Digest(lock), size: lock.length, annotations: { 'org.opencontainers.image.title': 'strata.lock' } }],
       subject: { mediaType: MEDIA_TYPE_IMAGE_MANIFEST, digest: subject.digest, size: subject.size },
       annotations,
     }),
   );
-  const digest = sha256(manifest);
+  const digest = sha256Digest(manifest);
   const put = await client.send('PUT', client.url(`manifests/${digest}`), { headers: { 'content-type': MEDIA_TYPE_IMAGE_MANIFEST }, body: manifest });
   if (put.status !== 201) throw client.unexpected('the lock attached to the image', put);
   if (put.headers['oci-subject'] === subject.digest) return digest;
@@ -95,7 +94,7 @@ export async function lockOf(client: RegistryClient, store: Store, subject: stri
   for (const d of await lockReferrers(client, subject)) {
     const a = await client.send('GET', client.url(`manifests/${d.digest}`), { headers: { accept: MEDIA_TYPE_IMAGE_MANIFEST } });
     if (a.status !== 200) continue;
-    if (sha256(a.body) !== d.digest) throw new StrataError('E_HASH', `the lock attached to ${client.ref.repository}@${subject} hashes to ${sha256(a.body)}, not ${d.digest}`);
+    if (sha256Digest(a.body) !== d.digest) throw new StrataError('E_HASH', `the lock attached to ${client.ref.repository}@${subject} hashes to ${sha256Digest(a.body)}, not ${d.digest}`);
     const m = JSON.parse(a.body.toString('utf8')) as { subject?: { digest?: string }; layers?: { mediaType?: string; digest?: string; size?: number }[] };
     const blob = m.layers?.find((l) => l.mediaType === LOCK_MEDIA_TYPE);
     if (m.subject?.digest !== subject || !blob?.digest || !/^sha256:[0-9a-f]{64}$/.test(blob.digest)) continue;

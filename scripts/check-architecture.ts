@@ -6,7 +6,9 @@
  * - run/ imports nothing from realiser/; lock/ imports nothing from channels/, resolver/, realiser/, run/, engine/;
  * - nothing below engine/ imports engine/ or commands/;
  * - nothing outside store/ builds a path under the store root (`join(...store.root...)`, `storeRoot`) or writes
- *   into the store's directories by name.
+ *   into the store's directories by name;
+ * - the small shared helpers (string order, sha256 of a buffer, signal names, the tar header type, ...) are each
+ *   defined in one module, and no other module defines its own sha256-of-a-buffer helper.
  * Prints each violation and exits 1 when there is any; prints a one-line summary and exits 0 otherwise.
  *
  *   node scripts/check-architecture.ts
@@ -55,6 +57,19 @@ for (const f of files) {
     });
   }
 }
+/** Helpers the codebase shares: each must be defined in exactly one module. */
+const SHARED = ['reasonOf', 'FORWARDED', 'cmp', 'parentOf', 'TarHeader', 'sha256Hex', 'sha256Digest'];
+const definedIn = new Map<string, string[]>(SHARED.map((n) => [n, []]));
+for (const f of files) {
+  const text = readFileSync(join(root, f), 'utf8');
+  for (const n of SHARED) {
+    if (new RegExp(`^(?:export )?(?:async )?(?:function|const|let|interface|type) ${n}\\b`, 'm').test(text)) definedIn.get(n)!.push(f);
+  }
+  // A module of its own hashing a whole buffer into a digest string belongs in util/bytes.ts.
+  const own = /^(?:export )?(?:function|const) \w*(?:sha256|digest)\w*\s*(?:=\s*)?\([^)]*\)[^\n]*\n?[^\n]*createHash\('sha256'\)\.update\([^)]*\)\.digest\('hex'\)/im;
+  if (f !== 'util/bytes.ts' && own.test(text)) problems.push(`${f} defines its own sha256 helper: use util/bytes.ts`);
+}
+for (const [n, where] of definedIn) if (where.length !== 1) problems.push(`${n} is defined in ${where.length} modules (${where.join(', ') || 'none'}): define it once`);
 for (const cycle of alg.findCycles(graph)) problems.push(`import cycle: ${cycle.join(' -> ')}`);
 
 if (problems.length > 0) {
@@ -63,4 +78,4 @@ if (problems.length > 0) {
   process.exit(1);
 }
 const edges = graph.edges().filter((e) => top(e.v) !== top(e.w)).map((e) => `${top(e.v)}>${top(e.w)}`);
-process.stdout.write(`check-architecture: ${files.length} modules, ${graph.edgeCount()} imports (${new Set(edges).size} between folders), no cycle, no forbidden edge, no store path built outside store/\n`);
+process.stdout.write(`check-architecture: ${files.length} modules, ${graph.edgeCount()} imports (${new Set(edges).size} between folders), no cycle, no forbidden edge, no store path built outside store/, each shared helper defined once\n`);
