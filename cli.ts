@@ -10,6 +10,12 @@ import { compileCacheDir } from './store/cacheDir.ts';
 
 // The commands' modules load from Node's compile cache, not stripped of their types and compiled again on every run
 // (a third of a warm `strata lock`). Without one (no store yet, or a cache that cannot be made) that is all it costs.
+// bin/strata names it in NODE_COMPILE_CACHE before Node starts, which caches cli.ts as well; nothing strata starts
+// inherits that.
+if (process.env.STRATA_COMPILE_CACHE_SET === '1') {
+  delete process.env.NODE_COMPILE_CACHE;
+  delete process.env.STRATA_COMPILE_CACHE_SET;
+}
 const compiled = compileCacheDir();
 if (compiled !== undefined) enableCompileCache(compiled);
 

@@ -4,7 +4,7 @@
  * loaded only when a lock must be made, so a warm `strata run` never loads it.
  */
 import { relative } from 'node:path';
-import { lockPathFor, readLock } from '../lock/lockfile.ts';
+import { lockPathFor, readLock, type LockMemo } from '../lock/lockfile.ts';
 import { verifyLockMatchesManifest } from '../lock/verify.ts';
 import { StrataError } from '../errors.ts';
 import type { Ctx } from './ctx.ts';
@@ -34,7 +34,7 @@ export function staleReason(manifest: Manifest, lock: Lockfile | undefined): str
  */
 export async function ensureLock(manifest: Manifest, ctx: Ctx, mode: 'relock' | 'locked'): Promise<Lockfile> {
   const path = lockPathFor(manifest.path);
-  const lock = await readLock(path);
+  const lock = await readLock(path, lockMemo(ctx));
   const reason = staleReason(manifest, lock);
   if (reason === undefined) return lock!;
   if (mode === 'locked') {
@@ -43,4 +43,13 @@ export async function ensureLock(manifest: Manifest, ctx: Ctx, mode: 'relock' | 
   ctx.reporter.info(`${reason}: locking first`);
   const { lockManifest } = await import('./lockManifest.ts');
   return (await lockManifest(manifest, ctx)).lock;
+}
+
+/** The store's memo of locks read before (lock/lockfile.ts `LockMemo`): an entry whose loss costs one parse. */
+export function lockMemo(ctx: Ctx): LockMemo {
+  const locks = ctx.store.cache('locks');
+  return {
+    get: (key) => locks.readJson<{ text: string; lock: Lockfile }>(key),
+    put: (key, entry) => locks.writeJson(key, entry, { durable: false }),
+  };
 }

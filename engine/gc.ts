@@ -71,6 +71,7 @@ const KIND_OF: Record<CacheNamespace, Kind> = {
   run: 'records',
   images: 'records',
   roots: 'records',
+  locks: 'records',
 };
 export const KINDS: readonly Kind[] = ['downloads', 'layers', 'trees', 'recipe outputs', 'indexes', 'records'];
 

@@ -11,7 +11,9 @@
  *   unpacked packages, goes with any damaged unpacked tree it links. A tree without a record (made by an older
  *   strata) cannot be checked and is counted as such;
  * - the other cache records (channel pointers, run pointers) must parse, and each parsed index read back whole (its
- *   tables, and its candidates against their crc32).
+ *   tables, and its candidates against their crc32);
+ * - the memo of locks read before: each entry's lock text is parsed and verified again, and must give the lock the
+ *   entry holds (an entry of another strata's reader is never read, and left to gc).
  *
  * Nothing here prints: the command does.
  */
@@ -30,6 +32,8 @@ import { checkRootfs, type LayerSource, type RootfsRecord } from '../run/rootfs.
 import type { PulledImage, PulledLayer } from '../registry/pull.ts';
 import { pulledLayer } from './images.ts';
 import { checkIndexCache } from '../channels/indexCache.ts';
+import { lockMemoKey, parseLock } from '../lock/lockfile.ts';
+import type { Lockfile } from '../model.ts';
 
 export interface Damage {
   /** The entry, e.g. `blob sha256:…`, `unpacked tree of <sha>`. */
@@ -227,9 +231,23 @@ async function eachFile(dir: string, f: (rel: string, st: Stats) => void, rel = 
   }
 }
 
-/** The small records (channel pointers, run pointers) must parse; a parsed index must read back whole. */
+/** Why a lock memo entry is not what reading its text gives, or undefined when it is. */
+function lockMemoProblem(key: string, entry: { text: string; lock: Lockfile }): string | undefined {
+  if (typeof entry?.text !== 'string') return 'no lock text';
+  // Another key is another reader's (an older strata's): never read by this one, and left to gc.
+  if (lockMemoKey(entry.text) !== key) return undefined;
+  let again: Lockfile;
+  try {
+    again = parseLock(entry.text);
+  } catch (e) {
+    return `its text no longer reads as a lock (${(e as Error).message.split('\n')[0]})`;
+  }
+  return JSON.stringify(again) === JSON.stringify(entry.lock) ? undefined : 'the lock it holds is not what its text gives';
+}
+
+/** The small records (channel pointers, run pointers, the lock memo) must parse; a parsed index must read back whole; a lock memo entry must be what its text gives. */
 async function checkRecords(v: Pass): Promise<void> {
-  for (const ns of ['channels', 'indexes', 'run'] as const) {
+  for (const ns of ['channels', 'indexes', 'run', 'locks'] as const) {
     const c = v.store.cache(ns);
     const { json, dirs } = await c.list();
     for (const key of json) {
@@ -238,6 +256,16 @@ async function checkRecords(v: Pass): Promise<void> {
       if (r.state !== 'damaged') continue;
       v.damaged(`${ns} record ${key}`, r.reason);
       if (!v.o.dryRun) await c.remove(key);
+    }
+    if (ns === 'locks') {
+      for (const key of json) {
+        const r = await c.readEntry<{ text: string; lock: Lockfile }>(key);
+        if (r.state !== 'ok') continue;
+        const problem = lockMemoProblem(key, r.value);
+        if (problem === undefined) continue;
+        v.damaged(`lock memo ${key}`, problem);
+        if (!v.o.dryRun) await c.remove(key);
+      }
     }
     if (ns !== 'indexes') continue;
     for (const key of dirs) {

@@ -5,13 +5,13 @@
  * (registry/client.ts), never a silent fallback to plain HTTP.
  */
 import { readFileSync, statSync } from 'node:fs';
-import { getCACertificates, setDefaultCACertificates } from 'node:tls';
 import { StrataError } from '../errors.ts';
+import { trustExtraCas } from '../store/http.ts';
 
 const MAX_CA_FILE = 8 * 1024 * 1024;
 const PEM = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
-/** Adds the certificates of the PEM file `path` to the CAs every TLS connection trusts; `from` names the option for messages. */
+/** Adds the certificates of the PEM file `path` to the CAs every TLS connection of this process trusts; `from` names the option for messages. */
 export function useCaFile(path: string, from: string): number {
   let text: string;
   try {
@@ -25,11 +25,8 @@ export function useCaFile(path: string, from: string): number {
   }
   const certs = text.match(PEM) ?? [];
   if (certs.length === 0) throw new StrataError('E_USAGE', `${from} ${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
-  try {
-    setDefaultCACertificates([...getCACertificates('default'), ...certs]);
-  } catch (e) {
-    throw new StrataError('E_USAGE', `${from} ${path}: a certificate in it is not valid: ${(e as Error).message}`);
-  }
+  // Added before the first TLS connection (store/http.ts), where a certificate Node cannot parse is refused.
+  trustExtraCas(certs, `${from} ${path}`);
   return certs.length;
 }
 

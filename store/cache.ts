@@ -16,10 +16,10 @@ import { chmod, lstat, mkdir, open, readdir, readFile, rename, rm } from 'node:f
 import { join } from 'node:path';
 import { isLeftover, ownerTag } from './leftovers.ts';
 
-export type CacheNamespace = 'channels' | 'indexes' | 'unpacked' | 'layers' | 'run' | 'rootfs' | 'skeletons' | 'recipes' | 'build-logs' | 'images' | 'generated' | 'roots';
+export type CacheNamespace = 'channels' | 'indexes' | 'unpacked' | 'layers' | 'run' | 'rootfs' | 'skeletons' | 'recipes' | 'build-logs' | 'images' | 'generated' | 'roots' | 'locks';
 
 /** Every namespace, for the store's own sweeps (leftover temps, `strata verify`). */
-export const CACHE_NAMESPACES: readonly CacheNamespace[] = ['channels', 'indexes', 'unpacked', 'layers', 'run', 'rootfs', 'skeletons', 'recipes', 'build-logs', 'images', 'generated', 'roots'];
+export const CACHE_NAMESPACES: readonly CacheNamespace[] = ['channels', 'indexes', 'unpacked', 'layers', 'run', 'rootfs', 'skeletons', 'recipes', 'build-logs', 'images', 'generated', 'roots', 'locks'];
 
 /** A JSON entry as read: present and valid, absent, or present but unreadable or not of the expected shape. */
 export type JsonEntry<T> = { state: 'ok'; value: T } | { state: 'missing' } | { state: 'damaged'; reason: string };

@@ -10,8 +10,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import * as http from 'node:http';
-import * as https from 'node:https';
+import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -139,11 +138,42 @@ function bodyLength(body: RequestBody): number {
   return Buffer.isBuffer(body) ? body.length : body.size;
 }
 
+/**
+ * Extra CA certificates for every TLS connection of this process (`--ca-file`, `SSL_CERT_FILE`: registry/tls.ts),
+ * added to Node's bundled roots before the first one. Adding them costs about 20 ms, which a command that makes no
+ * TLS connection (a warm `strata run`) does not pay.
+ */
+const extraCas: { certs: string[]; what: string; added: boolean } = { certs: [], what: '', added: false };
+
+/** Trusts `certs` (PEM) too for TLS from the first connection on; `what` names where they came from, for messages. */
+export function trustExtraCas(certs: string[], what: string): void {
+  Object.assign(extraCas, { certs, what, added: false });
+}
+
+function addExtraCas(): void {
+  if (extraCas.added || extraCas.certs.length === 0) return;
+  extraCas.added = true;
+  const tls = process.getBuiltinModule('node:tls') as typeof import('node:tls');
+  try {
+    tls.setDefaultCACertificates([...tls.getCACertificates('default'), ...extraCas.certs]);
+  } catch (e) {
+    throw new StrataError('E_USAGE', `${extraCas.what}: a certificate in it is not valid: ${(e as Error).message}`);
+  }
+}
+
 function openHttp(url: URL, headers: Record<string, string>, policy: RetryPolicy, redirectsLeft: number, method = 'GET', body?: RequestBody): Promise<OpenResponse> {
+  if (url.protocol === 'https:') {
+    try {
+      addExtraCas();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
   return new Promise((resolve, reject) => {
-    const mod = url.protocol === 'https:' ? https : http;
+    // Loaded when a request is made: an ESM import of node:http builds its whole namespace, undici with it (20 ms).
+    const mod = process.getBuiltinModule(url.protocol === 'https:' ? 'node:https' : 'node:http') as typeof import('node:https');
     let connectTimer: NodeJS.Timeout | undefined;
-    let response: http.IncomingMessage | undefined;
+    let response: IncomingMessage | undefined;
     const sendHeaders: Record<string, string> = { 'user-agent': 'strata', 'accept-encoding': 'identity', ...headers };
     if (body !== undefined) sendHeaders['content-length'] = String(bodyLength(body));
     else if (method === 'PUT' || method === 'POST' || method === 'PATCH') sendHeaders['content-length'] = '0';
@@ -218,7 +248,7 @@ function openHttp(url: URL, headers: Record<string, string>, policy: RetryPolicy
  * socket reads or writes (headers and body, so an upload counts) from the moment it is connected, until the request
  * closes.
  */
-function watchSpeed(socket: Socket, policy: RetryPolicy, abort: (e: NetworkError) => void, url: string, req: http.ClientRequest): void {
+function watchSpeed(socket: Socket, policy: RetryPolicy, abort: (e: NetworkError) => void, url: string, req: ClientRequest): void {
   const limit = policy.lowSpeedLimit;
   const windowMs = policy.lowSpeedTimeMs;
   if (!(limit > 0) || !(windowMs > 0) || req.destroyed) return;

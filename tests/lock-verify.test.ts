@@ -4,7 +4,7 @@
  * tampered lock is refused by `lock --check`, `realise` and `run` alike, before anything is built or entered.
  */
 import test from 'ava';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { project, manifestFor, closeSharedMirror, runCli, type Project } from './helpers/project.ts';
@@ -311,4 +311,46 @@ test('an index entry no lock may hold is refused when the lock is made: what str
   const e = t.throws(() => lockFromSolution(manifest, channels, [{ candidate: cand('app', 'pool/../../../etc/app.deb'), root: true, depends: [] }], []), { instanceOf: StrataError });
   t.is(e.code, 'E_DEB');
   t.regex(e.message, /^cannot write strata\.lock from what the channels offer: package app: filename "pool\/\.\.\/\.\.\/\.\.\/etc\/app\.deb" has a `\.\.` segment$/);
+});
+
+test("a lock read before comes from the store's memo; edited bytes are read and verified afresh; verify parses each memo entry again", async (t) => {
+  const { p, text, lock } = await lockedProject();
+  const lockPath = join(p.dir, 'strata.lock');
+  const memoDir = join(p.cache, 'locks');
+  const entries = () => (existsSync(memoDir) ? readdirSync(memoDir).filter((f) => f.endsWith('.json')) : []);
+  const real = await p.strata(['realise', '--locked']);
+  t.is(real.code, 0, real.stderr);
+  t.is(entries().length, 1, 'the lock read once is in the memo');
+  const [entry] = entries();
+  const memo = JSON.parse(readFileSync(join(memoDir, entry!), 'utf8')) as { text: string; lock: Lockfile };
+  t.is(memo.text, text);
+  t.deepEqual(memo.lock, JSON.parse(JSON.stringify(parseLock(text))), 'the memo holds what reading the text gives');
+
+  // Another lock text is never taken from the good one's entry: each tamper is refused as before, twice (a tamper
+  // that reads as a consistent lock, refused only against the manifest, is remembered as read, and refused again).
+  for (const tamper of tampers(text, lock)) {
+    writeFileSync(lockPath, tamper.text);
+    for (const attempt of [1, 2]) {
+      const r = await p.strata(['run', '--backend', 'sandbox', '--', 'true']);
+      t.is(r.code, 3, `${tamper.what}, attempt ${attempt}: ${r.stderr}`);
+      t.regex(r.stderr, tamper.message, tamper.what);
+    }
+  }
+  writeFileSync(lockPath, text);
+  const memoOf = (name: string) => JSON.parse(readFileSync(join(memoDir, name), 'utf8')) as { text: string };
+  t.true(entries().every((e) => e === entry || memoOf(e).text !== text), 'one entry per lock text');
+
+  // An entry whose lock is not what its text gives (a damaged store) is named by verify and dropped.
+  const damaged = { ...memo, lock: { ...memo.lock, packages: memo.lock.packages.filter((x) => x.name !== 'libc6') } };
+  writeFileSync(join(memoDir, entry!), JSON.stringify(damaged));
+  const verify = await p.strata(['verify']);
+  t.is(verify.code, 1, verify.stderr);
+  t.regex(verify.stdout + verify.stderr, new RegExp(`damaged: lock memo ${entry!.replace(/\.json$/, '')}: the lock it holds is not what its text gives; dropped`));
+  t.false(entries().includes(entry!));
+  const again = await p.strata(['run', '--locked', '--backend', 'sandbox', '--', 'cat', '/etc/debian_version']);
+  t.is(again.code, 0, again.stderr);
+  t.is(again.stdout, '12.4\n');
+  t.true(entries().includes(entry!), 'made again by the next read');
+  const clean = await p.strata(['verify']);
+  t.is(clean.code, 0, clean.stderr);
 });

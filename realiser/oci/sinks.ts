@@ -7,7 +7,6 @@ import type Dockerode from 'dockerode';
 import type { Reporter } from '../../report/reporter.ts';
 import { checkOciLayoutTarget, writeOciLayout } from './layout.ts';
 import { checkDockerArchiveTarget, writeDockerArchive } from './archive.ts';
-import { loadImage } from './dockerLoad.ts';
 import { repoTag, type Reference } from './reference.ts';
 import type { ImageEncodings } from './image.ts';
 
@@ -45,6 +44,8 @@ export function dockerLoadSink(docker: Dockerode, reporter: Reporter): ImageSink
     check: async () => {},
     async write(img, ref) {
       const tag = repoTag(ref);
+      // Loaded only for --load: the Docker client (dockerode, ssh2) is a tenth of a warm realise's time to import.
+      const { loadImage } = await import('./dockerLoad.ts');
       const r = await loadImage(img.plain, tag, { docker, reporter });
       return `loaded ${tag} into Docker (${r.imageId.slice(0, 19)}; ${r.sentLayers} layers sent, ${r.skippedLayers} already there)`;
     },
