@@ -13,13 +13,10 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, rename } from 'node:fs/promises';
-import { join, posix } from 'node:path';
 import type Dockerode from 'dockerode';
 import { StrataError } from '../errors.ts';
-import { rootfsKey, type RootfsEntry } from '../run/rootfs.ts';
+import { rootfsKey } from '../run/rootfs.ts';
 import type { DerivedCache } from '../store/store.ts';
-import type { BuildRoot } from './buildRecipes.ts';
 import type { BuiltImage } from '../realiser/oci/image.ts';
 import type { RealisedImage, RealiseOptions } from '../realiser/realise.ts';
 import type { Ctx } from './ctx.ts';
@@ -51,125 +48,40 @@ function pointerKey(lock: Lockfile, generated = true): string {
 /**
  * Realises a lock: its recipes first when it has any (engine/buildRecipes.ts: each output not in the store is
  * built, its build environment made with `ensureRootfs`), their outputs as layers above the packages'; then, unless
- * `generated` is false, the layer of what the maintainer scripts would have made (engine/generated.ts: made by the
- * environment's own tools in the sandbox over a tree of the packages alone, hard links to the stored unpacked
- * packages, when the store does not hold it). Records the run pointer, so that `run --frozen` finds the image.
+ * `generated` is false, the layers of what the maintainer scripts would have made (engine/generated.ts: made in the
+ * same realise, once the packages are unpacked, by the environment's own tools in the sandbox over trees of hard
+ * links to the packages they read, for the parts the store does not hold). Records the run pointer, so that
+ * `run --frozen` finds the image.
  */
 export async function realiseLock(lock: Lockfile, ctx: Ctx, opts: RealiseOpts = {}, generated = true): Promise<RealisedImage> {
-  const trees: ToolsTree[] = [];
-  try {
-    const result = await realiseImage(lock, ctx, opts, generated, trees);
-    await ctx.store.cache('run').writeJson(pointerKey(lock, generated), pointerOf(result.plain));
-    if (trees[0] && (lock.recipes ?? []).length === 0) await adoptToolsTree(ctx, trees[0], result);
-    return result;
-  } finally {
-    if (trees.length > 0) {
-      const { removeTree } = await import('../run/rootfs.ts');
-      for (const t of trees) await removeTree(t.scratch);
-    }
-  }
+  const result = await realiseImage(lock, ctx, opts, generated);
+  await ctx.store.cache('run').writeJson(pointerKey(lock, generated), pointerOf(result.plain));
+  return result;
 }
 
-type RealiseOpts = Omit<RealiseOptions, 'store' | 'reporter' | 'extraJobs' | 'extraInstalled' | 'searchPaths'>;
+type RealiseOpts = Omit<RealiseOptions, 'store' | 'reporter' | 'extraJobs' | 'extraInstalled' | 'searchPaths' | 'generated'>;
 
-/** The tree the generated layer's tools ran over: the image without that layer, in a scratch directory. */
-interface ToolsTree {
-  scratch: string;
-  tree: string;
-  add: (entries: RootfsEntry[], mtime: number) => Promise<void>;
-  finish: () => Promise<void>;
-  image: RealisedImage;
-}
-
-async function realiseImage(lock: Lockfile, ctx: Ctx, opts: RealiseOpts, generated: boolean, trees: ToolsTree[] = []): Promise<RealisedImage> {
+async function realiseImage(lock: Lockfile, ctx: Ctx, opts: RealiseOpts, generated: boolean): Promise<RealisedImage> {
   const { realise, layerMtime } = await import('../realiser/realise.ts');
   // The cache registry, when one is set (engine/substitute.ts): asked before anything is built.
   const sub = ctx.cache;
-  const base = { store: ctx.store, reporter: ctx.reporter, ...opts, ...(sub ? { substitute: (j: { key: string; label: string }) => sub.layer(j) } : {}) };
   const mtime = layerMtime(lock, opts.env);
-  const { generatedSteps, generatedLayer } = await import('./generated.ts');
-  const rootfsFor = async (l: Lockfile): Promise<BuildRoot> => {
-    const t = await packagesTree(l, ctx, opts);
-    trees.push(t);
-    return { rootfs: t.tree, stage: await ctx.store.cache('rootfs').ensureDir('.stage'), skeletons: ctx.store.cache('skeletons') };
-  };
-  const genJob = generated && generatedSteps(lock).length > 0
-    ? await generatedLayer(packagesOnly(lock), ctx, { rootfsFor, mtime, ...(opts.frozen ? { frozen: true } : {}), ...(opts.env ? { env: opts.env } : {}), ...(sub ? { substitute: (k: string, label: string) => sub.output('generated', k, label) } : {}) })
+  const { generatedHook } = await import('./generated.ts');
+  let generatedKeys: string[] | undefined;
+  const hook = generated
+    ? generatedHook(packagesOnly(lock), ctx, { mtime, keys: (k) => (generatedKeys = k), ...(opts.frozen ? { frozen: true } : {}), ...(opts.env ? { env: opts.env } : {}), ...(sub ? { substitute: (k: string, label: string) => sub.output('generated', k, label) } : {}) })
     : undefined;
-  const genJobs = genJob ? [genJob] : [];
+  const base = { store: ctx.store, reporter: ctx.reporter, ...opts, ...(sub ? { substitute: (j: { key: string; label: string }) => sub.layer(j) } : {}), ...(hook ? { generated: hook } : {}) };
+  const withKeys = (r: RealisedImage): RealisedImage => (generatedKeys ? { ...r, generatedKeys } : r);
   if ((lock.recipes ?? []).length === 0) {
     const cached = await sub?.image(lock, generated, { mtime, gzip: opts.gzip ?? false });
-    return cached ?? realise(lock, genJobs.length > 0 ? { ...base, extraJobs: genJobs } : base);
+    return cached ?? withKeys(await realise(lock, base));
   }
   const { ensureRecipeOutputs, recipeLayers } = await import('./buildRecipes.ts');
   const outputs = await ensureRecipeOutputs(lock, ctx, { rootfsFor: (l) => ensureRootfs(l, ctx, { frozen: false }), projectDir: ctx.projectDir ?? process.cwd(), ...(opts.env ? { env: opts.env } : {}), ...(sub ? { substitute: (k: string, label: string) => sub.output('recipes', k, label) } : {}) });
   const { jobs, installed, paths } = recipeLayers(lock, outputs, mtime);
   const cached = await sub?.image(lock, generated, { mtime, gzip: opts.gzip ?? false, paths });
-  return cached ?? realise(lock, { ...base, extraJobs: [...jobs, ...genJobs], extraInstalled: installed, searchPaths: paths });
-}
-
-/**
- * A private tree of the image of `lock` without the generated layer, hard links to the stored unpacked packages,
- * made in a scratch directory: what the generated layer's tools run over.
- */
-async function packagesTree(lock: Lockfile, ctx: Ctx, opts: RealiseOpts): Promise<ToolsTree> {
-  const image = await realiseImage(lock, ctx, { ...(opts.env ? { env: opts.env } : {}), ...(opts.jobs ? { jobs: opts.jobs } : {}), ...(opts.frozen ? { frozen: true } : {}) }, false);
-  const { linkedTree, removeTree } = await import('../run/rootfs.ts');
-  const scratch = await ctx.store.tmpDir();
-  const tree = join(scratch, 'root');
-  try {
-    await mkdir(tree);
-    const t = linkedTree(tree);
-    if (!image.layerJobs) {
-      throw new StrataError('E_RUN', 'the cache registry gave the image of the packages but not the files the generated layer holds, and this machine has no unpacked packages to make them from', 'push the cache again from a machine that realised this lock (`strata push --cache`), or realise without the cache');
-    }
-    for (const j of image.layerJobs) await t.add(await j.entries(), image.mtime);
-    await t.finish();
-    return { scratch, tree, ...t, image };
-  } catch (e) {
-    await removeTree(scratch);
-    throw e;
-  }
-}
-
-/**
- * Makes the tools' tree the image's root filesystem by adding the generated layer, when that gives what the image's
- * layers give: the tree's layers are the image's but that one, and the generated layer (below the top layer in the
- * image, above it in the tree) shares no path with the top layer. Otherwise the tree is removed, and `ensureRootfs`
- * links one when a run needs it.
- */
-async function adoptToolsTree(ctx: Ctx, t: ToolsTree, result: RealisedImage): Promise<void> {
-  const layers = result.plain.layers;
-  const treeLayers = t.image.plain.layers;
-  if (layers.length !== treeLayers.length + 1) return;
-  const genAt = layers.length - 2;
-  const rest = [...layers.slice(0, genAt), layers[genAt + 1]!];
-  if (rest.some((l, i) => l.diffId !== treeLayers[i]!.diffId)) return;
-  if (!result.layerJobs) return;
-  const top = new Map((await result.layerJobs[genAt + 1]!.entries()).map((e) => [e.path, e.type]));
-  const gen = await result.layerJobs[genAt]!.entries();
-  for (const e of gen) {
-    if (top.has(e.path)) return;
-    for (let d = posix.dirname(e.path); d !== '.'; d = posix.dirname(d)) if (top.has(d) && top.get(d) !== 'dir') return;
-  }
-  const rootfs = ctx.store.cache('rootfs');
-  const key = rootfsKey(result.plain.manifestDigest);
-  if (existsSync(rootfs.path(key))) return;
-  try {
-    await t.add(gen, result.mtime);
-    await t.finish();
-  } catch {
-    return; // a path the tree cannot take as the layers would: ensureRootfs makes the tree afresh
-  }
-  const { removeTree } = await import('../run/rootfs.ts');
-  await rootfs.dir(
-    key,
-    async (tmp) => {
-      await rename(t.tree, tmp);
-      await rootfs.writeJson(key, { layers: layers.map((l) => ({ diffId: l.diffId, size: l.size })) });
-    },
-    { remove: removeTree },
-  );
+  return cached ?? withKeys(await realise(lock, { ...base, extraJobs: jobs, extraInstalled: installed, searchPaths: paths }));
 }
 
 /** The lock of the packages alone (its recipes left out): what the generated layer is made over. */

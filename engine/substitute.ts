@@ -255,10 +255,7 @@ export async function pushCache(lock: Lockfile, result: RealisedImage, ctx: Ctx,
   };
   const { recipesInOrder, outputKey } = await import('./buildRecipes.ts');
   for (const rec of lock.recipes ? recipesInOrder(lock) : []) await outputEntry('recipes', outputKey(rec, result.mtime), `recipe ${rec.name} ${rec.version}`);
-  const { generatedSteps, generatedKey } = await import('./generated.ts');
-  const { packagesOnly } = await import('./ensureEnvironment.ts');
-  const steps = generatedSteps(lock);
-  if (steps.length > 0) await outputEntry('generated', generatedKey(packagesOnly(lock), steps, result.mtime), 'the generated files');
+  for (const key of result.generatedKeys ?? []) await outputEntry('generated', key, 'the generated files');
   const gzBlobs: CacheBlob[] = [];
   for (const l of result.layers) {
     const gz = l.record.gzip!;

@@ -62,6 +62,33 @@ export interface RealiseOptions {
   frozen?: boolean;
   /** Asked for each layer before it is built (a cache registry; see `buildLayer`). */
   substitute?: (job: LayerJob) => Promise<LayerRecord | undefined>;
+  /**
+   * Layers made from the unpacked packages once every one is unpacked (the generated layers: engine/generated.ts),
+   * placed above `extraJobs`. At most `maxLayers` of them; the plan leaves room for that many.
+   */
+  generated?: GeneratedHook;
+}
+
+/** An unpacked package as a generated-layers hook sees it. */
+export interface UnpackedView {
+  /** Directory holding the unpacked regular files, by their shipped path. */
+  root: string;
+  entries: UnpackedDeb['entries'];
+  control: string;
+}
+
+/** What a generated-layers hook is given: the unpacked packages and the layers that frame them. */
+export interface GeneratedInput {
+  unpacked: ReadonlyMap<string, UnpackedView>;
+  /** The layer entries of these packages, paths on merged /usr, in layer order (a tree of some of the image's packages). */
+  entriesOf(names: ReadonlySet<string>): LayerEntry[];
+  base: LayerJob;
+  top: LayerJob;
+}
+
+export interface GeneratedHook {
+  maxLayers: number;
+  jobs(input: GeneratedInput): Promise<LayerJob[]>;
 }
 
 /** At most this many layers in an image, whatever the recipes: Docker refuses more than 125. */
@@ -83,6 +110,8 @@ export interface RealisedImage {
   /** Layers built this run (the rest came from the cache). */
   builtLayers: number;
   mtime: number;
+  /** The store keys of the generated output the generated layers were made from (set by the engine's hook). */
+  generatedKeys?: string[];
   /** Every layer, base first: its job's key, label and comment, and its record (what a cache registry is given). */
   layers?: { key: string; label: string; comment: string; record: LayerRecord }[];
 }
@@ -409,8 +438,9 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
   const unpackedAll = unpackAll(lock, u, new PQueue({ concurrency: cores }), fetching.ready);
   const { unpacked } = unpackedAll;
   const extra = opts.extraJobs ?? [];
-  if (extra.length > MAX_IMAGE_LAYERS - 3) throw new Error(`${extra.length} extra layers leave no room for the packages under ${MAX_IMAGE_LAYERS} layers`);
-  const plan = planLayers(lock, Math.min(MAX_PACKAGE_LAYERS, MAX_IMAGE_LAYERS - 2 - extra.length));
+  const genMax = opts.generated?.maxLayers ?? 0;
+  if (extra.length + genMax > MAX_IMAGE_LAYERS - 3) throw new Error(`${extra.length} extra layers leave no room for the packages under ${MAX_IMAGE_LAYERS} layers`);
+  const plan = planLayers(lock, Math.min(MAX_PACKAGE_LAYERS, MAX_IMAGE_LAYERS - 2 - extra.length - genMax));
   let builtLayers = 0;
   const lp = reporter.progress('layers', plan.length + extra.length + 2);
 
@@ -444,20 +474,39 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
   let records: LayerRecord[];
   try {
     let middle: LayerRecord[];
+    let base: LayerJob | undefined;
+    let top: LayerJob | undefined;
+    let genJobs: LayerJob[] = [];
     try {
       const waits = plan.map((g, i) => Promise.all(g.packages.map((p) => unpackedAll.unpacking.get(p.name)!)).then(() => run(pkgJobs[i]!, g.packages)));
-      const [pkgRecords, extraRecords] = await Promise.all([
-        allOrFirstError<unknown>([fetching.all, ...unpackedAll.unpacking.values(), ...waits]).then(() => Promise.all(waits)),
+      // The skeleton, the installed state and the generated layers need every package unpacked.
+      const unpackedEvery = allOrFirstError<unknown>([fetching.all, ...unpackedAll.unpacking.values()]);
+      const framing = unpackedEvery.then(async () => {
+        base = skeletonJob(lock, unpacked, mtime);
+        top = installedStateJob(lock, unpacked, mtime, opts.extraInstalled ?? []);
+        if (!opts.generated) return [];
+        const inPlanOrder = plan.map((g) => g.packages);
+        genJobs = await opts.generated.jobs({
+          unpacked,
+          base,
+          top,
+          entriesOf: (names) => inPlanOrder.flatMap((ps) => packageEntries(ps.filter((p) => names.has(p.name)).map((p) => ({ pkg: p, meta: unpacked.get(p.name)! })), reporter)),
+        });
+        if (genJobs.length > genMax) throw new Error(`${genJobs.length} generated layers, more than the ${genMax} planned for`);
+        lp.setTotal(plan.length + extra.length + genJobs.length + 2);
+        return allOrFirstError(genJobs.map((j) => run(j)));
+      });
+      const [pkgRecords, extraRecords, genRecords] = await Promise.all([
+        allOrFirstError<unknown>([unpackedEvery, ...waits]).then(() => Promise.all(waits)),
         allOrFirstError(extra.map((j) => run(j))),
+        framing,
       ]);
-      middle = [...pkgRecords, ...extraRecords];
+      middle = [...pkgRecords, ...extraRecords, ...genRecords];
     } finally {
       unpackedAll.done();
     }
-    const base = skeletonJob(lock, unpacked, mtime);
-    const top = installedStateJob(lock, unpacked, mtime, opts.extraInstalled ?? []);
-    const [baseRecord, topRecord] = await Promise.all([run(base), run(top)]);
-    jobs = [base, ...pkgJobs, ...extra, top];
+    const [baseRecord, topRecord] = await Promise.all([run(base!), run(top!)]);
+    jobs = [base!, ...pkgJobs, ...extra, ...genJobs, top!];
     records = [baseRecord, ...middle, topRecord];
   } finally {
     lp.done();
