@@ -18,7 +18,7 @@
  * Nothing here prints: the command does.
  */
 import { createReadStream } from 'node:fs';
-import { lstat, readdir } from 'node:fs/promises';
+import { lstat, readdir, readFile } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -48,6 +48,8 @@ export interface VerifyReport {
   /** Compared with their stored layers; checked through the unpacked files they link; neither. */
   rootfs: { checked: number; linked: number; unchecked: number };
   records: { checked: number };
+  /** The generated parts (engine/generated.ts), file by file against their meta.json. */
+  generated: { checked: number; files: number };
   damaged: Damage[];
 }
 
@@ -128,6 +130,34 @@ async function checkLayerRecords(v: Pass): Promise<void> {
     if (problem === undefined) continue;
     v.damaged(`layer record ${key}`, problem);
     if (!v.o.dryRun) await layers.remove(key);
+  }
+}
+
+/** Every generated part, file by file, against its meta.json: a damaged one is dropped and made again when next needed. */
+async function checkGenerated(v: Pass): Promise<void> {
+  const generated = v.store.cache('generated');
+  for (const key of (await generated.list()).dirs) {
+    if (!/^[0-9a-f]{64}$/.test(key)) continue;
+    v.report.generated.checked++;
+    const meta = await readFile(join(generated.path(key), 'meta.json'), 'utf8')
+      .then((t) => JSON.parse(t) as { entries?: { path: string; type: string; size?: number; sha256?: string }[] })
+      .catch(() => undefined);
+    let problem: string | undefined;
+    if (!meta || !Array.isArray(meta.entries)) problem = 'its meta.json is missing or unreadable';
+    else {
+      for (const e of meta.entries) {
+        if (e.type !== 'file') continue;
+        v.report.generated.files++;
+        const p = join(generated.path(key), 'out', e.path);
+        const st = await lstat(p).catch(() => undefined);
+        if (!st?.isFile()) problem = `${e.path} is missing`;
+        else if (st.size !== e.size || (await hashFile(p)) !== e.sha256) problem = `${e.path} has other content than recorded`;
+        if (problem) break;
+      }
+    }
+    if (problem === undefined) continue;
+    v.damaged(`generated files ${key}`, problem);
+    if (!v.o.dryRun) await generated.remove(key);
   }
 }
 
@@ -279,7 +309,7 @@ async function checkRecords(v: Pass): Promise<void> {
 }
 
 export async function verifyStore(store: Store, o: { dryRun: boolean; reporter?: Reporter }): Promise<VerifyReport> {
-  const report: VerifyReport = { blobs: { checked: 0, bytes: 0 }, layers: { checked: 0 }, unpacked: { checked: 0, files: 0 }, rootfs: { checked: 0, linked: 0, unchecked: 0 }, records: { checked: 0 }, damaged: [] };
+  const report: VerifyReport = { blobs: { checked: 0, bytes: 0 }, layers: { checked: 0 }, unpacked: { checked: 0, files: 0 }, rootfs: { checked: 0, linked: 0, unchecked: 0 }, records: { checked: 0 }, generated: { checked: 0, files: 0 }, damaged: [] };
   const v: Pass = {
     store,
     o,
@@ -293,6 +323,7 @@ export async function verifyStore(store: Store, o: { dryRun: boolean; reporter?:
   await checkBlobs(v);
   await checkLayerRecords(v);
   await checkUnpacked(v);
+  await checkGenerated(v);
   await checkRootfses(v);
   await checkRecords(v);
   await store.pruneStamps();
