@@ -3,10 +3,15 @@
  * ca-certificates, python3 and python3-numpy (with the Essential set). After a realise, in `strata run`: TLS finds
  * the CA bundle and OpenSSL the hash links, `ldconfig -p` reads /etc/ld.so.cache, and Python imports json and
  * numpy from the bytecode in the image (not recompiling: faster than with the bytecode hidden). A warm realise runs
- * no tool; a realise into a second, empty cache gives the same image digest.
+ * no tool; a realise into a second, empty cache gives the same image digest. After a bump of one module package
+ * only that package's bytecode part is made again, and the image is the one a realise from nothing gives.
  */
 import test from 'ava';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { parseLock, serializeLock } from '../lock/lockfile.ts';
+import { rehashLock } from '../lock/verify.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from './helpers/project.ts';
@@ -19,7 +24,7 @@ test('trixie ca-certificates + python3-numpy: CA bundle and hash links, ld.so.ca
   if (!m) return;
   const dir = mkdtempSync(join(tmpdir(), 'strata-generated-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  writeFileSync(join(dir, 'strata.toml'), `[project]\nname = "generated-e2e"\narch = "amd64"\n\n[channels.stable]\nurl = "${m.url}"\nsuite = "trixie"\ncomponents = ["main"]\n\n[packages]\nca-certificates = "*"\npython3 = "*"\npython3-numpy = "*"\n`);
+  writeFileSync(join(dir, 'strata.toml'), `[project]\nname = "generated-e2e"\narch = "amd64"\n\n[channels.stable]\nurl = "${m.url}"\nsuite = "trixie"\ncomponents = ["main"]\n\n[packages]\nca-certificates = "*"\npython3 = "*"\npython3-numpy = "*"\npython3-six = "*"\n`);
   const cacheA = { STRATA_CACHE_DIR: process.env.STRATA_TEST_DEBIAN_CACHE ?? join(dir, 'cache-a') };
   const cacheB = { STRATA_CACHE_DIR: join(dir, 'cache-b') };
   const strata = (args: string[], env: NodeJS.ProcessEnv) => runCli(args, { cwd: dir, env, timeoutMs: 540_000 });
@@ -42,7 +47,8 @@ test('trixie ca-certificates + python3-numpy: CA bundle and hash links, ld.so.ca
   const other = await strata(['realise', '--locked'], cacheB);
   t.is(other.code, 0, other.stderr);
   t.log(`realise (empty cache B): ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  t.regex(other.stderr, /^made ca-certificates, ld\.so\.cache, python-bytecode in /m, 'cache B ran the tools itself');
+  t.regex(other.stderr, /^made ca-certificates, ld\.so\.cache in /m, 'cache B ran the tools itself');
+  t.regex(other.stderr, /^made python-bytecode of \d+ packages \(.*python3-numpy.*\) in /m);
   t.is(digestOf(other.stdout), digest, 'two caches, one image digest');
 
   const run = (script: string) => strata(['run', '--backend', 'sandbox', '--locked', '--', 'sh', '-c', script], cacheA);
@@ -93,6 +99,41 @@ test('trixie ca-certificates + python3-numpy: CA bundle and hash links, ld.so.ca
   const without = Math.min(c!, d!);
   t.log(`python3 -c 'import numpy': ${withPyc} ms with the image's bytecode, ${without} ms compiling from source`);
   t.true(withPyc < without, `${withPyc} ms with bytecode, ${without} ms without`);
+
+  // A bump: python3-six rebuilt with one more module. Only its bytecode part is made again (no other tool runs),
+  // and the image equals the one realised from nothing (an empty cache C) for the bumped lock.
+  const lockPath = join(dir, 'strata.lock');
+  const locked = parseLock(readFileSync(lockPath, 'utf8'));
+  const six = locked.packages.find((p) => p.name === 'python3-six')!;
+  const storeA = cacheA.STRATA_CACHE_DIR;
+  const work = join(dir, 'bump');
+  mkdirSync(work);
+  execFileSync('dpkg-deb', ['-R', join(storeA, 'blobs', 'sha256', six.sha256), join(work, 'x')]);
+  writeFileSync(join(work, 'x/usr/lib/python3/dist-packages/strata_bumped.py'), 'BUMPED = True\n');
+  execFileSync('dpkg-deb', ['--root-owner-group', '-b', join(work, 'x'), join(work, 'bumped.deb')], { stdio: 'ignore' });
+  const bytes = readFileSync(join(work, 'bumped.deb'));
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  const cacheC = { STRATA_CACHE_DIR: join(dir, 'cache-c') };
+  for (const c of [storeA, cacheC.STRATA_CACHE_DIR]) {
+    mkdirSync(join(c, 'blobs', 'sha256'), { recursive: true });
+    copyFileSync(join(work, 'bumped.deb'), join(c, 'blobs', 'sha256', sha));
+  }
+  writeFileSync(lockPath, serializeLock(rehashLock({ ...locked, packages: locked.packages.map((p) => (p === six ? { ...p, sha256: sha, size: bytes.length } : p)) })));
+  started = Date.now();
+  const bumped = await strata(['realise', '--locked'], cacheA);
+  t.is(bumped.code, 0, bumped.stderr);
+  t.log(`realise after the bump (cache A): ${((Date.now() - started) / 1000).toFixed(1)} s; ${bumped.stderr.split('\n').filter((l) => /^made /.test(l)).join('; ')}`);
+  t.regex(bumped.stderr, /^made python-bytecode of one package \(python3-six\) in /m, "the bumped package's bytecode part is made again");
+  t.notRegex(bumped.stderr, /^made ca-certificates/m, 'the tools that read none of its files do not run');
+  t.is(bumped.stderr.match(/^made /gm)?.length, 1, bumped.stderr);
+  t.not(digestOf(bumped.stdout), digest);
+  const fromNothing = await strata(['realise', '--locked'], cacheC);
+  t.is(fromNothing.code, 0, fromNothing.stderr);
+  t.regex(fromNothing.stderr, /^made python-bytecode of \d+ packages /m, 'cache C made every part');
+  t.is(digestOf(fromNothing.stdout), digestOf(bumped.stdout), 'the parts made after the bump give the image made from nothing');
+  const moduleRun = await strata(['run', '--backend', 'sandbox', '--locked', '--', 'python3', '-v', '-c', 'import strata_bumped'], cacheA);
+  t.is(moduleRun.code, 0, moduleRun.stderr);
+  t.regex(moduleRun.stderr, /code object from .*dist-packages\/__pycache__\/strata_bumped\.cpython-3\d+\.pyc/);
 });
 
 test('trixie fontconfig, shared-mime-info, icon themes, systemd and dbus: the trigger caches, accounts and overrides; one digest from two caches', async (t) => {
