@@ -496,11 +496,12 @@ export async function realise(lock: Lockfile, opts: RealiseOptions): Promise<Rea
         lp.setTotal(plan.length + extra.length + genJobs.length + 2);
         return allOrFirstError(genJobs.map((j) => run(j)));
       });
-      const [pkgRecords, extraRecords, genRecords] = await Promise.all([
+      // Every branch settles before an error is thrown: no job is left running behind it.
+      const [pkgRecords, extraRecords, genRecords] = (await allOrFirstError<LayerRecord[]>([
         allOrFirstError<unknown>([unpackedEvery, ...waits]).then(() => Promise.all(waits)),
         allOrFirstError(extra.map((j) => run(j))),
         framing,
-      ]);
+      ])) as [LayerRecord[], LayerRecord[], LayerRecord[]];
       middle = [...pkgRecords, ...extraRecords, ...genRecords];
     } finally {
       unpackedAll.done();
