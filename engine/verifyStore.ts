@@ -157,6 +157,8 @@ async function checkGenerated(v: Pass): Promise<void> {
     }
     if (problem === undefined) continue;
     v.damaged(`generated files ${key}`, problem);
+    // A root filesystem that links its files goes with it (checkRootfses).
+    await eachFile(join(generated.path(key), 'out'), (_rel, st) => void v.badFiles.set(`${st.dev}:${st.ino}`, `generated files ${key.slice(0, 12)}`));
     if (!v.o.dryRun) await generated.remove(key);
   }
 }
@@ -237,7 +239,7 @@ async function checkRootfses(v: Pass): Promise<void> {
       if (v.badFiles.size > 0) {
         await eachFile(rootfs.path(key), (rel, st) => {
           const pkg = v.badFiles.get(`${st.dev}:${st.ino}`);
-          if (pkg !== undefined && problems.length < 3) problems.push(`/${rel} is a file of the damaged unpacked ${pkg}`);
+          if (pkg !== undefined && problems.length < 3) problems.push(`/${rel} is a file of the damaged ${pkg.startsWith('generated files ') ? pkg : `unpacked ${pkg}`}`);
         });
       }
     }

@@ -9,7 +9,7 @@
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { parseLock, serializeLock } from '../lock/lockfile.ts';
 import { rehashLock } from '../lock/verify.ts';
 import { tmpdir } from 'node:os';
@@ -136,6 +136,22 @@ test('trixie ca-certificates + python3-numpy: CA bundle and hash links, ld.so.ca
   const frozen = await strata(['run', '--backend', 'sandbox', '--frozen', '--', 'true'], cacheC);
   t.not(frozen.code, 0, frozen.stderr);
   t.regex(frozen.stderr, /the store lacks what ca-certificates, ld\.so\.cache, python-bytecode make for this environment and --frozen forbids running them/);
+  // strata verify re-hashes the stored parts: a damaged one is named and dropped, and the next realise makes it again.
+  const genA = join(storeA, 'generated');
+  const parts = readdirSync(genA).filter((k) => /^[0-9a-f]{64}$/.test(k) && (JSON.parse(readFileSync(join(genA, k, 'meta.json'), 'utf8')) as { steps: string[] }).steps.join(',') === 'ca-certificates,ld.so.cache');
+  t.true(parts.length > 0);
+  for (const k of parts) {
+    chmodSync(join(genA, k, 'out/etc/ld.so.cache'), 0o644);
+    appendFileSync(join(genA, k, 'out/etc/ld.so.cache'), 'x');
+  }
+  const verified = await strata(['verify'], cacheA);
+  for (const k of parts) t.regex(verified.stdout, new RegExp(`damaged: generated files ${k}: etc/ld\\.so\\.cache has other content than recorded; dropped`), verified.stdout);
+  t.regex(verified.stdout, /^ {2}generated +\d+ parts, \d+ files re-hashed$/m);
+  t.regex(verified.stdout, /^damaged: root filesystem .*: \/etc\/ld\.so\.cache is a file of the damaged generated files /m, 'the run tree that links it goes too');
+  const healed = await strata(['realise', '--locked'], cacheA);
+  t.is(healed.code, 0, healed.stderr);
+  t.regex(healed.stderr, /^made ca-certificates, ld\.so\.cache in /m);
+  t.is(digestOf(healed.stdout), digestOf(bumped.stdout));
   const moduleRun = await strata(['run', '--backend', 'sandbox', '--locked', '--', 'python3', '-v', '-c', 'import strata_bumped'], cacheA);
   t.is(moduleRun.code, 0, moduleRun.stderr);
   t.regex(moduleRun.stderr, /code object from .*dist-packages\/__pycache__\/strata_bumped\.cpython-3\d+\.pyc/);
