@@ -4,7 +4,7 @@
  * loaded only when a lock must be made, so a warm `strata run` never loads it.
  */
 import { relative } from 'node:path';
-import { lockPathFor, readLock, type LockMemo } from '../lock/lockfile.ts';
+import { lockMemoKey, lockPathFor, parseLock, readLock, serializeLock, type LockMemo } from '../lock/lockfile.ts';
 import { verifyLockMatchesManifest } from '../lock/verify.ts';
 import { StrataError } from '../errors.ts';
 import type { Ctx } from './ctx.ts';
@@ -42,7 +42,12 @@ export async function ensureLock(manifest: Manifest, ctx: Ctx, mode: 'relock' | 
   }
   ctx.reporter.info(`${reason}: locking first`);
   const { lockManifest } = await import('./lockManifest.ts');
-  return (await lockManifest(manifest, ctx)).lock;
+  const { lock: made } = await lockManifest(manifest, ctx);
+  // The lock just written is remembered as reading it gives, so the next command does not parse it again (and does
+  // not write the store then).
+  const text = serializeLock(made);
+  await lockMemo(ctx).put(lockMemoKey(text), { text, lock: parseLock(text) }).catch(() => undefined);
+  return made;
 }
 
 /** The store's memo of locks read before (lock/lockfile.ts `LockMemo`): an entry whose loss costs one parse. */
