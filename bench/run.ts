@@ -4,7 +4,7 @@
  *   lock     strata lock (warm indexes, --offline)      vs  apt-get install -s (warm lists)        same roots plus the
  *            Essential names, same components: the environment below, and python3 alone (main); with peak memory
  *   realise  strata realise cold / warm / one-bump       vs  mmdebstrap --variant=essential into a tarball
- *            then BENCH_ADD roots added: layers new and bytes to re-ship
+ *            then BENCH_ADD roots added, and BENCH_REMOVE roots removed: layers new and bytes to re-ship
  *
  *   run      strata run --locked -- true, warm (sandbox: bwrap, unshare, unshare-compat)  vs  the issue's goal, 0.5 s
  *   import   python3 -c 'import numpy, scipy' in strata's realised tree  vs  the same in the apt-installed
@@ -169,6 +169,7 @@ report(`realise after bumping ${victim.name}, --oci into a fresh directory`, bum
 report('first run --frozen after that realise (strata run -- true)', firstRun.seconds, 1, "the issue's goal");
 rmSync(work, { recursive: true, force: true });
 benchAdd(beforeOci, layerSet, lock.packages.length);
+benchRemove(beforeOci, layerSet, lock.packages.length);
 if (existsSync(beforeOci)) rmSync(beforeOci, { recursive: true, force: true });
 if (existsSync(afterOci)) rmSync(afterOci, { recursive: true, force: true });
 }
@@ -216,6 +217,31 @@ function benchAdd(beforeOci: string, layerSet: (d: string) => { digest: string; 
   report(`realise after adding ${extra.length} roots (${grown.packages.length - had} packages)`, r.seconds, undefined, '-', `${changed.length} of ${after.length} layers new, ${mb(changed.reduce((n, l) => n + l.size, 0))} MB of ${mb(total)} MB to re-ship`);
   rmSync(addOci, { recursive: true, force: true });
   rmSync(addProject, { recursive: true, force: true });
+}
+
+/**
+ * Removing packages from the environment: the same roots less BENCH_REMOVE (default python3-gdal and
+ * python3-sklearn, with what only they need), locked and realised over the same store; which layers differ from the
+ * environment's, and how many bytes a registry would receive again.
+ */
+function benchRemove(beforeOci: string, layerSet: (d: string) => { digest: string; size: number }[], had: number): void {
+  const drop = new Set((process.env.BENCH_REMOVE ?? 'python3-gdal python3-sklearn').split(/\s+/).filter(Boolean));
+  const project = join(dir, 'remove-project');
+  mkdirSync(project, { recursive: true });
+  const m = join(project, 'strata.toml');
+  writeFileSync(m, readFileSync(manifest, 'utf8').split('\n').filter((l) => !drop.has(l.split(' = ')[0]!)).join('\n'));
+  timed(strata, ['lock', '-m', m], env);
+  const shrunk = parseLock(readFileSync(join(project, 'strata.lock'), 'utf8'));
+  const out = join(dir, 'oci-removed');
+  rmSync(out, { recursive: true, force: true });
+  const r = timed(strata, ['realise', '-m', m, '--locked', '--oci', out], env);
+  const before = new Set(layerSet(beforeOci).map((l) => l.digest));
+  const after = layerSet(out);
+  const changed = after.filter((l) => !before.has(l.digest));
+  const mb = (n: number) => (n / 1e6).toFixed(1);
+  report(`realise after removing ${drop.size} roots (${had - shrunk.packages.length} packages)`, r.seconds, undefined, '-', `${changed.length} of ${after.length} layers new, ${mb(changed.reduce((n, l) => n + l.size, 0))} MB of ${mb(after.reduce((n, l) => n + l.size, 0))} MB to re-ship`);
+  rmSync(out, { recursive: true, force: true });
+  rmSync(project, { recursive: true, force: true });
 }
 
 /** Entering a realised environment: python3 from the suite, sandbox backend, each method that is installed. */
