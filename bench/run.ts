@@ -51,6 +51,17 @@ function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Timed 
   return { seconds: Number(s), maxRssMiB: Number(kb) / 1024, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** `strata run --frozen -- true` in the environment, through the sandbox (no Docker engine asked). */
+function frozenRun(): Timed {
+  return timed(strata, ['run', '-m', manifest, '--frozen', '--backend', 'sandbox', '--gpus', 'none', '--', 'true'], { ...env, DOCKER_HOST: 'unix:///nonexistent' });
+}
+
+/** Prints what a realise made of the generated output (its `made ...` lines). */
+function logMade(t: Timed): void {
+  const made = t.stderr.split('\n').filter((l) => /made /.test(l));
+  if (made.length > 0) console.log(made.join('\n'));
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
@@ -113,7 +124,7 @@ function benchLockAndRealise(): void {
   }
   const cold = bumpOnly ? undefined : timed(strata, ['realise', '-m', manifest, '--locked'], env);
   const warm = timed(strata, ['realise', '-m', manifest, '--locked'], env);
-console.log(warm.stderr.split('\n').filter((l) => /made /.test(l)).join('\n'));
+  logMade(warm);
   const layers = /in (\d+) layers/.exec((cold ?? warm).stdout)?.[1] ?? '?';
   let peer: number | undefined;
   if (!process.env.BENCH_SKIP_MMDEBSTRAP && !bumpOnly) {
@@ -150,10 +161,10 @@ rmSync(afterOci, { recursive: true, force: true });
 // The bump's own work first (the new .deb unpacked, the generated parts it changes, the layers' records), then the
 // same realise written as a fresh OCI layout (every layer's tar made again from the store: most of that time).
 const bumpOnlyRealise = timed(strata, ['realise', '-m', manifest, '--locked'], env);
-console.log(bumpOnlyRealise.stderr.split('\n').filter((l) => /made /.test(l)).join('\n'));
+logMade(bumpOnlyRealise);
 const bump = timed(strata, ['realise', '-m', manifest, '--locked', '--oci', afterOci], env);
 // The first run after a realise: the bumped lock's environment, in the sandbox.
-const firstRun = timed(strata, ['run', '-m', manifest, '--frozen', '--backend', 'sandbox', '--gpus', 'none', '--', 'true'], { ...env, DOCKER_HOST: 'unix:///nonexistent' });
+const firstRun = frozenRun();
 writeFileSync(lockPath, original);
 timed(strata, ['realise', '-m', manifest, '--locked', '--oci', beforeOci], env);
 const layerSet = (d: string) => {
@@ -168,8 +179,7 @@ report(`realise after bumping ${victim.name}, no output`, bumpOnlyRealise.second
 report(`realise after bumping ${victim.name}, --oci into a fresh directory`, bump.seconds, peer, 'mmdebstrap (full rebuild)', `${changed.length} layers changed, ${(changedBytes / 1e6).toFixed(1)} MB to re-ship`);
 report('first run --frozen after that realise (strata run -- true)', firstRun.seconds, 1, "the issue's goal");
 rmSync(work, { recursive: true, force: true });
-benchAdd(beforeOci, layerSet, lock.packages.length);
-benchRemove(beforeOci, layerSet, lock.packages.length);
+benchRoots(beforeOci, layerSet, lock.packages.length);
 if (existsSync(beforeOci)) rmSync(beforeOci, { recursive: true, force: true });
 if (existsSync(afterOci)) rmSync(afterOci, { recursive: true, force: true });
 }
@@ -180,9 +190,9 @@ if (existsSync(afterOci)) rmSync(afterOci, { recursive: true, force: true });
  * by `du` (disk blocks, hard links once, as a quota counts them); `strata cache info` gives it by kind.
  */
 function benchStore(lock: Lockfile): void {
-  const first = timed(strata, ['run', '-m', manifest, '--frozen', '--backend', 'sandbox', '--gpus', 'none', '--', 'true'], { ...env, DOCKER_HOST: 'unix:///nonexistent' });
+  const first = frozenRun();
   report('first run --frozen after a cold realise (strata run -- true)', first.seconds, 1, "the issue's goal");
-  const warmRuns = [0, 1, 2, 3, 4, 5, 6].map(() => timed(strata, ['run', '-m', manifest, '--frozen', '--backend', 'sandbox', '--gpus', 'none', '--', 'true'], { ...env, DOCKER_HOST: 'unix:///nonexistent' }).seconds);
+  const warmRuns = [0, 1, 2, 3, 4, 5, 6].map(() => frozenRun().seconds);
   report('run warm in this environment (strata run --frozen -- true)', median(warmRuns), 0.25, "the issue's goal", `median of 7, min ${Math.min(...warmRuns).toFixed(2)} s`);
   const debs = lock.packages.reduce((n, p) => n + p.size, 0);
   const installed = lock.packages.reduce((n, p) => n + 1024 * Number(execFileSync('dpkg-deb', ['-f', join(cache, 'blobs', 'sha256', p.sha256), 'Installed-Size'], { encoding: 'utf8' }).trim() || 0), 0);
@@ -194,54 +204,40 @@ function benchStore(lock: Lockfile): void {
 }
 
 /**
- * Adding packages to the environment: the same roots plus BENCH_ADD (default six small tools, about ten packages
- * with what they need), locked and realised over the same store; which layers differ from the environment's, and
- * how many bytes a registry would receive again (the layer set is compared by digest, as a registry does).
+ * The environment with other roots, locked and realised over the same store: which layers differ from the
+ * environment's (`beforeOci`), and how many bytes a registry would receive again (the layer set is compared by
+ * digest, as a registry does). Adding: the same roots plus BENCH_ADD (default six small tools, about ten packages with
+ * what they need). Removing: the same roots less BENCH_REMOVE (default python3-gdal and python3-sklearn, with what
+ * only they need).
  */
-function benchAdd(beforeOci: string, layerSet: (d: string) => { digest: string; size: number }[], had: number): void {
-  const extra = (process.env.BENCH_ADD ?? 'jq tree zstd hdf5-tools rsync htop').split(/\s+/).filter(Boolean);
-  const addProject = join(dir, 'add-project');
-  mkdirSync(addProject, { recursive: true });
-  const addManifest = join(addProject, 'strata.toml');
-  writeFileSync(addManifest, readFileSync(manifest, 'utf8').replace('[packages]\n', `[packages]\n${extra.map((p) => `${p} = "*"`).join('\n')}\n`));
-  timed(strata, ['lock', '-m', addManifest], env);
-  const grown = parseLock(readFileSync(join(addProject, 'strata.lock'), 'utf8'));
-  const addOci = join(dir, 'oci-added');
-  rmSync(addOci, { recursive: true, force: true });
-  const r = timed(strata, ['realise', '-m', addManifest, '--locked', '--oci', addOci], env);
+function benchRoots(beforeOci: string, layerSet: (d: string) => { digest: string; size: number }[], had: number): void {
+  const words = (v: string) => v.split(/\s+/).filter(Boolean);
+  const extra = words(process.env.BENCH_ADD ?? 'jq tree zstd hdf5-tools rsync htop');
+  const drop = new Set(words(process.env.BENCH_REMOVE ?? 'python3-gdal python3-sklearn'));
+  const text = readFileSync(manifest, 'utf8');
+  const variants = [
+    { name: 'added', what: `adding ${extra.length} roots`, manifest: text.replace('[packages]\n', `[packages]\n${extra.map((p) => `${p} = "*"`).join('\n')}\n`) },
+    { name: 'removed', what: `removing ${drop.size} roots`, manifest: text.split('\n').filter((l) => !drop.has(l.split(' = ')[0]!)).join('\n') },
+  ];
   const before = new Set(layerSet(beforeOci).map((l) => l.digest));
-  const after = layerSet(addOci);
-  const changed = after.filter((l) => !before.has(l.digest));
   const mb = (n: number) => (n / 1e6).toFixed(1);
-  const total = after.reduce((n, l) => n + l.size, 0);
-  report(`realise after adding ${extra.length} roots (${grown.packages.length - had} packages)`, r.seconds, undefined, '-', `${changed.length} of ${after.length} layers new, ${mb(changed.reduce((n, l) => n + l.size, 0))} MB of ${mb(total)} MB to re-ship`);
-  rmSync(addOci, { recursive: true, force: true });
-  rmSync(addProject, { recursive: true, force: true });
-}
-
-/**
- * Removing packages from the environment: the same roots less BENCH_REMOVE (default python3-gdal and
- * python3-sklearn, with what only they need), locked and realised over the same store; which layers differ from the
- * environment's, and how many bytes a registry would receive again.
- */
-function benchRemove(beforeOci: string, layerSet: (d: string) => { digest: string; size: number }[], had: number): void {
-  const drop = new Set((process.env.BENCH_REMOVE ?? 'python3-gdal python3-sklearn').split(/\s+/).filter(Boolean));
-  const project = join(dir, 'remove-project');
-  mkdirSync(project, { recursive: true });
-  const m = join(project, 'strata.toml');
-  writeFileSync(m, readFileSync(manifest, 'utf8').split('\n').filter((l) => !drop.has(l.split(' = ')[0]!)).join('\n'));
-  timed(strata, ['lock', '-m', m], env);
-  const shrunk = parseLock(readFileSync(join(project, 'strata.lock'), 'utf8'));
-  const out = join(dir, 'oci-removed');
-  rmSync(out, { recursive: true, force: true });
-  const r = timed(strata, ['realise', '-m', m, '--locked', '--oci', out], env);
-  const before = new Set(layerSet(beforeOci).map((l) => l.digest));
-  const after = layerSet(out);
-  const changed = after.filter((l) => !before.has(l.digest));
-  const mb = (n: number) => (n / 1e6).toFixed(1);
-  report(`realise after removing ${drop.size} roots (${had - shrunk.packages.length} packages)`, r.seconds, undefined, '-', `${changed.length} of ${after.length} layers new, ${mb(changed.reduce((n, l) => n + l.size, 0))} MB of ${mb(after.reduce((n, l) => n + l.size, 0))} MB to re-ship`);
-  rmSync(out, { recursive: true, force: true });
-  rmSync(project, { recursive: true, force: true });
+  for (const v of variants) {
+    const project = join(dir, `${v.name}-project`);
+    mkdirSync(project, { recursive: true });
+    const m = join(project, 'strata.toml');
+    writeFileSync(m, v.manifest);
+    timed(strata, ['lock', '-m', m], env);
+    const count = parseLock(readFileSync(join(project, 'strata.lock'), 'utf8')).packages.length;
+    const out = join(dir, `oci-${v.name}`);
+    rmSync(out, { recursive: true, force: true });
+    const r = timed(strata, ['realise', '-m', m, '--locked', '--oci', out], env);
+    const after = layerSet(out);
+    const changed = after.filter((l) => !before.has(l.digest));
+    const bytes = (ls: { size: number }[]) => ls.reduce((n, l) => n + l.size, 0);
+    report(`realise after ${v.what} (${Math.abs(count - had)} packages)`, r.seconds, undefined, '-', `${changed.length} of ${after.length} layers new, ${mb(bytes(changed))} MB of ${mb(bytes(after))} MB to re-ship`);
+    rmSync(out, { recursive: true, force: true });
+    rmSync(project, { recursive: true, force: true });
+  }
 }
 
 /** Entering a realised environment: python3 from the suite, sandbox backend, each method that is installed. */
