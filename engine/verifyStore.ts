@@ -284,20 +284,11 @@ async function checkRecords(v: Pass): Promise<void> {
     const { json, dirs } = await c.list();
     for (const key of json) {
       v.report.records.checked++;
-      const r = await c.readEntry(key);
-      if (r.state !== 'damaged') continue;
-      v.damaged(`${ns} record ${key}`, r.reason);
+      const r = await c.readEntry<{ text: string; lock: Lockfile }>(key);
+      const problem = r.state === 'damaged' ? r.reason : r.state === 'ok' && ns === 'locks' ? lockMemoProblem(key, r.value) : undefined;
+      if (problem === undefined) continue;
+      v.damaged(r.state === 'damaged' ? `${ns} record ${key}` : `lock memo ${key}`, problem);
       if (!v.o.dryRun) await c.remove(key);
-    }
-    if (ns === 'locks') {
-      for (const key of json) {
-        const r = await c.readEntry<{ text: string; lock: Lockfile }>(key);
-        if (r.state !== 'ok') continue;
-        const problem = lockMemoProblem(key, r.value);
-        if (problem === undefined) continue;
-        v.damaged(`lock memo ${key}`, problem);
-        if (!v.o.dryRun) await c.remove(key);
-      }
     }
     if (ns !== 'indexes') continue;
     for (const key of dirs) {
