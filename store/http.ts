@@ -152,13 +152,14 @@ export function trustExtraCas(certs: string[], what: string): void {
 
 function addExtraCas(): void {
   if (extraCas.added || extraCas.certs.length === 0) return;
-  extraCas.added = true;
   const tls = process.getBuiltinModule('node:tls') as typeof import('node:tls');
   try {
     tls.setDefaultCACertificates([...tls.getCACertificates('default'), ...extraCas.certs]);
   } catch (e) {
+    // Not marked added: every later TLS request is refused the same way, none goes out without the CAs asked for.
     throw new StrataError('E_USAGE', `${extraCas.what}: a certificate in it is not valid: ${(e as Error).message}`);
   }
+  extraCas.added = true;
 }
 
 function openHttp(url: URL, headers: Record<string, string>, policy: RetryPolicy, redirectsLeft: number, method = 'GET', body?: RequestBody): Promise<OpenResponse> {
