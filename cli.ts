@@ -49,7 +49,7 @@ program
 program
   .command('realise')
   .alias('realize')
-  .description('download, verify and build every locked package as OCI layers; write or load the image')
+  .description("download, verify and build every locked package as OCI layers; write or load the image; leave the sandbox's root filesystem (hard links to the store) ready for strata run")
   .option('-m, --manifest <path>', 'the manifest whose strata.lock to realise', 'strata.toml')
   .option('--oci <dir>', 'write an OCI image layout (image-spec 1.1) to DIR')
   .option('--docker-archive <file>', 'write one tar that both `docker load` and OCI tools read')

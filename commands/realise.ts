@@ -9,7 +9,7 @@ import { StrataError } from '../errors.ts';
 import { formatBytes } from '../report/reporter.ts';
 import { openProjectCtx } from '../engine/projectCtx.ts';
 import { ensureLock } from '../engine/ensureLock.ts';
-import { realiseLock } from '../engine/ensureEnvironment.ts';
+import { makeRootfs, realiseLock } from '../engine/ensureEnvironment.ts';
 
 export interface RealiseCommandOptions {
   manifest: string;
@@ -50,6 +50,8 @@ export async function realiseCommand(opts: RealiseCommandOptions): Promise<Reali
   // The cache holds gzip layers: pushing to it realises them too (the outputs still get the encoding asked for).
   const realised = await realiseLock(lock, ctx, { jobs, gzip: (opts.gzip ?? false) || opts.pushCache === true });
   const result = opts.pushCache && !opts.gzip ? { ...realised, image: realised.plain } : realised;
+  // The sandbox's root filesystem (hard links to the stored files), so that the first `strata run` enters at once.
+  await makeRootfs(realised, ctx);
   if (opts.pushCache) {
     const say = (s: string) => process.stdout.write(`${s}\n`);
     say(`pushing to the cache ${cacheRef}`);

@@ -20,6 +20,7 @@ export async function verifyCommand(opts: VerifyCommandOptions): Promise<VerifyR
   out(`  layers     ${r.layers.checked} records checked against their blobs`);
   out(`  unpacked   ${r.unpacked.checked} packages, ${r.unpacked.files} files re-hashed`);
   out(`  rootfs     ${r.rootfs.checked} compared with their layers, ${r.rootfs.linked} through the unpacked files they link${r.rootfs.unchecked ? `, ${r.rootfs.unchecked} not checkable (no record of their layers)` : ''}`);
+  if (r.pool.checked > 0) out(`  shared     ${r.pool.checked} inodes the root filesystems share (files strata writes, symlinks) re-hashed`);
   if (r.generated.checked > 0) out(`  generated  ${r.generated.checked} parts, ${r.generated.files} files re-hashed`);
   out(`  records    ${r.records.checked} other cache records read`);
   for (const d of r.damaged) out(`damaged: ${d.what}: ${d.reason}${dryRun ? '' : '; dropped'}`);

@@ -128,20 +128,30 @@ export async function ensureRootfs(lock: Lockfile, ctx: Ctx, o: { frozen: boolea
     throw new StrataError('E_RUN', 'the environment is not realised yet and --frozen forbids realising it', 'run `strata realise` first, or drop --frozen');
   }
   if (!known) ctx.reporter.info('preparing the environment: realising it (cached layers are reused)');
-  const { linkRootfs, unpackRootfs } = await import('../run/rootfs.ts');
   const result = await realiseLock(lock, ctx, o.frozen ? { frozen: true } : {}, generated);
+  return sandboxEnvironment(ctx, await makeRootfs(result, ctx));
+}
+
+/**
+ * Makes the root filesystem of a realised image unless the store has it: hard links to the stored files (or, for
+ * an image from a cache registry, whose packages were never unpacked here, its layers unpacked from the gzip blobs).
+ * `strata realise` calls it too, so that the first `strata run` after it enters at once.
+ */
+export async function makeRootfs(result: RealisedImage, ctx: Ctx): Promise<ImagePointer> {
+  const rootfs = ctx.store.cache('rootfs');
   const pointer = pointerOf(result.plain);
+  if (existsSync(rootfs.path(rootfsKey(pointer.manifestDigest)))) return pointer;
+  const { linkRootfs, unpackRootfs } = await import('../run/rootfs.ts');
   const jobs = result.layerJobs;
   if (jobs) {
     const layers = jobs.map((j, i) => ({ diffId: result.plain.layers[i]!.diffId, size: result.plain.layers[i]!.size, entries: j.entries }));
     await linkRootfs(rootfs, pointer.manifestDigest, layers, result.mtime);
   } else {
-    // An image from a cache registry: its packages were never unpacked here; its layers come from the gzip blobs.
     const { layerStream } = await import('../realiser/oci/files.ts');
     const layers = result.plain.layers.map((l) => ({ path: l.path ?? `layer ${l.diffId}`, size: l.size, diffId: l.diffId, open: () => layerStream(l) }));
     await unpackRootfs(rootfs, pointer.manifestDigest, layers, ctx.reporter);
   }
-  return sandboxEnvironment(ctx, pointer);
+  return pointer;
 }
 
 /** The engine's ID of the image `tag`, or undefined when it has none. */

@@ -257,6 +257,11 @@ export async function gcStore(store: Store, o: { dryRun: boolean; keepDays: numb
       if (i.ns) await store.cache(i.ns).remove(i.key);
       else await store.drop(i.key);
     }
+    // The shared inodes no tree links any more, once the trees above are gone.
+    const { POOL_DIR, prunePool } = await import('../run/rootfs.ts');
+    const going = removed.flatMap((r) => (r.name.startsWith('rootfs/') ? [store.cache('rootfs').path(r.name.slice('rootfs/'.length))] : []));
+    const pool = await prunePool(store.cache('rootfs'), o.dryRun, going);
+    if (pool.count > 0) removed.push({ name: `rootfs/${POOL_DIR} (${pool.count} shared inodes no tree links)`, kind: 'trees', bytes: pool.bytes });
     if (!o.dryRun) await store.pruneStamps();
     return { before, removed, freed: removed.reduce((n, r) => n + r.bytes, 0), liveRoots, droppedRoots };
   } finally {

@@ -46,7 +46,7 @@ import type { LayerEntry } from '../realiser/layertar.ts';
 import type { GeneratedHook, GeneratedInput, UnpackedView } from '../realiser/realise.ts';
 import { mergedUsrPath, MULTIARCH } from '../realiser/tree.ts';
 import { outputDigest, walkOutput, type OutputEntry } from '../recipes/build.ts';
-import { linkedTree, removeTree } from '../run/rootfs.ts';
+import { inodePool, linkedTree, removeTree } from '../run/rootfs.ts';
 import type { Ctx } from './ctx.ts';
 import type { Lockfile } from '../model.ts';
 
@@ -566,7 +566,7 @@ const TOOL_ENV = (lock: Lockfile, mtime: number) => ({ PATH: '/usr/sbin:/usr/bin
 async function runTools(ctx: Ctx, o: GeneratedOptions, input: GeneratedInput, names: Set<string>, extra: LayerEntry[], scratch: string, out: string, argv: string[], env: Record<string, string>, what: string): Promise<string> {
   const root = join(scratch, 'root');
   await mkdir(root);
-  const t = linkedTree(root);
+  const t = linkedTree(root, await inodePool(ctx.store.cache('rootfs')));
   await t.add(await input.base.entries(), o.mtime);
   await t.add(input.entriesOf(names), o.mtime);
   if (extra.length > 0) await t.add(extra, o.mtime);

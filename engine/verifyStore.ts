@@ -18,7 +18,7 @@
  * Nothing here prints: the command does.
  */
 import { createReadStream } from 'node:fs';
-import { lstat, readdir, readFile } from 'node:fs/promises';
+import { lstat, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -28,7 +28,7 @@ import type { Reporter } from '../report/reporter.ts';
 import { layerRecordProblem, type LayerRecord } from '../realiser/layers.ts';
 import { unpackedMetaProblem } from '../realiser/realise.ts';
 import type { UnpackedDeb } from '../realiser/deb.ts';
-import { checkRootfs, type LayerSource, type RootfsRecord } from '../run/rootfs.ts';
+import { checkRootfs, poolEntryOf, POOL_DIR, type LayerSource, type RootfsRecord } from '../run/rootfs.ts';
 import type { PulledImage, PulledLayer } from '../registry/pull.ts';
 import { pulledLayer } from './images.ts';
 import { checkIndexCache } from '../channels/indexCache.ts';
@@ -47,6 +47,8 @@ export interface VerifyReport {
   unpacked: { checked: number; files: number };
   /** Compared with their stored layers; checked through the unpacked files they link; neither. */
   rootfs: { checked: number; linked: number; unchecked: number };
+  /** The root filesystems' shared inodes (run/rootfs.ts `inodePool`). */
+  pool: { checked: number };
   records: { checked: number };
   /** The generated parts (engine/generated.ts), file by file against their meta.json. */
   generated: { checked: number; files: number };
@@ -239,7 +241,7 @@ async function checkRootfses(v: Pass): Promise<void> {
       if (v.badFiles.size > 0) {
         await eachFile(rootfs.path(key), (rel, st) => {
           const pkg = v.badFiles.get(`${st.dev}:${st.ino}`);
-          if (pkg !== undefined && problems.length < 3) problems.push(`/${rel} is a file of the damaged ${pkg.startsWith('generated files ') ? pkg : `unpacked ${pkg}`}`);
+          if (pkg !== undefined && problems.length < 3) problems.push(`/${rel} is a file of the damaged ${pkg.startsWith('generated files ') || pkg === 'shared inode' ? pkg : `unpacked ${pkg}`}`);
         });
       }
     }
@@ -250,7 +252,38 @@ async function checkRootfses(v: Pass): Promise<void> {
   bar.done();
 }
 
-/** Calls `f` for every regular file under `dir` (relative path, lstat), in name order. */
+/**
+ * The root filesystems' pool of shared inodes (run/rootfs.ts `inodePool`): each file's content and mode, each
+ * symlink's target, against what its name says. A damaged one is removed, and the trees that link it are damaged
+ * with it (checked next, by inode).
+ */
+async function checkPool(v: Pass): Promise<void> {
+  const dir = v.store.cache('rootfs').path(POOL_DIR);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const bar = v.stage('shared inodes', names.length);
+  for (const name of names) {
+    bar.tick();
+    const p = join(dir, name);
+    const want = poolEntryOf(name);
+    const st = await lstat(p).catch(() => undefined);
+    if (!want || !st) continue; // not the pool's (gc removes it), or gone meanwhile
+    v.report.pool.checked++;
+    let problem: string | undefined;
+    if (want.kind === 'l') {
+      if (!st.isSymbolicLink()) problem = 'is not a symlink';
+      else if (createHash('sha256').update(await readlink(p)).digest('hex') !== want.sha256) problem = 'points elsewhere than its name says';
+    } else if (!st.isFile()) problem = 'is not a regular file';
+    else if ((st.mode & 0o7777) !== want.mode) problem = `has mode ${(st.mode & 0o7777).toString(8)}, its name says ${want.mode.toString(8)}`;
+    else if ((await hashFile(p)) !== want.sha256) problem = 'has other content than its name says';
+    if (problem === undefined) continue;
+    v.badFiles.set(`${st.dev}:${st.ino}`, 'shared inode');
+    v.damaged(`shared inode ${name.slice(0, 24)}…`, problem);
+    if (!v.o.dryRun) await rm(p, { force: true });
+  }
+  bar.done();
+}
+
+/** Calls `f` for every regular file and symlink under `dir` (relative path, lstat), in name order. */
 async function eachFile(dir: string, f: (rel: string, st: Stats) => void, rel = ''): Promise<void> {
   const here = rel === '' ? dir : join(dir, rel);
   const names = (await readdir(here).catch(() => [] as string[])).sort();
@@ -259,7 +292,7 @@ async function eachFile(dir: string, f: (rel: string, st: Stats) => void, rel = 
     const st = await lstat(join(dir, r)).catch(() => undefined);
     if (!st) continue;
     if (st.isDirectory()) await eachFile(dir, f, r);
-    else if (st.isFile()) f(r, st);
+    else if (st.isFile() || st.isSymbolicLink()) f(r, st);
   }
 }
 
@@ -302,7 +335,7 @@ async function checkRecords(v: Pass): Promise<void> {
 }
 
 export async function verifyStore(store: Store, o: { dryRun: boolean; reporter?: Reporter }): Promise<VerifyReport> {
-  const report: VerifyReport = { blobs: { checked: 0, bytes: 0 }, layers: { checked: 0 }, unpacked: { checked: 0, files: 0 }, rootfs: { checked: 0, linked: 0, unchecked: 0 }, records: { checked: 0 }, generated: { checked: 0, files: 0 }, damaged: [] };
+  const report: VerifyReport = { blobs: { checked: 0, bytes: 0 }, layers: { checked: 0 }, unpacked: { checked: 0, files: 0 }, rootfs: { checked: 0, linked: 0, unchecked: 0 }, pool: { checked: 0 }, records: { checked: 0 }, generated: { checked: 0, files: 0 }, damaged: [] };
   const v: Pass = {
     store,
     o,
@@ -317,6 +350,7 @@ export async function verifyStore(store: Store, o: { dryRun: boolean; reporter?:
   await checkLayerRecords(v);
   await checkUnpacked(v);
   await checkGenerated(v);
+  await checkPool(v);
   await checkRootfses(v);
   await checkRecords(v);
   await store.pruneStamps();

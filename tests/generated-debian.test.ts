@@ -131,8 +131,9 @@ test('trixie ca-certificates + python3-numpy: CA bundle and hash links, ld.so.ca
   t.is(fromNothing.code, 0, fromNothing.stderr);
   t.regex(fromNothing.stderr, /^made python-bytecode of \d+ packages /m, 'cache C made every part');
   t.is(digestOf(fromNothing.stdout), digestOf(bumped.stdout), 'the parts made after the bump give the image made from nothing');
-  // run --frozen runs no tool: with the parts gone from the store, the first run is refused with one clear error.
-  rmSync(join(cacheC.STRATA_CACHE_DIR, 'generated'), { recursive: true, force: true });
+  // run --frozen runs no tool: with the parts gone from the store (and the root filesystem realise made, which
+  // links their files), the first run is refused with one clear error.
+  for (const ns of ['generated', 'rootfs']) rmSync(join(cacheC.STRATA_CACHE_DIR, ns), { recursive: true, force: true });
   const frozen = await strata(['run', '--backend', 'sandbox', '--frozen', '--', 'true'], cacheC);
   t.not(frozen.code, 0, frozen.stderr);
   t.regex(frozen.stderr, /the store lacks what ca-certificates, ld\.so\.cache, python-bytecode make for this environment and --frozen forbids running them/);

@@ -292,7 +292,7 @@ test('strata verify re-checks the whole store: a clean store passes; every kind 
   t.is((await p.strata(['run', '--backend', 'sandbox', '--locked', '--', '/bin/sh', '-c', 'true'])).code, 0);
   const clean = await p.strata(['verify']);
   t.is(clean.code, 0, clean.stderr);
-  t.regex(clean.stdout, /^store .+\n {2}blobs +\d+ re-hashed \(.+\)\n {2}layers +11 records checked against their blobs\n {2}unpacked +9 packages, \d+ files re-hashed\n {2}rootfs +0 compared with their layers, 1 through the unpacked files they link\n {2}records +\d+ other cache records read\n0 damaged entries/);
+  t.regex(clean.stdout, /^store .+\n {2}blobs +\d+ re-hashed \(.+\)\n {2}layers +11 records checked against their blobs\n {2}unpacked +9 packages, \d+ files re-hashed\n {2}rootfs +0 compared with their layers, 1 through the unpacked files they link\n {2}shared +\d+ inodes the root filesystems share \(files strata writes, symlinks\) re-hashed\n {2}records +\d+ other cache records read\n0 damaged entries/);
 
   const lock = lockOf(p);
   const deb = lock.packages.find((x) => x.name === 'libblas3')!;
