@@ -15,6 +15,7 @@ import { checkRootfs, inodePool, linkRootfs, POOL_DIR, prunePool, unpackRootfs, 
 import { writeLayerTar, type LayerEntry } from '../realiser/layertar.ts';
 import { verifyStore } from '../engine/verifyStore.ts';
 import type { Reporter } from '../report/reporter.ts';
+import type { DerivedCache } from '../store/store.ts';
 
 const quiet = { progress: () => ({ tick() {}, done() {} }), info() {}, warn() {} } as unknown as Reporter;
 const MTIME = 1_700_000_000;
@@ -97,13 +98,20 @@ function entriesOf(layers: LayerEntry[][], tars: { size: number; diffId: string 
   return layers.map((entries, i) => ({ diffId: tars[i]!.diffId, size: tars[i]!.size, entries: () => entries as RootfsEntry[] }));
 }
 
-test('the linked tree is the tree the layer tars make: replacements, a directory turned file, missing parents, hardlinks, modes, owners, times', async (t) => {
+/** A store in a temp dir, the layers, their tars; removed after `f`. */
+async function withLayers(f: (o: { dir: string; store: Awaited<ReturnType<typeof openStore>>; cache: DerivedCache; layers: LayerEntry[][]; tars: { path: string; size: number; diffId: string }[] }) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'strata-linked-'));
   try {
     const store = await openStore(join(dir, 'store'));
-    const cache = store.cache('rootfs');
     const layers = layersOf(dir);
-    const tars = await tarsOf(dir, layers);
+    await f({ dir, store, cache: store.cache('rootfs'), layers, tars: await tarsOf(dir, layers) });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('the linked tree is the tree the layer tars make: replacements, a directory turned file, missing parents, hardlinks, modes, owners, times', (t) =>
+  withLayers(async ({ dir, cache, layers, tars }) => {
     const linked = await linkRootfs(cache, `sha256:${'1'.repeat(64)}`, entriesOf(layers, tars), MTIME);
     const unpacked = await unpackRootfs(cache, `sha256:${'2'.repeat(64)}`, tars, quiet);
     t.deepEqual(await checkRootfs(linked, tars.map((l) => l.path)), []);
@@ -114,18 +122,10 @@ test('the linked tree is the tree the layer tars make: replacements, a directory
     t.is(readFileSync(join(linked, 'opt/d'), 'utf8'), 'now a file\n');
     t.is(lstatSync(join(linked, 'usr/bin/y')).ino, lstatSync(join(linked, 'usr/bin/x')).ino);
     t.is(lstatSync(join(linked, 'usr/bin/x')).ino, lstatSync(join(dir, 'x')).ino, 'a stored file is linked, not copied');
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  }));
 
-test('files strata writes and symlinks are shared inodes: a second tree links them, pruning keeps what a tree links, verify finds a damaged one', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'strata-linked-'));
-  try {
-    const store = await openStore(join(dir, 'store'));
-    const cache = store.cache('rootfs');
-    const layers = layersOf(dir);
-    const tars = await tarsOf(dir, layers);
+test('files strata writes and symlinks are shared inodes: a second tree links them, pruning keeps what a tree links, verify finds a damaged one', (t) =>
+  withLayers(async ({ store, cache, layers, tars }) => {
     const one = await linkRootfs(cache, `sha256:${'1'.repeat(64)}`, entriesOf(layers, tars), MTIME);
     const pool = await inodePool(cache);
     const pooled = readdirSync(pool).length;
@@ -150,7 +150,4 @@ test('files strata writes and symlinks are shared inodes: a second tree links th
     t.is(left.count, pooled - 1);
     await prunePool(cache, false);
     t.deepEqual(readdirSync(pool), []);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  }));
