@@ -452,7 +452,7 @@ type TreeNode =
  * directories' modes and times, deepest first (a read-only or setgid directory stays plain until everything below it
  * is made). Written in one pass, nothing is replaced or looked up on disk. The seed's tree (30,777 entries: 2,731
  * directories, 25,428 files, 2,617 symlinks) took 1.16 s applied layer by layer on disk; written once, with the pool,
- * about 0.8 s, most of it the 2,731 `mkdir`s (about 160 µs each here, ext4, against 5 µs for a link).
+ * about 0.7 s, much of it the 2,731 `mkdir`s (100 to 160 µs each here, ext4, against 5 µs for a link).
  */
 class LinkedTree {
   private readonly nodes = new Map<string, TreeNode>();
@@ -611,15 +611,20 @@ class LinkedTree {
     const paths = [...this.nodes.keys()].sort();
     const dirs: string[] = [];
     const links: string[] = [];
+    // Every directory first, then what goes in them: on the seed's tree the whole takes 0.18 s less so than with
+    // the mkdirs interleaved with the links (realise with the tree to make: 1.18 to 1.28 s against 1.37 to 1.45 s).
     for (const rel of paths) {
       const n = this.nodes.get(rel)!;
+      if (n.type !== 'dir') continue;
       const abs = join(this.root, rel);
-      if (n.type === 'dir') {
-        mkdirSync(abs, { mode: 0o755 });
-        this.own(abs, n.uid, n.gid);
-        dirs.push(rel);
-      } else if (n.type === 'hardlink') links.push(rel);
-      else this.place(n, abs);
+      mkdirSync(abs, { mode: 0o755 });
+      this.own(abs, n.uid, n.gid);
+      dirs.push(rel);
+    }
+    for (const rel of paths) {
+      const n = this.nodes.get(rel)!;
+      if (n.type === 'hardlink') links.push(rel);
+      else if (n.type !== 'dir') this.place(n, join(this.root, rel));
     }
     for (const rel of links) {
       const n = this.nodes.get(rel) as Extract<TreeNode, { type: 'hardlink' }>;
