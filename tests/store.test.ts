@@ -250,7 +250,9 @@ test('a stalled body hits the idle timeout and is retried', async (t) => {
   const store = await openStore(await freshRoot(t), { ...fast, idleTimeoutMs: 300 });
   const p = await store.fetch({ urls: [`${srv.url}/x`], sha256, label: 'x' });
   t.deepEqual(await readFile(p), data);
-  t.is(srv.requests.length, 2);
+  // At least one retry; on a loaded machine (the suite's other tests sharing two cores) a retry can stall past the
+  // 300 ms too, and is retried again (seen once in CI: 3 requests).
+  t.true(srv.requests.length >= 2, `${srv.requests.length} requests`);
 });
 
 test('concurrent fetches of the same blob hit the server once', async (t) => {
