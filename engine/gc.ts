@@ -248,18 +248,20 @@ export async function gcStore(store: Store, o: { dryRun: boolean; keepDays: numb
       return keep.get(i.ns)!.has(i.key);
     };
     const removed: GcReport['removed'] = [];
+    /** The root filesystems that go (what a dry run's count of shared inodes to go looks through). */
+    const going: string[] = [];
     // Records before what they name, so that no reader finds a record whose blobs are gone.
     const order = (i: Item) => (i.ns === undefined ? 2 : i.ns === 'layers' || i.ns === 'run' || i.ns === 'images' || i.ns === 'roots' ? 0 : 1);
     for (const i of [...items].sort((a, b) => order(a) - order(b))) {
       if (kept(i)) continue;
       removed.push({ name: i.name, kind: i.kind, bytes: i.bytes });
+      if (i.ns === 'rootfs') going.push(i.paths[0]!);
       if (o.dryRun) continue;
       if (i.ns) await store.cache(i.ns).remove(i.key);
       else await store.drop(i.key);
     }
     // The shared inodes no tree links any more, once the trees above are gone.
     const { POOL_DIR, prunePool } = await import('../run/rootfs.ts');
-    const going = removed.flatMap((r) => (r.name.startsWith('rootfs/') ? [store.cache('rootfs').path(r.name.slice('rootfs/'.length))] : []));
     const pool = await prunePool(store.cache('rootfs'), o.dryRun, going);
     if (pool.count > 0) removed.push({ name: `rootfs/${POOL_DIR} (${pool.count} shared inodes no tree links)`, kind: 'trees', bytes: pool.bytes });
     if (!o.dryRun) await store.pruneStamps();

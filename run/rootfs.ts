@@ -24,7 +24,7 @@
  * (`<key>.json` beside the tree) lets `strata verify` check the tree against them later (`checkRootfs`).
  */
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, createReadStream, createWriteStream, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, createReadStream, createWriteStream, lchownSync, linkSync, lutimesSync, mkdirSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { chmod, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, unlink, utimes } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -437,12 +437,30 @@ class Tree {
   }
 }
 
+/** A file or symlink of a `LinkedTree`: its entry, and where `make` put it. */
+type PlacedNode = { type: 'file' | 'symlink'; e: RootfsEntry; mtime: Date; madeAt?: string };
+
 /** A path of a `LinkedTree` as its layers leave it. */
 type TreeNode =
   | { type: 'dir'; mode: number; uid: number; gid: number; mtime: Date }
-  | { type: 'file' | 'symlink'; e: RootfsEntry; mtime: Date; madeAt?: string }
+  | PlacedNode
   /** A tar hardlink: the same inode as the file that was at its target when its layer was applied. */
-  | { type: 'hardlink'; to: { type: 'file'; e: RootfsEntry; mtime: Date; madeAt?: string } };
+  | { type: 'hardlink'; to: PlacedNode };
+
+/**
+ * Hard-links `from` at `to`; false where the filesystem will not (another device, too many links, not allowed) or,
+ * with `missingToo`, where `from` is gone.
+ */
+function tryLink(from: string, to: string, missingToo = false): boolean {
+  try {
+    linkSync(from, to);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EXDEV' || code === 'EMLINK' || code === 'EPERM' || (missingToo && code === 'ENOENT')) return false;
+    throw err;
+  }
+}
 
 /**
  * A tree made from layers' entries: `add` applies each layer in memory as a tar of it would apply (a later entry
@@ -527,22 +545,10 @@ class LinkedTree {
       this.parents(rel, mtime);
       this.parents(target, mtime);
       const t = this.nodes.get(target);
-      const file = t?.type === 'file' ? (t as Extract<TreeNode, { type: 'hardlink' }>['to']) : t?.type === 'hardlink' ? t.to : undefined;
+      const file = t?.type === 'file' ? t : t?.type === 'hardlink' ? t.to : undefined;
       if (file === undefined) throw unsafe(label, `hardlink '${rel}' points at '${target}', which is not a regular file in the tree`);
       this.clear(rel);
       this.nodes.set(rel, { type: 'hardlink', to: file });
-    }
-  }
-
-  /** Links the pooled inode `name` at `abs`; false when the pool has none (or it cannot be linked: too many links). */
-  private fromPool(name: string, abs: string): boolean {
-    try {
-      linkSync(join(this.pool!, name), abs);
-      return true;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'EMLINK' || code === 'EXDEV' || code === 'EPERM') return false;
-      throw err;
     }
   }
 
@@ -564,21 +570,13 @@ class LinkedTree {
   }
 
   /** Makes a file or symlink entry at `abs`: a link to the stored file or the pooled inode, else written. */
-  private place(n: { type: 'file' | 'symlink'; e: RootfsEntry; mtime: Date; madeAt?: string }, abs: string): void {
+  private place(n: PlacedNode, abs: string): void {
     const { e, mtime } = n;
     n.madeAt = abs;
     const mode = e.mode & 0o7777;
     if (e.type === 'file' && e.source !== undefined) {
       const st = statSync(e.source);
-      if ((st.mode & 0o7777) === mode && (!this.asRoot || (st.uid === e.uid && st.gid === e.gid))) {
-        try {
-          linkSync(e.source, abs);
-          return;
-        } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
-          if (code !== 'EXDEV' && code !== 'EMLINK' && code !== 'EPERM') throw err;
-        }
-      }
+      if ((st.mode & 0o7777) === mode && (!this.asRoot || (st.uid === e.uid && st.gid === e.gid)) && tryLink(e.source, abs)) return;
       copyFileSync(e.source, abs);
       this.own(abs, e.uid, e.gid);
       chmodSync(abs, mode);
@@ -588,7 +586,8 @@ class LinkedTree {
     // `link` never follows a symlink: a pooled symlink is linked as itself.
     const symlink = e.type === 'symlink';
     const pooled = this.pool === undefined ? undefined : poolName(symlink ? 'l' : 'f', symlink ? (e.linkname ?? '') : (e.content ?? Buffer.alloc(0)), symlink ? 0o777 : mode, e.uid, e.gid, mtime);
-    if (pooled !== undefined && this.fromPool(pooled, abs)) return;
+    // The pool has none yet, or it cannot be linked (too many links): made here, and given to the pool.
+    if (pooled !== undefined && tryLink(join(this.pool!, pooled), abs, true)) return;
     if (symlink) {
       symlinkSync(e.linkname ?? '', abs);
       this.own(abs, e.uid, e.gid);
