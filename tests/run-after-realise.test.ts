@@ -60,6 +60,8 @@ test('after realise, run --frozen enters at once, in a tree of links to the stor
 
   const realised = await strata(['realise', '--locked', '--oci', join(work, 'oci')], { cwd: dir, env });
   t.is(realised.code, 0, realised.stderr);
+  const treesAfterRealise = readdirSync(join(cache, 'rootfs')).filter((n) => /^[0-9a-f]{64}$/.test(n));
+  t.is(treesAfterRealise.length, 1, 'realise made the root filesystem: the first run has none to make');
 
   const run = await strata(['run', '--frozen', '--backend', 'sandbox', '--', 'sh', '-c', 'echo inside; echo pwned > /usr/bin/pwned'], { cwd: dir, env });
   t.not(run.code, 0, 'the image is read-only to the command');
@@ -67,7 +69,7 @@ test('after realise, run --frozen enters at once, in a tree of links to the stor
   t.notRegex(run.stderr, /preparing|fetching|unpacking|realis/, run.stderr);
 
   const roots = readdirSync(join(cache, 'rootfs')).filter((n) => /^[0-9a-f]{64}$/.test(n));
-  t.is(roots.length, 1);
+  t.deepEqual(roots, treesAfterRealise, 'the run entered the tree realise made');
   const tree = files(join(cache, 'rootfs', roots[0]!));
   const unpacked = files(join(cache, 'unpacked'));
   const stored = new Set([...unpacked.values()].map(([ino]) => ino));
